@@ -1,0 +1,62 @@
+"""Commands: what the outside world asks the engine to do. Named in the imperative.
+
+Every command carries ``command_id`` and ``timestamp_ms``, assigned upstream: the gateway
+stamps the time, and the engine adapter sets ``command_id`` to the record's offset in the
+single-partition ``orders`` topic. A new order's id is its command id, so order ids are unique
+without coordination and identical on every replay. All amounts are integers: prices in ticks,
+quantities in lots, asset amounts in minor units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.enums import OrderType, Side, StpMode, TimeInForce
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlaceOrder:
+    command_id: int
+    timestamp_ms: int
+    order_id: int
+    user_id: int
+    symbol: str
+    side: Side
+    order_type: OrderType
+    time_in_force: TimeInForce = TimeInForce.GTC
+    post_only: bool = False
+    price: int | None = None  # ticks; required for LIMIT, absent for MARKET
+    quantity: int  # lots
+    client_order_id: str | None = None
+    stp_mode: StpMode | None = None  # None means the default, EXPIRE_TAKER
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelOrder:
+    command_id: int
+    timestamp_ms: int
+    user_id: int
+    symbol: str
+    order_id: int | None = None  # exactly one of order_id and client_order_id is set
+    client_order_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deposit:
+    command_id: int
+    timestamp_ms: int
+    user_id: int
+    asset: str
+    amount: int  # minor units
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Withdraw:
+    command_id: int
+    timestamp_ms: int
+    user_id: int
+    asset: str
+    amount: int  # minor units
+
+
+Command = PlaceOrder | CancelOrder | Deposit | Withdraw

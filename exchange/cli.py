@@ -1,0 +1,128 @@
+"""The ``exchange`` command line: the composition root of every process.
+
+Settings are read here and only here, then handed to the part being started. A bad setting
+ends the process with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from engine.errors import ConfigError, ExchangeError
+from exchange.settings import Settings, load_settings
+from exchange.supervisor import ServiceSpec, discover_bootstrap, write_stack_file
+
+Handler = Callable[[Settings, argparse.Namespace], int]
+
+
+def _die(message: str, code: int = 2) -> NoReturn:
+    print(f"exchange: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def stack_services(settings: Settings, bootstrap: str) -> list[ServiceSpec]:
+    """The services ``exchange up`` runs, in start order (stopped in reverse)."""
+    del settings, bootstrap  # each service reads its settings in its own process
+    return []
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange.supervisor import Supervisor
+
+    return Supervisor(settings, stack_services).run()
+
+
+def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange.broker import EmbeddedBroker
+    from exchange.kafka import make_admin
+    from exchange.topics import Topics, ensure_topics
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    port = args.port if args.port is not None else settings.exchange_broker_port
+    with EmbeddedBroker(port=port, binary=settings.tansu_bin) as broker:
+        bootstrap = broker.bootstrap_servers
+        print(f"broker tansu pid={broker.pid} at {bootstrap} (in-memory; Ctrl-C stops it)",
+              flush=True)
+        if args.topics:
+            ensure_topics(make_admin(bootstrap), Topics.from_settings(settings).all())
+            print("topics created", flush=True)
+        write_stack_file(settings.exchange_data_dir, bootstrap, {"services": {}})
+        print(f"export KAFKA_BOOTSTRAP_SERVERS={bootstrap}", flush=True)
+        try:
+            stop.wait()
+        finally:
+            (settings.exchange_data_dir / "stack.json").unlink(missing_ok=True)
+    print("broker stopped", flush=True)
+    return 0
+
+
+def require_bootstrap(settings: Settings) -> str:
+    bootstrap = discover_bootstrap(settings)
+    if bootstrap is None:
+        _die("KAFKA_BOOTSTRAP_SERVERS is not set and no `exchange up`/`exchange broker` is "
+             "running (start one, or set KAFKA_BOOTSTRAP_SERVERS)")
+    return bootstrap
+
+
+def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange.kafka import make_admin
+    from exchange.topics import TopicOutcome, Topics, ensure_topics
+
+    bootstrap = require_bootstrap(settings)
+    outcome = ensure_topics(make_admin(bootstrap), Topics.from_settings(settings).all())
+    for name, result in outcome.items():
+        print(f"{name}: {result}")
+    created = sum(1 for r in outcome.values() if r is TopicOutcome.CREATED)
+    print(f"{created} created, {len(outcome) - created} unchanged")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exchange", description="Kafka-backed, event-sourced exchange order pipeline."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="run the whole stack (embedded broker unless "
+                                  "KAFKA_BOOTSTRAP_SERVERS is set)")
+    p.set_defaults(handler=cmd_up)
+
+    p = sub.add_parser("broker", help="run only the embedded broker in the foreground")
+    p.add_argument("--port", type=int, default=None, help="listen port (default: free port)")
+    p.add_argument("--topics", action="store_true", help="also create the project's topics")
+    p.set_defaults(handler=cmd_broker)
+
+    p = sub.add_parser("topics", help="create the project's topics (idempotent)")
+    p.set_defaults(handler=cmd_topics)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        _die(f"configuration error: {e}")
+    logging.basicConfig(
+        level=settings.exchange_log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(settings, args)
+    except ConfigError as e:
+        _die(f"configuration error: {e}")
+    except ExchangeError as e:
+        _die(str(e), code=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

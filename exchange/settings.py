@@ -1,0 +1,126 @@
+"""One typed, frozen settings object per process, read from the environment.
+
+Only composition roots (the CLI entry points) call :func:`load_settings`; everything else
+receives the object. A bad value raises :class:`engine.errors.ConfigError` whose message is
+one line naming the variable and what is wrong, so the CLI can stop with exactly that line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from engine.errors import ConfigError
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+PortOrZero = Annotated[int, Field(ge=0, le=65535)]  # 0 = pick a free port
+
+
+class Settings(BaseSettings):
+    """Field names are the environment variable names, lower-cased."""
+
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=False, extra="ignore")
+
+    # Unset means: start the embedded broker (Tansu) on this machine.
+    kafka_bootstrap_servers: str | None = None
+    # Unset means: use the embedded SQLite store under EXCHANGE_DATA_DIR.
+    cassandra_contact_points: Annotated[tuple[str, ...] | None, NoDecode] = None
+    cassandra_port: Port = 9042
+    cassandra_keyspace: str = Field(default="exchange", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+
+    exchange_data_dir: Path = Path("./data")
+    exchange_host: str = "127.0.0.1"
+    exchange_port: Port = 8000
+    exchange_broker_port: PortOrZero = 0
+    exchange_markets_file: Path | None = None
+    exchange_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    tansu_bin: Path | None = None
+
+    exchange_topic_orders: str = Field(default="orders", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    exchange_topic_engine_output: str = Field(
+        default="engine-output", pattern=r"^[A-Za-z0-9._-]{1,200}$"
+    )
+    exchange_topic_orders_dlq: str = Field(
+        default="orders.dlq", pattern=r"^[A-Za-z0-9._-]{1,200}$"
+    )
+    exchange_topic_engine_output_dlq: str = Field(
+        default="engine-output.dlq", pattern=r"^[A-Za-z0-9._-]{1,200}$"
+    )
+    exchange_topic_engine_snapshots: str = Field(
+        default="engine-snapshots", pattern=r"^[A-Za-z0-9._-]{1,200}$"
+    )
+    exchange_engine_output_partitions: int = Field(default=4, ge=1, le=1024)
+    exchange_dlq_partitions: int = Field(default=1, ge=1, le=1024)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() hands over the environment explicitly, so tests control it fully.
+        return (init_settings,)
+
+    @field_validator("cassandra_contact_points", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            hosts = tuple(h.strip() for h in value.split(",") if h.strip())
+            if not hosts:
+                return None
+            return hosts
+        return value
+
+    @field_validator("kafka_bootstrap_servers", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def embedded_store(self) -> bool:
+        return self.cassandra_contact_points is None
+
+
+def _known_exchange_variables() -> set[str]:
+    return {name.upper() for name in Settings.model_fields if name.startswith("exchange_")}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from ``environ`` (default: the process environment).
+
+    Unknown ``EXCHANGE_*`` variables are refused too: a typo must not silently fall back
+    to a default.
+    """
+    env = dict(os.environ if environ is None else environ)
+    known = _known_exchange_variables()
+    for name in sorted(env):
+        if name.startswith("EXCHANGE_") and name not in known:
+            raise ConfigError(f"{name}: unknown setting (known: {', '.join(sorted(known))})")
+    relevant = {k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
+    try:
+        return Settings.model_validate(relevant)
+    except ValidationError as e:
+        err = e.errors()[0]
+        name = str(err["loc"][0]).upper() if err["loc"] else "settings"
+        value = env.get(name, env.get(name.lower(), ""))
+        raise ConfigError(f"{name}={value!r}: {err['msg']}") from e

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ConfigError
+from exchange.settings import load_settings
+
+
+def test_load_settings_when_environment_empty_uses_embedded_defaults() -> None:
+    s = load_settings({})
+    assert s.embedded_broker and s.embedded_store
+    assert s.exchange_port == 8000
+    assert s.exchange_data_dir == Path("./data")
+    assert s.exchange_topic_orders == "orders"
+    assert s.exchange_engine_output_partitions == 4
+
+
+def test_load_settings_when_cassandra_hosts_listed_splits_them() -> None:
+    s = load_settings({"CASSANDRA_CONTACT_POINTS": "10.0.0.1, cass-2 ,"})
+    assert s.cassandra_contact_points == ("10.0.0.1", "cass-2")
+    assert not s.embedded_store
+
+
+def test_load_settings_when_bootstrap_blank_treats_it_as_unset() -> None:
+    assert load_settings({"KAFKA_BOOTSTRAP_SERVERS": "  "}).embedded_broker
+
+
+def test_settings_when_loaded_are_frozen() -> None:
+    s = load_settings({})
+    with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError
+        s.exchange_port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"EXCHANGE_PORT": "eighty"}, "EXCHANGE_PORT='eighty'"),
+        ({"EXCHANGE_PORT": "70000"}, "EXCHANGE_PORT='70000'"),
+        ({"EXCHANGE_ENGINE_OUTPUT_PARTITIONS": "0"}, "EXCHANGE_ENGINE_OUTPUT_PARTITIONS='0'"),
+        ({"EXCHANGE_TOPIC_ORDERS": "has space"}, "EXCHANGE_TOPIC_ORDERS='has space'"),
+        ({"EXCHANGE_LOG_LEVEL": "LOUD"}, "EXCHANGE_LOG_LEVEL='LOUD'"),
+        ({"CASSANDRA_PORT": "-1"}, "CASSANDRA_PORT='-1'"),
+        ({"EXCHANGE_PROT": "8000"}, "EXCHANGE_PROT: unknown setting"),
+    ],
+)
+def test_load_settings_when_value_invalid_raises_one_line_naming_the_variable(
+    env: dict[str, str], needle: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    message = str(info.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_cli_when_setting_invalid_exits_2_with_one_clear_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "exchange.cli", "topics"],
+        env={"PATH": "/usr/bin:/bin", "EXCHANGE_PORT": "not-a-port",
+             "EXCHANGE_DATA_DIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("exchange: configuration error: EXCHANGE_PORT='not-a-port'")
