@@ -1,0 +1,188 @@
+"""Schema evolution: records written by another known version of a schema still decode.
+
+Each test copies the repo's avro/ directory, edits one .avsc file as a real change would, and
+builds a codec from the copy. A codec reads another version's records once that version's
+writer schema is registered (the single-object header names the writer by fingerprint).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastavro import schemaless_reader, schemaless_writer
+
+from engine.commands import PlaceOrder
+from engine.enums import RejectReason
+from engine.events import EngineOutput
+from exchange.codec import Codec, load_schemas, schema_fingerprint
+from exchange.errors import DecodeError, SchemaError
+
+AVRO_DIR = Path(__file__).resolve().parents[2] / "avro"
+NAMESPACE = "exchange.v1"
+
+
+def evolve(directory: Path, name: str, change: Callable[[dict[str, Any]], None]) -> Codec:
+    """A codec over a copy of avro/ in which ``change`` edited the schema of ``name``."""
+    shutil.copytree(AVRO_DIR, directory)
+    path = directory / f"{NAMESPACE}.{name}.avsc"
+    schema = json.loads(path.read_text())
+    change(schema)
+    path.write_text(json.dumps(schema, indent=2))
+    return Codec(load_schemas(directory))
+
+
+def add_optional_string(field: str) -> Callable[[dict[str, Any]], None]:
+    def change(schema: dict[str, Any]) -> None:
+        schema["fields"].append({"name": field, "type": ["null", "string"], "default": None})
+
+    return change
+
+
+def rewrite_body(frame: bytes, schema: dict[str, Any], edit: Callable[[Any], None]) -> bytes:
+    """``frame`` with its body decoded under ``schema``, edited, and re-encoded.
+
+    Unions of records come back as (name, record) tuples, which fastavro writes back to the
+    same branch.
+    """
+    record = schemaless_reader(BytesIO(frame[10:]), schema, None, return_record_name=True)
+    edit(record)
+    body = BytesIO()
+    schemaless_writer(body, schema, record)
+    return frame[:10] + body.getvalue()
+
+
+@pytest.fixture
+def venue_codec(tmp_path: Path) -> Codec:
+    """Version 2 of EngineOutput: TradeExecuted gained an optional ``venue``."""
+    return evolve(tmp_path / "avro", "TradeExecuted", add_optional_string("venue"))
+
+
+def test_evolved_schema_when_field_added_has_a_new_fingerprint(
+    codec: Codec, venue_codec: Codec
+) -> None:
+    assert venue_codec.output_fingerprint != codec.output_fingerprint
+    assert venue_codec.command_fingerprint == codec.command_fingerprint
+
+
+def test_decode_output_when_reader_added_optional_field_reads_old_records(
+    codec: Codec, venue_codec: Codec, full_output: EngineOutput
+) -> None:
+    venue_codec.register_writer_schema(codec.schemas.output)
+    assert venue_codec.decode_output(codec.encode_output(full_output)) == full_output
+
+
+def test_decode_output_when_writer_added_field_old_reader_skips_it(
+    venue_codec: Codec, full_output: EngineOutput
+) -> None:
+    new_schema = venue_codec.schemas.output
+
+    def set_venue(record: Any) -> None:
+        record["trades"][0]["venue"] = "XNAS"
+
+    frame = rewrite_body(venue_codec.encode_output(full_output), new_schema, set_venue)
+    written = schemaless_reader(BytesIO(frame[10:]), new_schema, None)
+    assert isinstance(written, dict) and written["trades"][0]["venue"] == "XNAS"
+
+    old = Codec()
+    old.register_writer_schema(new_schema)
+    assert old.decode_output(frame) == full_output
+
+
+def test_decode_output_when_evolved_writer_not_registered_raises_decode_error(
+    venue_codec: Codec, full_output: EngineOutput
+) -> None:
+    data = venue_codec.encode_output(full_output)
+    with pytest.raises(DecodeError, match=f"unknown writer schema fingerprint {data[2:10].hex()}"):
+        Codec().decode_output(data)
+
+
+def test_decode_command_when_writer_added_field_old_reader_skips_it(
+    tmp_path: Path, place_order: PlaceOrder
+) -> None:
+    new = evolve(tmp_path / "avro", "PlaceOrderCommand", add_optional_string("trace_id"))
+
+    def set_trace(record: Any) -> None:
+        name, body = record["command"]
+        assert name == f"{NAMESPACE}.PlaceOrderCommand"
+        body["trace_id"] = "t-123"
+
+    frame = rewrite_body(new.encode_command(place_order), new.schemas.command, set_trace)
+    old = Codec()
+    old.register_writer_schema(new.schemas.command)
+    assert old.decode_command(frame, command_id=place_order.command_id) == place_order
+
+
+def test_decode_command_when_reader_added_optional_field_reads_old_records(
+    codec: Codec, tmp_path: Path, place_order: PlaceOrder
+) -> None:
+    new = evolve(tmp_path / "avro", "PlaceOrderCommand", add_optional_string("trace_id"))
+    new.register_writer_schema(codec.schemas.command)
+    data = codec.encode_command(place_order)
+    assert new.decode_command(data, command_id=place_order.command_id) == place_order
+
+
+def test_decode_output_when_newer_writer_uses_unknown_enum_symbol_raises_decode_error(
+    tmp_path: Path, full_output: EngineOutput
+) -> None:
+    def add_symbol(schema: dict[str, Any]) -> None:
+        schema["symbols"].append("RATE_LIMITED")
+
+    new = evolve(tmp_path / "avro", "RejectReason", add_symbol)
+    old = Codec()
+    old.register_writer_schema(new.schemas.output)
+    # Symbols both versions know still resolve ...
+    assert old.decode_output(new.encode_output(full_output)) == full_output
+
+    # ... but one the old reader lacks cannot: a clear DecodeError, not a fastavro error.
+    def use_symbol(record: Any) -> None:
+        record["rejections"][0]["reason"] = "RATE_LIMITED"
+
+    frame = rewrite_body(new.encode_output(full_output), new.schemas.output, use_symbol)
+    with pytest.raises(DecodeError) as info:
+        old.decode_output(frame)
+    assert info.value.__cause__ is not None
+
+
+def test_register_writer_schema_when_registered_twice_returns_same_fingerprint(
+    venue_codec: Codec,
+) -> None:
+    old = Codec()
+    first = old.register_writer_schema(venue_codec.schemas.output)
+    assert old.register_writer_schema(venue_codec.schemas.output) == first
+    assert first == venue_codec.output_fingerprint == schema_fingerprint(venue_codec.schemas.output)
+
+
+def test_register_writer_schema_when_own_schema_given_keeps_decoding(
+    full_output: EngineOutput,
+) -> None:
+    codec = Codec()
+    assert codec.register_writer_schema(codec.schemas.output) == codec.output_fingerprint
+    assert codec.decode_output(codec.encode_output(full_output)) == full_output
+
+
+def test_register_writer_schema_when_record_is_not_top_level_raises_schema_error() -> None:
+    trade = {"type": "record", "name": "TradeExecuted", "namespace": NAMESPACE, "fields": []}
+    with pytest.raises(SchemaError, match="must be the record"):
+        Codec().register_writer_schema(trade)
+
+
+def test_register_writer_schema_when_schema_invalid_raises_schema_error() -> None:
+    broken = {"type": "record", "name": "EngineOutput", "fields": [{"name": "x", "type": "Nope"}]}
+    with pytest.raises(SchemaError, match="invalid writer schema"):
+        Codec().register_writer_schema(broken)
+
+
+def test_decode_output_when_read_through_resolution_returns_engine_enum_members(
+    codec: Codec, venue_codec: Codec, full_output: EngineOutput
+) -> None:
+    venue_codec.register_writer_schema(codec.schemas.output)
+    decoded = venue_codec.decode_output(codec.encode_output(full_output))
+    assert decoded == full_output
+    assert decoded.rejections[0].reason is RejectReason.INVALID_ORDER
+    assert decoded.order_updates[1].reject_reason is RejectReason.INVALID_ORDER
