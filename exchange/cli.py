@@ -43,9 +43,7 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
     from exchange.kafka import make_admin
     from exchange.topics import Topics, ensure_topics
 
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = _stop_on_signals()
     port = args.port if args.port is not None else settings.exchange_broker_port
     with EmbeddedBroker(port=port, binary=settings.tansu_bin) as broker:
         bootstrap = broker.bootstrap_servers
@@ -85,6 +83,42 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
+
+
+def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange.bootstrap import build_engine_service
+
+    bootstrap = require_bootstrap(settings)
+    service = build_engine_service(settings, bootstrap)
+    stop = _stop_on_signals()
+    service.recover()
+    print(f"engine: consuming {settings.exchange_topic_orders} from offset "
+          f"{service.next_offset}, sequence {service.engine.sequence}", flush=True)
+    stats = service.run(stop)
+    print(f"engine: stopped after {stats.applied} commands "
+          f"({stats.published} published, {stats.dead_lettered} dead-lettered)", flush=True)
+    return 0
+
+
+def cmd_settlement(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange.bootstrap import build_settlement_service
+
+    bootstrap = require_bootstrap(settings)
+    service = build_settlement_service(settings, bootstrap)
+    stop = _stop_on_signals()
+    print(f"settlement: consuming {settings.exchange_topic_engine_output} "
+          f"(group settlement)", flush=True)
+    stats = service.run(stop)
+    print(f"settlement: stopped after {stats.records} outputs in {stats.batches} batches",
+          flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exchange", description="Kafka-backed, event-sourced exchange order pipeline."
@@ -102,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("topics", help="create the project's topics (idempotent)")
     p.set_defaults(handler=cmd_topics)
+
+    p = sub.add_parser("engine", help="run the matching engine service (orders -> engine-output)")
+    p.set_defaults(handler=cmd_engine)
+
+    p = sub.add_parser("settlement", help="run a settlement worker (engine-output -> store)")
+    p.set_defaults(handler=cmd_settlement)
     return parser
 
 

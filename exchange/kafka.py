@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 SESSION_TIMEOUT_MS = 6000
@@ -65,3 +65,11 @@ def make_admin(bootstrap: str, **overrides: Any) -> AdminClient:
     config: dict[str, Any] = _common(bootstrap)
     config.update(overrides)
     return AdminClient(config)
+
+
+def where(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed record; always set for a fetched message."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError("message has no position (it was not fetched from a log)")
+    return topic, partition, offset

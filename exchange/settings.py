@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     exchange_engine_output_partitions: int = Field(default=4, ge=1, le=1024)
     exchange_dlq_partitions: int = Field(default=1, ge=1, le=1024)
 
+    exchange_engine_batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+    exchange_snapshot_every_commands: int = Field(default=100_000, ge=1)
+    exchange_snapshot_every_seconds: float = Field(default=60.0, gt=0)
+    exchange_snapshot_store: Literal["kafka", "file"] = "kafka"
+    exchange_settlement_batch_max_records: int = Field(default=2000, ge=1, le=100_000)
+    exchange_settlement_batch_max_ms: int = Field(default=50, ge=1, le=60_000)
+
     @classmethod
     def settings_customise_sources(
         cls,

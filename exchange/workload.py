@@ -1,0 +1,111 @@
+"""A seeded, realistic command stream for tests, benchmarks and the load generator.
+
+Commands come out with ``command_id`` = their position (plus ``first_offset``), which is
+what they become when produced, in order, to an empty single-partition ``orders`` topic; a
+cancel names an order id placed earlier in the same stream. The mix (by default) is about
+60% resting limits near the touch, 25% cancels, 10% crossing limits and 5% market orders,
+over many users and both default symbols, after one deposit per user and asset.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from engine.commands import CancelOrder, Command, Deposit, PlaceOrder
+from engine.enums import OrderType, Side, TimeInForce
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SymbolProfile:
+    symbol: str
+    base: str
+    quote: str
+    mid_ticks: int
+    max_lots: int
+    spread_ticks: int = 50
+
+
+DEFAULT_PROFILES = (
+    SymbolProfile(symbol="BTC_USDT", base="BTC", quote="USDT", mid_ticks=5_000_000,
+                  max_lots=200),
+    SymbolProfile(symbol="ETH_USDT", base="ETH", quote="USDT", mid_ticks=300_000,
+                  max_lots=200),
+)
+
+# Generous funding so the stream mostly trades rather than being rejected.
+DEFAULT_FUNDING = {"USDT": 10**14, "BTC": 10**10, "ETH": 10**11}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mix:
+    resting: float = 0.60
+    cancel: float = 0.25
+    crossing: float = 0.10
+    market: float = 0.05
+
+
+def funding_commands(
+    users: int, *, first_offset: int = 0, timestamp_ms: int = 1_700_000_000_000,
+    funding: dict[str, int] | None = None, first_user: int = 1,
+) -> list[Command]:
+    out: list[Command] = []
+    amounts = funding or DEFAULT_FUNDING
+    for u in range(first_user, first_user + users):
+        for asset, amount in amounts.items():
+            out.append(Deposit(command_id=first_offset + len(out), timestamp_ms=timestamp_ms,
+                               user_id=u, asset=asset, amount=amount))
+    return out
+
+
+def command_stream(
+    seed: int,
+    count: int,
+    *,
+    users: int = 100,
+    first_offset: int = 0,
+    start_ms: int = 1_700_000_000_000,
+    mix: Mix = Mix(),
+    profiles: tuple[SymbolProfile, ...] = DEFAULT_PROFILES,
+    fund: bool = True,
+) -> Iterator[Command]:
+    """``count`` trading commands (after the funding deposits when ``fund``)."""
+    rng = random.Random(seed)
+    offset = first_offset
+    if fund:
+        for c in funding_commands(users, first_offset=offset, timestamp_ms=start_ms):
+            yield c
+            offset += 1
+    placed: list[tuple[int, int, str]] = []  # (order_id, user, symbol)
+    t_resting = mix.resting
+    t_cancel = t_resting + mix.cancel
+    t_crossing = t_cancel + mix.crossing
+    for i in range(count):
+        ts = start_ms + i
+        user = rng.randint(1, users)
+        prof = profiles[rng.randrange(len(profiles))]
+        r = rng.random()
+        side = Side.BUY if rng.random() < 0.5 else Side.SELL
+        qty = rng.randint(1, prof.max_lots)
+        if r < t_cancel and r >= t_resting and placed:
+            order_id, owner, symbol = placed.pop(rng.randrange(len(placed)))
+            yield CancelOrder(command_id=offset, timestamp_ms=ts, user_id=owner,
+                              symbol=symbol, order_id=order_id)
+        elif r < t_crossing:
+            away = rng.randint(1, prof.spread_ticks)
+            if r < t_resting or (r < t_cancel and not placed):
+                price = prof.mid_ticks - away if side is Side.BUY else prof.mid_ticks + away
+            else:
+                price = prof.mid_ticks + away if side is Side.BUY else prof.mid_ticks - away
+            yield PlaceOrder(command_id=offset, timestamp_ms=ts, order_id=offset, user_id=user,
+                             symbol=prof.symbol, side=side, order_type=OrderType.LIMIT,
+                             time_in_force=TimeInForce.GTC, price=price, quantity=qty)
+            placed.append((offset, user, prof.symbol))
+            if len(placed) > 50_000:
+                placed.pop(0)
+        else:
+            yield PlaceOrder(command_id=offset, timestamp_ms=ts, order_id=offset, user_id=user,
+                             symbol=prof.symbol, side=side, order_type=OrderType.MARKET,
+                             time_in_force=TimeInForce.IOC, price=None, quantity=qty)
+        offset += 1

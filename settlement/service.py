@@ -1,0 +1,188 @@
+"""The settlement service: a consumer group on ``engine-output`` writing the read model.
+
+Theory of operation
+-------------------
+Poll up to N records or T ms, decode them, write the batch to the store in one call, and
+only then commit the batch's offsets. The store's writes are idempotent upserts versioned by
+the engine sequence, so a crash anywhere (after the write, before the commit) only makes the
+next owner of the partition write the same rows again, which changes nothing.
+
+A record that cannot be decoded goes to ``engine-output.dlq`` with its offset and the
+error; the batch goes on without it. While the store is unavailable the service keeps the
+batch, pauses fetching (but keeps polling, so it stays in the group), retries with
+exponential backoff, reports not-ready, and resumes when a write succeeds. Nothing is
+committed until then, so nothing is lost.
+
+Rebalances are safe because the loop is synchronous: partitions can only be revoked inside
+``poll``/``consume``, and by then the previous batch is written and committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from engine.events import EngineOutput
+from exchange.dlq import send_to_dlq
+from exchange.errors import DecodeError
+from exchange.kafka import make_consumer, make_producer, where
+from settlement.store import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class StoreWriter(Protocol):
+    def apply(self, outputs: Sequence[EngineOutput]) -> None: ...
+
+
+class OutputDecoder(Protocol):
+    def decode_output(self, data: bytes) -> EngineOutput: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettlementConfig:
+    output_topic: str
+    output_dlq_topic: str
+    group_id: str = "settlement"
+    batch_max_records: int = 2000
+    batch_max_ms: int = 50
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 5.0
+
+
+@dataclass(slots=True)
+class SettlementStats:
+    batches: int = 0
+    records: int = 0
+    events: int = 0
+    dead_lettered: int = 0
+    store_retries: int = 0
+    ready: bool = False
+    last_batch_sizes: list[int] = field(default_factory=list)
+
+
+class SettlementService:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        config: SettlementConfig,
+        codec: OutputDecoder,
+        store: StoreWriter,
+        on_batch: Callable[[Sequence[EngineOutput], float], None] | None = None,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._cfg = config
+        self._codec = codec
+        self._store = store
+        self._on_batch = on_batch
+        self.stats = SettlementStats()
+
+    def run(self, stop: threading.Event) -> SettlementStats:
+        cfg = self._cfg
+        consumer = make_consumer(self._bootstrap, cfg.group_id, **{
+            "fetch.max.bytes": 32 << 20, "partition.assignment.strategy": "cooperative-sticky",
+        })
+        dlq = make_producer(self._bootstrap)
+        consumer.subscribe([cfg.output_topic])
+        self.stats.ready = True
+        try:
+            while not stop.is_set():
+                msgs = consumer.consume(cfg.batch_max_records, cfg.batch_max_ms / 1000)
+                if not msgs:
+                    continue
+                self._handle(consumer, dlq, msgs, stop)
+        finally:
+            self.stats.ready = False
+            dlq.flush(10)
+            consumer.close()  # leaves the group now, so the others take over at once
+        return self.stats
+
+    def _handle(self, consumer: Consumer, dlq: Producer, msgs: list[Message],
+                stop: threading.Event) -> None:
+        decode = self._codec.decode_output
+        outputs: list[EngineOutput] = []
+        dead = 0
+        next_offsets: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("engine-output fetch error: %s", err)
+                continue
+            topic, partition, offset = where(msg)
+            next_offsets[(topic, partition)] = offset + 1
+            try:
+                outputs.append(decode(msg.value() or b""))
+            except DecodeError as e:
+                send_to_dlq(dlq, self._cfg.output_dlq_topic, msg, e, "settlement")
+                dead += 1
+        self.stats.dead_lettered += dead
+        # The DLQ copy must be durable before the offset that skips the record commits.
+        while dead and dlq.flush(1.0) > 0:
+            log.warning("waiting for the broker to acknowledge dead-letter records...")
+        if outputs:
+            started = time.monotonic()
+            if not self._write(consumer, outputs, stop):
+                return  # stopping while the store is down: commit nothing
+            elapsed = time.monotonic() - started
+            if self._on_batch is not None:
+                self._on_batch(outputs, elapsed)
+            self.stats.batches += 1
+            self.stats.records += len(outputs)
+            self.stats.events += sum(_events_in(o) for o in outputs)
+        if next_offsets:
+            try:
+                consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
+                    asynchronous=False,
+                )
+            except KafkaException as e:
+                # Lost the partitions in a rebalance: the new owner rewrites the same rows,
+                # which the versioned upserts make harmless.
+                log.warning("offset commit failed (%s); the batch will be re-applied", e)
+
+    def _write(self, consumer: Consumer, outputs: list[EngineOutput],
+               stop: threading.Event) -> bool:
+        delay = self._cfg.backoff_initial_s
+        paused: list[TopicPartition] = []
+        try:
+            while True:
+                try:
+                    self._store.apply(outputs)
+                    self.stats.ready = True
+                    return True
+                except StoreUnavailable as e:
+                    self.stats.ready = False
+                    self.stats.store_retries += 1
+                    log.warning("store unavailable (%s); retrying in %.1fs", e, delay)
+                    if not paused:
+                        paused = consumer.assignment()
+                        consumer.pause(paused)
+                    deadline = time.monotonic() + delay
+                    while time.monotonic() < deadline:
+                        if stop.is_set():
+                            return False
+                        consumer.poll(0.1)  # keeps group membership; paused => no records
+                    delay = min(self._cfg.backoff_max_s, delay * 2)
+        finally:
+            if paused:
+                consumer.resume(paused)
+
+
+def _events_in(o: EngineOutput) -> int:
+    return (len(o.trades) + len(o.order_placements) + len(o.order_updates)
+            + len(o.order_completions) + len(o.balance_updates) + len(o.rejections))
