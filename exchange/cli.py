@@ -29,7 +29,11 @@ def _die(message: str, code: int = 2) -> NoReturn:
 def stack_services(settings: Settings, bootstrap: str) -> list[ServiceSpec]:
     """The services ``exchange up`` runs, in start order (stopped in reverse)."""
     del settings, bootstrap  # each service reads its settings in its own process
-    return []
+    me = [sys.executable, "-m", "exchange.cli"]
+    return [
+        ServiceSpec(name="engine", argv=[*me, "engine"]),
+        ServiceSpec(name="settlement", argv=[*me, "settlement"]),
+    ]
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -119,6 +123,52 @@ def cmd_settlement(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_init(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange.bootstrap import build_store
+
+    store = build_store(settings)
+    store.init_schema()
+    where = (f"Cassandra {','.join(settings.cassandra_contact_points)} keyspace "
+             f"{settings.cassandra_keyspace}" if settings.cassandra_contact_points
+             else f"SQLite {settings.exchange_data_dir / 'exchange.sqlite3'}")
+    print(f"schema applied to {where}")
+    return 0
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from engine.service.output_log import partitions_of
+    from exchange.bootstrap import build_codec, build_store
+    from settlement.replay import replay
+
+    bootstrap = require_bootstrap(settings)
+    if args.into:
+        from settlement.sqlite_store import SqliteStore
+
+        target_path = Path(args.into)
+        if target_path.exists() and not args.force:
+            _die(f"{target_path} exists; pass --force to replay into it anyway")
+        store = SqliteStore(target_path)
+    else:
+        store = build_store(settings)
+    store.init_schema()
+    topic = settings.exchange_topic_engine_output
+    partitions = partitions_of(bootstrap, topic)
+    with Progress(TextColumn("replaying {task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TextColumn("outputs")) as progress:
+        task = progress.add_task(topic, total=None)
+        applied, skipped = replay(
+            bootstrap=bootstrap, topic=topic, partitions=partitions, codec=build_codec(),
+            store=store, on_progress=lambda n: progress.update(task, completed=n),
+        )
+    print(f"replayed {applied} outputs ({skipped} undecodable skipped); "
+          f"store digest {store.digest()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exchange", description="Kafka-backed, event-sourced exchange order pipeline."
@@ -142,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("settlement", help="run a settlement worker (engine-output -> store)")
     p.set_defaults(handler=cmd_settlement)
+
+    p = sub.add_parser("db", help="store administration")
+    db = p.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    p = db.add_parser("init", help="apply the schema (idempotent) to Cassandra or SQLite")
+    p.set_defaults(handler=cmd_db_init)
+
+    p = sub.add_parser("replay", help="rebuild the store from the start of engine-output")
+    p.add_argument("--into", metavar="SQLITE_FILE",
+                   help="rebuild into this SQLite file instead of the configured store")
+    p.add_argument("--force", action="store_true", help="allow --into an existing file")
+    p.set_defaults(handler=cmd_replay)
     return parser
 
 

@@ -1,0 +1,221 @@
+"""Settlement on the real broker and real SQLite: flow, crashes, rebalancing, replay, outage."""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from engine.commands import Command
+from engine.engine import Engine
+from engine.events import EngineOutput
+from engine.markets import Markets, load_markets
+from engine.service.runner import EngineService, EngineServiceConfig
+from engine.service.snapshots import FileSnapshotStore
+from exchange.codec import Codec
+from exchange.testing import produce_commands
+from exchange.topics import Topics
+from exchange.workload import command_stream
+from settlement.replay import replay
+from settlement.service import SettlementConfig, SettlementService
+from settlement.sqlite_store import SqliteStore
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture(scope="module")
+def markets() -> Markets:
+    return load_markets()
+
+
+@pytest.fixture(scope="module")
+def codec() -> Codec:
+    return Codec()
+
+
+def _engine_to(bootstrap: str, topics: Topics, codec: Codec, markets: Markets, offset: int,
+               snaps: Path) -> None:
+    service = EngineService(
+        bootstrap=bootstrap,
+        config=EngineServiceConfig(
+            orders_topic=topics.orders.name, output_topic=topics.engine_output.name,
+            orders_dlq_topic=topics.orders_dlq.name, group_id=f"engine-{topics.orders.name}",
+            snapshot_on_shutdown=True, batch_size=1000,
+        ),
+        codec=codec, new_engine=lambda: Engine(markets),
+        restore_engine=lambda data: Engine.restore(data, markets),
+        snapshots=FileSnapshotStore(snaps),
+    )
+    service.run(threading.Event(), until_offset=offset)
+
+
+def _reference_digest(markets: Markets, commands: Sequence[Command], path: Path) -> str:
+    engine = Engine(markets)
+    outputs: list[EngineOutput] = [engine.apply(c) for c in commands]
+    store = SqliteStore(path)
+    store.init_schema()
+    store.apply(outputs)
+    return store.digest()
+
+
+def _settle(bootstrap: str, topics: Topics, codec: Codec, store: SqliteStore,
+            group: str, **kw: int) -> tuple[SettlementService, threading.Event, threading.Thread]:
+    service = SettlementService(
+        bootstrap=bootstrap,
+        config=SettlementConfig(output_topic=topics.engine_output.name,
+                                output_dlq_topic=topics.engine_output_dlq.name,
+                                group_id=group, **kw),
+        codec=codec, store=store,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
+    thread.start()
+    return service, stop, thread
+
+
+def _wait(cond: Callable[[], bool], timeout_s: float = 120.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _store(path: Path) -> SqliteStore:
+    store = SqliteStore(path)
+    store.init_schema()
+    return store
+
+
+def test_settlement_when_stream_flows_through_engine_equals_read_model_of_in_process_outputs(
+    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets, tmp_path: Path,
+) -> None:
+    commands = list(command_stream(seed=5, count=8_000, users=100))
+    n = produce_commands(kafka_bootstrap, fresh_topics.orders.name, commands, codec)
+    _engine_to(kafka_bootstrap, fresh_topics, codec, markets, n, tmp_path / "snaps")
+    live = _store(tmp_path / "live.sqlite3")
+
+    service, stop, thread = _settle(kafka_bootstrap, fresh_topics, codec, live,
+                                    f"settle-{fresh_topics.orders.name}")
+    _wait(lambda: live.max_sequence() >= n and service.stats.records >= n, what="settlement")
+    stop.set()
+    thread.join(30)
+
+    assert live.digest() == _reference_digest(markets, commands, tmp_path / "ref.sqlite3")
+    assert service.stats.dead_lettered == 0
+
+    rebuilt = _store(tmp_path / "replayed.sqlite3")
+    applied, skipped = replay(bootstrap=kafka_bootstrap, topic=fresh_topics.engine_output.name,
+                              partitions=fresh_topics.engine_output.partitions, codec=codec,
+                              store=rebuilt)
+    assert (applied, skipped) == (n, 0)
+    assert rebuilt.digest() == live.digest()
+
+
+def test_settlement_when_store_is_locked_mid_stream_retries_and_loses_nothing(
+    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets, tmp_path: Path,
+) -> None:
+    commands = list(command_stream(seed=8, count=4_000, users=50))
+    n = produce_commands(kafka_bootstrap, fresh_topics.orders.name, commands, codec)
+    path = tmp_path / "live.sqlite3"
+    live = SqliteStore(path, busy_timeout_ms=100)
+    live.init_schema()
+    # The outage: another connection holds an exclusive lock on the database file.
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+
+    service, stop, thread = _settle(kafka_bootstrap, fresh_topics, codec, live,
+                                    f"settle-{fresh_topics.orders.name}",
+                                    batch_max_records=300)
+    _engine_to(kafka_bootstrap, fresh_topics, codec, markets, n, tmp_path / "snaps")
+    _wait(lambda: service.stats.store_retries >= 2, what="store retries")
+    assert not service.stats.ready
+    assert live.max_sequence() == 0
+    blocker.execute("ROLLBACK")
+    blocker.close()
+
+    _wait(lambda: live.max_sequence() >= n and service.stats.records >= n, what="catch-up")
+    stop.set()
+    thread.join(30)
+    assert service.stats.ready is False  # stopped
+    assert live.digest() == _reference_digest(markets, commands, tmp_path / "ref.sqlite3")
+
+
+def test_settlement_when_one_of_two_workers_stops_the_other_takes_over_without_loss(
+    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets, tmp_path: Path,
+) -> None:
+    commands = list(command_stream(seed=13, count=6_000, users=80))
+    n = produce_commands(kafka_bootstrap, fresh_topics.orders.name, commands, codec)
+    path = tmp_path / "live.sqlite3"
+    group = f"settle-{fresh_topics.orders.name}"
+    store_a, store_b = _store(path), SqliteStore(path)
+    a, stop_a, thread_a = _settle(kafka_bootstrap, fresh_topics, codec, store_a, group,
+                                  batch_max_records=200)
+    b, stop_b, thread_b = _settle(kafka_bootstrap, fresh_topics, codec, store_b, group,
+                                  batch_max_records=200)
+
+    half = n // 2
+    _engine_to(kafka_bootstrap, fresh_topics, codec, markets, half, tmp_path / "snaps")
+    _wait(lambda: a.stats.records > 0 and b.stats.records > 0, what="both workers busy")
+    stop_a.set()
+    thread_a.join(30)
+    settled_by_a = a.stats.records
+
+    _engine_to(kafka_bootstrap, fresh_topics, codec, markets, n, tmp_path / "snaps")
+    ref = _reference_digest(markets, commands, tmp_path / "ref.sqlite3")
+    _wait(lambda: store_b.digest() == ref, what="worker b to settle everything")
+    stop_b.set()
+    thread_b.join(30)
+
+    assert 0 < settled_by_a < n
+    assert b.stats.records + settled_by_a >= n
+
+
+def test_settlement_when_killed_repeatedly_ends_identical_to_an_uninterrupted_run(
+    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets, tmp_path: Path,
+) -> None:
+    commands = list(command_stream(seed=21, count=15_000, users=150))
+    n = produce_commands(kafka_bootstrap, fresh_topics.orders.name, commands, codec)
+    _engine_to(kafka_bootstrap, fresh_topics, codec, markets, n, tmp_path / "snaps")
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "EXCHANGE_DATA_DIR": str(data),
+        "EXCHANGE_TOPIC_ENGINE_OUTPUT": fresh_topics.engine_output.name,
+        "EXCHANGE_TOPIC_ENGINE_OUTPUT_DLQ": fresh_topics.engine_output_dlq.name,
+        "EXCHANGE_SETTLEMENT_BATCH_MAX_RECORDS": "100",
+    })
+    rng = random.Random(77)
+    kills = 0
+    live = SqliteStore(data / "exchange.sqlite3")
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-m", "exchange.cli", "settlement"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(lambda: (data / "exchange.sqlite3").exists(), what="store file")
+        time.sleep(rng.uniform(1.5, 3.5))
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            kills += 1
+    assert kills >= 3
+    assert live.max_sequence() < n, "the kills came too late to interrupt anything"
+
+    final = subprocess.Popen([sys.executable, "-m", "exchange.cli", "settlement"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ref = _reference_digest(markets, commands, tmp_path / "ref.sqlite3")
+        _wait(lambda: live.max_sequence() >= n, timeout_s=180, what="final catch-up")
+        _wait(lambda: live.digest() == ref, timeout_s=60, what="identical store")
+    finally:
+        final.terminate()
+        assert final.wait(60) == 0
