@@ -143,8 +143,10 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from engine.service.output_log import partitions_of
     from exchange.bootstrap import build_codec, build_store
     from settlement.replay import replay
+    from settlement.store import SettlementStore
 
     bootstrap = require_bootstrap(settings)
+    store: SettlementStore
     if args.into:
         from settlement.sqlite_store import SqliteStore
 
