@@ -29,15 +29,29 @@ Decoding reads untrusted bytes, so every failure there (framing, unknown fingerp
 truncated or corrupt body) surfaces as :class:`DecodeError`, never as another type. Encoding
 failures are bugs upstream and surface as :class:`EncodeError`.
 
-Hot path: the domain <-> dict mapping is written field by field (``dataclasses.asdict`` is
-slow and deep-copies), enum members go to fastavro as they are (a ``StrEnum`` member *is* its
-symbol) and come back through prebuilt symbol -> member dicts, and the fast path of a decode
-is one slice and one dict lookup before fastavro runs. A :class:`Codec` keeps no per-call
-state, so one instance may be shared between threads once all schemas are registered.
+Hot path: engine outputs, by far the busiest records, do not go through fastavro at all when
+they use the codec's own schema. At construction the codec hands the parsed ``EngineOutput``
+schema to :func:`exchange.avro_compiled.compile_record`, which generates a straight-line
+encoder and decoder for it (no dict in between; see that module's theory of operation). They
+produce exactly fastavro's bytes and objects, and defer to fastavro for anything else: a
+value they cannot write or bytes they cannot read raise ``FastPathMiss``, and the codec then
+runs the general path below, which writes the same bytes, or reads the record, or raises the
+proper :class:`EncodeError` / :class:`DecodeError`. A record framed with another registered
+writer schema always goes through fastavro's schema resolution. Should the schema ever leave
+what the generator supports (or stop matching the dataclasses), the codec simply stays on
+fastavro for outputs, as it does for commands (already fast enough).
+
+The general path: the domain <-> dict mapping is written field by field
+(``dataclasses.asdict`` is slow and deep-copies), enum members go to fastavro as they are (a
+``StrEnum`` member *is* its symbol) and come back through prebuilt symbol -> member dicts, and
+a decode is one slice and one dict lookup before fastavro runs. A :class:`Codec` keeps no
+per-call state (the generated code's memo dicts only cache value -> encoding, identical for
+every caller), so one instance may be shared between threads once all schemas are registered.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +84,12 @@ from engine.events import (
     OrderUpdated,
     TradeExecuted,
 )
+from exchange.avro_compiled import (
+    CompiledRecord,
+    FastPathMiss,
+    UnsupportedSchema,
+    compile_record,
+)
 from exchange.errors import DecodeError, EncodeError, SchemaError
 
 __all__ = [
@@ -86,6 +106,8 @@ __all__ = [
 
 ParsedSchema = dict[str, Any]
 """A record schema as returned by fastavro's ``load_schema``/``parse_schema``."""
+
+log = logging.getLogger(__name__)
 
 NAMESPACE = "exchange.v1"
 COMMAND_SCHEMA_NAME = f"{NAMESPACE}.OrderCommand"
@@ -177,6 +199,27 @@ _ORDER_STATUS = _members(OrderStatus)
 _COMPLETION_REASON = _members(CompletionReason)
 _COMMAND_KIND = _members(CommandKind)
 _REJECT_REASON = _members(RejectReason)
+
+# Avro full name -> domain class, for the generated output encoder and decoder.
+_OUTPUT_CLASSES: dict[str, type] = {
+    f"{NAMESPACE}.{cls.__name__}": cls
+    for cls in (
+        EngineOutput,
+        TradeExecuted,
+        OrderPlaced,
+        OrderUpdated,
+        OrderCompleted,
+        BalanceUpdated,
+        CommandRejected,
+        Side,
+        OrderType,
+        TimeInForce,
+        OrderStatus,
+        CompletionReason,
+        CommandKind,
+        RejectReason,
+    )
+}
 
 
 # --------------------------------------------------------------------------- commands
@@ -510,6 +553,24 @@ def _output_from_wire(r: dict[str, Any]) -> EngineOutput:
     )
 
 
+# --------------------------------------------------------------------------- fast path
+
+
+def _compile_output(schema: ParsedSchema, header: bytes) -> CompiledRecord | None:
+    """The generated encoder/decoder of ``schema``, or None if it is outside their subset.
+
+    None is not an error: an evolved schema the generator (or the dataclasses) cannot follow
+    yet still works, through fastavro only.
+    """
+    try:
+        return compile_record(schema, _OUTPUT_CLASSES, header=header)
+    except UnsupportedSchema as e:
+        # Once per codec (per process): a schema change that silently cost the fast path
+        # would otherwise only show up as a throughput drop.
+        log.warning("EngineOutput fast path disabled, outputs go through fastavro: %s", e)
+        return None
+
+
 # --------------------------------------------------------------------------- codec
 
 _Reader = tuple[ParsedSchema, ParsedSchema | None]
@@ -527,6 +588,9 @@ class Codec:
         "_command_fingerprint",
         "_command_header",
         "_command_readers",
+        "_output_compiled",
+        "_output_decode",
+        "_output_encode",
         "_output_fingerprint",
         "_output_header",
         "_output_readers",
@@ -550,6 +614,11 @@ class Codec:
             self._command_header: (schemas.command, None)
         }
         self._output_readers: dict[bytes, _Reader] = {self._output_header: (schemas.output, None)}
+        # The generated fast path for the codec's own output schema (None: stay on fastavro).
+        self._output_compiled = _compile_output(schemas.output, self._output_header)
+        compiled = self._output_compiled
+        self._output_encode = None if compiled is None else compiled.encode
+        self._output_decode = None if compiled is None else compiled.decode
 
     # ----------------------------------------------------------------- schema registry
 
@@ -629,17 +698,40 @@ class Codec:
         """Frame ``output`` as an ``EngineOutput`` record, every list included."""
         if type(output) is not EngineOutput:
             raise EncodeError(f"not an EngineOutput: {type(output).__name__}")
-        try:
-            record = _output_to_wire(output)
-        except AttributeError as e:  # a list holds something other than its event type
-            raise EncodeError(f"cannot encode {OUTPUT_SCHEMA_NAME}: {e}") from e
-        return self._write(self._output_header, self._schemas.output, record)
+        encode = self._output_encode
+        if encode is not None:
+            try:
+                return encode(output)
+            except FastPathMiss:
+                pass  # a value the generated code does not write: fastavro's path decides
+        return self._encode_output_general(output)
 
     def decode_output(self, data: bytes) -> EngineOutput:
         """Rebuild the :class:`EngineOutput` from a framed record.
 
         Raises :class:`DecodeError` for anything unreadable.
         """
+        decode = self._output_decode
+        if decode is not None:
+            if type(data) is not bytes and isinstance(data, bytearray | memoryview):
+                data = bytes(data)
+            if type(data) is bytes and data[:HEADER_SIZE] == self._output_header:
+                try:
+                    return decode(data)
+                except FastPathMiss:
+                    pass  # corrupt, or unusual Avro (a negative block count): fastavro decides
+        return self._decode_output_general(data)
+
+    def _encode_output_general(self, output: EngineOutput) -> bytes:
+        """Through a dict and fastavro: the reference the generated encoder must equal."""
+        try:
+            record = _output_to_wire(output)
+        except (AttributeError, TypeError) as e:  # a list holds other things, or is no list
+            raise EncodeError(f"cannot encode {OUTPUT_SCHEMA_NAME}: {e}") from e
+        return self._write(self._output_header, self._schemas.output, record)
+
+    def _decode_output_general(self, data: bytes) -> EngineOutput:
+        """Through fastavro (with schema resolution for another writer) and a dict."""
         record = self._read(data, self._output_readers, OUTPUT_SCHEMA_NAME)
         try:
             return _output_from_wire(record)
