@@ -34,6 +34,10 @@ lint: setup
 bench: setup
 	$(PY) bench/engine_core.py
 
+# A longer schemathesis run over the gateway's OpenAPI spec (about 9,000 cases).
+fuzz: setup
+	GATEWAY_FUZZ_EXAMPLES=500 $(PY) -m pytest -q tests/gateway/test_gateway_fuzz.py -o timeout=1800
+
 e2e:
 	@echo "make e2e: the docker compose end-to-end run is not built yet (planned: compose/ with apache/kafka + Cassandra)." >&2
 	@exit 2

@@ -1,0 +1,242 @@
+"""The engine-output follower behind ``?wait=true``: match outputs to waiting requests.
+
+Theory of operation
+-------------------
+A ``?wait=true`` request publishes its command like any other, learns the command id (the
+record's offset) from the delivery report, then waits for the ``EngineOutput`` whose
+``command_id`` is that offset. A background thread consumes every partition of
+``engine-output`` with its own consumer (plain ``assign``, a throw-away group id that never
+commits: it is not the settlement group and takes nothing from it), decodes outputs and hands
+them to the event loop in batches, where they resolve waiters by command id.
+
+Races and bounds:
+
+* The output may arrive before the request registered its waiter (the delivery report and
+  the output race each other). Outputs nobody waits for yet go to a small FIFO cache keyed by
+  command id, which :meth:`OutputFollower.wait` checks first. The cache is bounded
+  (``cache_size``) and the number of requests waiting at once is capped (``max_waiters``);
+  beyond the cap :meth:`OutputFollower.try_begin` says no and the request answers 202
+  without waiting.
+* Only while at least one waiting request is in flight does the thread decode anything.
+  When nobody waits (the usual case) it skips records unread, so the follower costs almost
+  nothing under plain load.
+* The follower starts near the end of each partition. The embedded broker answers the
+  "latest offset" query too low, so it may start earlier and read old outputs: records
+  produced well before the follower started (``skip_older_than_ms``, by their timestamp) are
+  skipped without decoding, and any other unknown command id only lands in the bounded
+  cache. No correctness rests on the start position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Protocol
+
+from confluent_kafka import (
+    OFFSET_END,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaException,
+    TopicPartition,
+)
+
+from engine.events import EngineOutput
+from exchange.errors import DecodeError
+
+log = logging.getLogger(__name__)
+
+# Consumer settings of the follower, on top of exchange.kafka's: return fetches quickly so a
+# waiting request sees its output within milliseconds of the engine publishing it.
+CONSUMER_OVERRIDES: dict[str, object] = {
+    "fetch.wait.max.ms": 20,
+    "enable.partition.eof": False,
+}
+
+
+class OutputDecoder(Protocol):
+    def decode_output(self, data: bytes) -> EngineOutput: ...
+
+
+class OutputFollower:
+    """Follows ``topic`` and resolves waits for outputs by command id.
+
+    ``consumer_factory`` builds a consumer (called again after a failure). The waiting API
+    (:meth:`try_begin`, :meth:`wait`, :meth:`end`) is for the event loop thread only.
+    """
+
+    def __init__(
+        self,
+        consumer_factory: Callable[[], Consumer],
+        topic: str,
+        codec: OutputDecoder,
+        *,
+        max_waiters: int = 10_000,
+        cache_size: int = 10_000,
+        skip_older_than_ms: int = 60_000,
+        batch_size: int = 1_000,
+    ) -> None:
+        self._factory = consumer_factory
+        self._topic = topic
+        self._decode = codec.decode_output
+        self._max_waiters = max_waiters
+        self._cache_size = cache_size
+        self._skip_older_than_ms = skip_older_than_ms
+        self._batch_size = batch_size
+        self._waiters: dict[int, asyncio.Future[EngineOutput]] = {}
+        self._cache: OrderedDict[int, EngineOutput] = OrderedDict()
+        # Requests between try_begin() and end(). Written by the loop thread, read by the
+        # consumer thread as a hint (a stale read only decodes a batch for nothing, or skips
+        # one whose waiter then times out into a 202; both harmless).
+        self._interest = 0
+        self._floor_ms = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.assigned = threading.Event()  # set once the partitions are assigned
+        # Counters written only by the follower thread (observability and tests).
+        self.consumed = 0  # records fetched
+        self.decoded = 0  # outputs decoded and handed to the loop
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._thread is not None:
+            return
+        self._loop = loop
+        self._floor_ms = time.time_ns() // 1_000_000 - self._skip_older_than_ms
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._follow_forever, name="gateway-output-follower", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    # ---- waiting (event loop thread) -------------------------------------------------
+
+    def try_begin(self) -> bool:
+        """Reserve a waiting slot before publishing; False when the cap is reached."""
+        if self._interest >= self._max_waiters or not self.assigned.is_set():
+            return False
+        self._interest += 1
+        return True
+
+    def end(self) -> None:
+        """Release the slot taken by :meth:`try_begin` (always, in a ``finally``)."""
+        self._interest -= 1
+
+    async def wait(self, command_id: int, timeout_s: float) -> EngineOutput | None:
+        """The output of ``command_id``, or None if it did not arrive within ``timeout_s``."""
+        output = self._cache.pop(command_id, None)
+        if output is not None:
+            return output
+        loop = self._loop
+        if loop is None:
+            return None
+        future: asyncio.Future[EngineOutput] = loop.create_future()
+        self._waiters[command_id] = future
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await future
+        except TimeoutError:
+            return None
+        finally:
+            if self._waiters.get(command_id) is future:
+                del self._waiters[command_id]
+
+    @property
+    def waiting(self) -> int:
+        """Requests between :meth:`try_begin` and :meth:`end`."""
+        return self._interest
+
+    @property
+    def cached(self) -> int:
+        """Outputs held for a waiter that has not registered yet."""
+        return len(self._cache)
+
+    def _deliver(self, outputs: list[EngineOutput]) -> None:
+        waiters = self._waiters
+        cache = self._cache
+        for output in outputs:
+            future = waiters.pop(output.command_id, None)
+            if future is not None:
+                if not future.done():
+                    future.set_result(output)
+                continue
+            cache[output.command_id] = output
+            if len(cache) > self._cache_size:
+                cache.popitem(last=False)
+
+    # ---- consuming (follower thread) ---------------------------------------------------
+
+    def _follow_forever(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self._follow()
+                return
+            except Exception:  # keep following whatever happens; waits meanwhile time out
+                log.exception("engine-output follower failed; restarting in %.1fs", backoff)
+                self.assigned.clear()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _follow(self) -> None:
+        consumer = self._factory()
+        try:
+            self._assign(consumer)
+            if self._stop.is_set():
+                return
+            self.assigned.set()
+            decode = self._decode
+            stop = self._stop
+            while not stop.is_set():
+                msgs = consumer.consume(self._batch_size, 0.1)
+                self.consumed += len(msgs)
+                if not msgs or self._interest == 0:
+                    continue
+                floor = self._floor_ms
+                outputs: list[EngineOutput] = []
+                for msg in msgs:
+                    if msg.error() is not None:
+                        continue
+                    kind, ts = msg.timestamp()
+                    if kind != TIMESTAMP_NOT_AVAILABLE and ts < floor:
+                        continue
+                    try:
+                        outputs.append(decode(msg.value() or b""))
+                    except DecodeError:
+                        continue  # settlement dead-letters it; a waiter just times out
+                self.decoded += len(outputs)
+                if outputs and self._loop is not None:
+                    try:
+                        self._loop.call_soon_threadsafe(self._deliver, outputs)
+                    except RuntimeError:  # loop closed: shutting down
+                        return
+        finally:
+            self.assigned.clear()
+            consumer.close()
+
+    def _assign(self, consumer: Consumer) -> None:
+        """Assign every partition of the topic at its end, once the topic exists."""
+        while not self._stop.is_set():
+            try:
+                topic = consumer.list_topics(timeout=2.0).topics.get(self._topic)
+            except KafkaException as e:
+                log.warning("engine-output follower: no broker metadata yet (%s)", e)
+                continue
+            if topic is not None and topic.error is None and topic.partitions:
+                consumer.assign(
+                    [TopicPartition(self._topic, p, OFFSET_END) for p in sorted(topic.partitions)]
+                )
+                return
+            self._stop.wait(1.0)

@@ -1,0 +1,175 @@
+"""Helpers for the gateway tests: a gateway served by uvicorn on the real broker, a real
+SQLite store filled through ``apply()`` with outputs of the real engine core, and readers
+of the ``orders`` log.
+
+Ids and timestamps are fixed where the test controls them, so failures reproduce.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from confluent_kafka import KafkaError, TopicPartition
+
+from engine.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
+from engine.engine import Engine
+from engine.enums import OrderType, Side, TimeInForce
+from engine.events import EngineOutput
+from engine.markets import Markets
+from exchange.broker import free_port
+from exchange.codec import Codec
+from exchange.kafka import make_consumer, where
+from exchange.topics import Topics
+from gateway.app import GatewayAPI, GatewayConfig
+from gateway.main import ServerThread, create_gateway_app
+from settlement.sqlite_store import SqliteStore
+
+TS = 1_700_000_000_000
+SEED_BASE = 1_000_000  # command ids of seeded outputs: far above the offsets tests produce
+
+
+@dataclass
+class Gateway:
+    """A running gateway and what it is wired to."""
+
+    url: str
+    client: httpx.Client
+    app: GatewayAPI
+    bootstrap: str
+    topics: Topics
+    store: SqliteStore  # the writer (the gateway has its own read-only store on the file)
+    store_path: Path
+
+    def orders_log(self, codec: Codec) -> list[tuple[int, Command]]:
+        return read_commands(self.bootstrap, self.topics.orders.name, codec)
+
+
+@contextlib.contextmanager
+def run_gateway(
+    *,
+    bootstrap: str,
+    topics: Topics,
+    store_path: Path,
+    markets: Markets,
+    codec: Codec,
+    config: GatewayConfig | None = None,
+    delivery_timeout_ms: int | None = None,
+    init_schema: bool = True,
+    wait_follower: bool = True,
+) -> Iterator[Gateway]:
+    writer = SqliteStore(store_path)
+    if init_schema:
+        writer.init_schema()
+    reader = SqliteStore(store_path, readonly=True)
+    app = create_gateway_app(
+        bootstrap=bootstrap,
+        topics=topics,
+        markets=markets,
+        codec=codec,
+        store=reader,
+        config=config or GatewayConfig(cancel_lookup_s=0.3),
+        delivery_timeout_ms=delivery_timeout_ms,
+    )
+    try:
+        with ServerThread(app, free_port()) as url, httpx.Client(base_url=url, timeout=30) as c:
+            if wait_follower:
+                assert app.state.follower.assigned.wait(30), "the follower never got assigned"
+            yield Gateway(url, c, app, bootstrap, topics, writer, store_path)
+    finally:
+        reader.close()
+        writer.close()
+
+
+def read_commands(bootstrap: str, topic: str, codec: Codec,
+                  timeout_s: float = 30.0) -> list[tuple[int, Command]]:
+    """Every record of the single-partition orders topic as (offset, decoded command)."""
+    consumer = make_consumer(bootstrap, "gateway-test-reader", **{"enable.partition.eof": True})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    out: list[tuple[int, Command]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    return out
+                continue
+            offset = where(msg)[2]
+            out.append((offset, codec.decode_command(msg.value() or b"", command_id=offset)))
+    finally:
+        consumer.close()
+    raise AssertionError(f"{topic} was not read to its end in {timeout_s}s")
+
+
+@dataclass
+class Script:
+    """Drives the real engine core in-process to produce realistic outputs for the store.
+
+    Command ids start at ``SEED_BASE`` (a new order's id is its command id), timestamps at
+    ``TS``; both go up by one per command.
+    """
+
+    markets: Markets
+    engine: Engine = field(init=False)
+    next_id: int = SEED_BASE
+    outputs: list[EngineOutput] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.engine = Engine(self.markets)
+
+    def _apply(self, make: type, **fields: object) -> EngineOutput:
+        cid = self.next_id
+        self.next_id += 1
+        extra = {"order_id": cid} if make is PlaceOrder else {}
+        command = make(command_id=cid, timestamp_ms=TS + cid - SEED_BASE, **extra, **fields)
+        output = self.engine.apply(command)
+        self.outputs.append(output)
+        return output
+
+    def deposit(self, user: int, asset: str, amount: int) -> EngineOutput:
+        return self._apply(Deposit, user_id=user, asset=asset, amount=amount)
+
+    def withdraw(self, user: int, asset: str, amount: int) -> EngineOutput:
+        return self._apply(Withdraw, user_id=user, asset=asset, amount=amount)
+
+    def place(self, user: int, side: Side, price: int | None, quantity: int, *,
+              symbol: str = "BTC_USDT", order_type: OrderType = OrderType.LIMIT,
+              tif: TimeInForce = TimeInForce.GTC, client_order_id: str | None = None) -> int:
+        order_id = self.next_id
+        self._apply(PlaceOrder, user_id=user, symbol=symbol, side=side, order_type=order_type,
+                    time_in_force=tif, price=price, quantity=quantity,
+                    client_order_id=client_order_id)
+        return order_id
+
+    def cancel(self, user: int, order_id: int, symbol: str = "BTC_USDT") -> EngineOutput:
+        return self._apply(CancelOrder, user_id=user, symbol=symbol, order_id=order_id)
+
+    def flush_to(self, store: SqliteStore) -> None:
+        store.apply(self.outputs)
+        self.outputs = []
+
+
+def envelope_error(response: httpx.Response) -> tuple[int, str]:
+    """(status, error code) of an error envelope, checking its shape."""
+    body = response.json()
+    assert body["success"] is False, body
+    assert set(body) == {"success", "error"}, body
+    assert set(body["error"]) == {"code", "message"}, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert response.headers["content-type"].startswith("application/json")
+    return response.status_code, body["error"]["code"]
+
+
+def envelope_data(response: httpx.Response, status: int) -> object:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is True and set(body) == {"success", "data"}, body
+    return body["data"]

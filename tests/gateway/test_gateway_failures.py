@@ -1,0 +1,135 @@
+"""Outages: an unreachable or vanished broker is a bounded 503, never a hang or a 202; an
+unreachable store is a 503 on reads; readiness says which."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from gateway_testkit import Gateway, envelope_data, envelope_error, run_gateway
+
+from engine.markets import Markets
+from exchange.broker import EmbeddedBroker, free_port
+from exchange.codec import Codec
+from exchange.kafka import make_admin, make_producer
+from exchange.topics import Topics, ensure_topics
+from gateway.errors import BrokerUnavailable
+from gateway.publisher import CommandPublisher
+
+pytestmark = pytest.mark.kafka
+
+ORDER = {"user_id": 1, "symbol": "BTC_USDT", "side": "BUY", "order_type": "LIMIT",
+         "price": "100.00", "quantity": "1"}
+
+
+def test_create_order_when_broker_unreachable_returns_503_within_the_delivery_bound(
+    tmp_path: Path, markets: Markets, codec: Codec
+) -> None:
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens there
+    with run_gateway(bootstrap=closed, topics=Topics.with_prefix("down-"),
+                     store_path=tmp_path / "s.sqlite3", markets=markets, codec=codec,
+                     wait_follower=False) as gw:  # production delivery timeout (5 s)
+        started = time.monotonic()
+        response = gw.client.post("/api/v1/order/create?wait=true", json=ORDER)
+        elapsed = time.monotonic() - started
+        assert envelope_error(response) == (503, "BROKER_UNAVAILABLE")
+        assert elapsed < 8.0, f"took {elapsed:.1f}s"
+
+        started = time.monotonic()
+        ready = gw.client.get("/ready")
+        assert envelope_error(ready) == (503, "NOT_READY")
+        assert "broker" in ready.json()["error"]["message"]
+        assert time.monotonic() - started < 5.0
+
+
+def test_create_order_when_broker_dies_after_start_returns_503_not_202(
+    tmp_path: Path, markets: Markets, codec: Codec
+) -> None:
+    broker = EmbeddedBroker().start()
+    try:
+        topics = Topics.with_prefix(f"die{uuid.uuid4().hex[:6]}-")
+        ensure_topics(make_admin(broker.bootstrap_servers), topics.all())
+        with run_gateway(bootstrap=broker.bootstrap_servers, topics=topics,
+                         store_path=tmp_path / "s.sqlite3", markets=markets, codec=codec,
+                         delivery_timeout_ms=2000) as gw:
+            envelope_data(gw.client.post("/api/v1/order/create", json=ORDER), 202)
+            broker.stop()
+            started = time.monotonic()
+            response = gw.client.post("/api/v1/order/create", json=ORDER)
+            elapsed = time.monotonic() - started
+            assert envelope_error(response) == (503, "BROKER_UNAVAILABLE")
+            assert elapsed < 5.0, f"took {elapsed:.1f}s"
+    finally:
+        broker.stop()
+
+
+def test_publish_when_producer_queue_full_refuses_at_once() -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    publisher = CommandPublisher(
+        lambda: make_producer(closed, **{"message.timeout.ms": 3000,
+                                         "queue.buffering.max.messages": 1}),
+        "orders",
+        ack_timeout_s=4.0,
+    )
+
+    async def scenario() -> tuple[BaseException | int, BaseException | int, float]:
+        publisher.start(asyncio.get_running_loop())
+        first = asyncio.ensure_future(publisher.publish(b"one"))
+        await asyncio.sleep(0)  # the first record now fills the queue
+        started = time.monotonic()
+        try:
+            second: BaseException | int = await publisher.publish(b"two")
+        except BrokerUnavailable as e:
+            second = e
+        refused_after = time.monotonic() - started
+        try:
+            result: BaseException | int = await first
+        except BrokerUnavailable as e:
+            result = e
+        return result, second, refused_after
+
+    try:
+        first, second, refused_after = asyncio.run(scenario())
+    finally:
+        publisher.close(1.0)
+    assert isinstance(second, BrokerUnavailable) and refused_after < 0.5
+    assert isinstance(first, BrokerUnavailable)  # timed out: never a fake acknowledgement
+
+
+def test_reads_when_store_file_missing_return_503_store_unavailable(
+    kafka_bootstrap: str, fresh_topics: Topics, tmp_path: Path, markets: Markets,
+    codec: Codec,
+) -> None:
+    with run_gateway(bootstrap=kafka_bootstrap, topics=fresh_topics,
+                     store_path=tmp_path / "no-such-dir" / "s.sqlite3", markets=markets,
+                     codec=codec, init_schema=False) as gw:
+        _assert_store_down(gw)
+
+
+def test_reads_when_store_has_no_schema_yet_return_503_store_unavailable(
+    kafka_bootstrap: str, fresh_topics: Topics, tmp_path: Path, markets: Markets,
+    codec: Codec,
+) -> None:
+    path = tmp_path / "empty.sqlite3"
+    path.write_bytes(b"")  # settlement has not created its tables yet
+    with run_gateway(bootstrap=kafka_bootstrap, topics=fresh_topics, store_path=path,
+                     markets=markets, codec=codec, init_schema=False) as gw:
+        _assert_store_down(gw)
+
+
+def _assert_store_down(gw: Gateway) -> None:
+    for path in ("/api/v1/balances?user_id=1", "/api/v1/order/active?user_id=1",
+                 "/api/v1/order/history?user_id=1", "/api/v1/trades?user_id=1",
+                 "/api/v1/order/5?user_id=1"):
+        assert envelope_error(gw.client.get(path)) == (503, "STORE_UNAVAILABLE"), path
+    cancel = gw.client.post("/api/v1/order/cancel",
+                            json={"user_id": 1, "symbol": "BTC_USDT", "order_id": "5"})
+    assert envelope_error(cancel) == (503, "STORE_UNAVAILABLE")
+    ready = gw.client.get("/ready")
+    assert envelope_error(ready) == (503, "NOT_READY")
+    assert "store" in ready.json()["error"]["message"]
+    # Commands do not need the store: they still go through.
+    envelope_data(gw.client.post("/api/v1/order/create", json=ORDER), 202)
