@@ -33,6 +33,11 @@ lint: setup
 
 bench: setup
 	$(PY) bench/engine_core.py
+	$(PY) bench/codec.py
+	$(PY) bench/engine_service.py
+	$(PY) bench/settlement_store.py
+	$(PY) bench/gateway.py
+	$(PY) bench/end_to_end.py
 
 # A longer schemathesis run over the gateway's OpenAPI spec (about 9,000 cases).
 fuzz: setup

@@ -29,7 +29,8 @@ class StpMode(StrEnum):
     """Self-trade prevention: what happens when a taker would match its own user's order."""
 
     EXPIRE_TAKER = "EXPIRE_TAKER"  # default: the taker's remainder expires, the maker stays
-    EXPIRE_MAKER = "EXPIRE_MAKER"  # "cancel maker": the resting order is cancelled, matching goes on
+    # "cancel maker": the resting order is cancelled and matching goes on
+    EXPIRE_MAKER = "EXPIRE_MAKER"
     EXPIRE_BOTH = "EXPIRE_BOTH"  # both the resting order and the taker's remainder end
 
 

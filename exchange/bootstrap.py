@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from engine.service.runner import EngineService
     from engine.service.snapshots import SnapshotStore
     from exchange.codec import Codec
+    from exchange.metrics import EngineMetrics, SettlementMetrics
     from settlement.service import SettlementService
     from settlement.store import SettlementStore
 
@@ -63,13 +64,14 @@ def build_snapshot_store(settings: Settings, bootstrap: str) -> SnapshotStore:
     return KafkaSnapshotStore(producer, bootstrap, settings.exchange_topic_engine_snapshots)
 
 
-def build_engine_service(settings: Settings, bootstrap: str) -> EngineService:
+def build_engine_service(settings: Settings, bootstrap: str,
+                         metrics: EngineMetrics | None = None) -> EngineService:
     from engine.engine import Engine
     from engine.service.runner import EngineService, EngineServiceConfig
 
     markets = build_markets(settings)
     topics = Topics.from_settings(settings)
-    return EngineService(
+    service = EngineService(
         bootstrap=bootstrap,
         config=EngineServiceConfig(
             orders_topic=topics.orders.name,
@@ -83,18 +85,23 @@ def build_engine_service(settings: Settings, bootstrap: str) -> EngineService:
         new_engine=lambda: Engine(markets),
         restore_engine=lambda data: Engine.restore(data, markets),
         snapshots=build_snapshot_store(settings, bootstrap),
+        metrics=metrics,
     )
+    if metrics is not None:
+        metrics.watch(service.stats)
+    return service
 
 
 def build_settlement_service(settings: Settings, bootstrap: str,
-                             store: SettlementStore | None = None) -> SettlementService:
+                             store: SettlementStore | None = None,
+                             metrics: SettlementMetrics | None = None) -> SettlementService:
     from settlement.service import SettlementConfig, SettlementService
 
     topics = Topics.from_settings(settings)
     if store is None:
         store = build_store(settings)
         store.init_schema()
-    return SettlementService(
+    service = SettlementService(
         bootstrap=bootstrap,
         config=SettlementConfig(
             output_topic=topics.engine_output.name,
@@ -104,4 +111,8 @@ def build_settlement_service(settings: Settings, bootstrap: str,
         ),
         codec=build_codec(),
         store=store,
+        on_batch=metrics.on_batch if metrics is not None else None,
     )
+    if metrics is not None:
+        metrics.watch(service.stats)
+    return service

@@ -12,11 +12,14 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from engine.errors import ConfigError, ExchangeError
 from exchange.settings import Settings, load_settings
 from exchange.supervisor import ServiceSpec, discover_bootstrap, write_stack_file
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 Handler = Callable[[Settings, argparse.Namespace], int]
 
@@ -28,12 +31,29 @@ def _die(message: str, code: int = 2) -> NoReturn:
 
 def stack_services(settings: Settings, bootstrap: str) -> list[ServiceSpec]:
     """The services ``exchange up`` runs, in start order (stopped in reverse)."""
-    del settings, bootstrap  # each service reads its settings in its own process
+    from exchange.metrics import metrics_url
+
+    del bootstrap  # each service reads its settings in its own process
     me = [sys.executable, "-m", "exchange.cli"]
-    return [
-        ServiceSpec(name="engine", argv=[*me, "engine"]),
-        ServiceSpec(name="settlement", argv=[*me, "settlement"]),
+
+    def metrics(port: int) -> dict[str, str]:
+        return {"metrics": metrics_url(settings.exchange_host, port)} if port else {}
+
+    services = [
+        ServiceSpec(name="engine", argv=[*me, "engine"],
+                    endpoints=metrics(settings.exchange_engine_metrics_port)),
+        ServiceSpec(name="settlement", argv=[*me, "settlement"],
+                    endpoints=metrics(settings.exchange_settlement_metrics_port)),
     ]
+    base = f"http://{settings.exchange_host}:{settings.exchange_port}"
+    services.append(ServiceSpec(
+        name="gateway", argv=[*me, "gateway"],
+        endpoints={"api": f"{base}/docs", "metrics": f"{base}/metrics",
+                   "dashboard": f"{base}/dashboard"}))
+    if settings.exchange_lag_metrics_port:  # the one lag exporter of the stack
+        services.append(ServiceSpec(name="lag", argv=[*me, "lag", "--serve"],
+                                    endpoints=metrics(settings.exchange_lag_metrics_port)))
+    return services
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -94,12 +114,29 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _metrics_registry(settings: Settings, port: int, variable: str, who: str
+                      ) -> CollectorRegistry | None:
+    """A registry served at ``http://EXCHANGE_HOST:port/metrics``; None when port is 0."""
+    if not port:
+        return None
+    from exchange.metrics import new_registry, serve_metrics
+
+    registry = new_registry()
+    server = serve_metrics(port, registry, settings.exchange_host, setting=variable)
+    print(f"{who}: metrics at {server.url}", flush=True)
+    return registry
+
+
 def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
     from exchange.bootstrap import build_engine_service
+    from exchange.metrics import EngineMetrics
 
+    stop = _stop_on_signals()  # first: a SIGTERM during recovery still stops cleanly
     bootstrap = require_bootstrap(settings)
-    service = build_engine_service(settings, bootstrap)
-    stop = _stop_on_signals()
+    registry = _metrics_registry(settings, settings.exchange_engine_metrics_port,
+                                 "EXCHANGE_ENGINE_METRICS_PORT", "engine")
+    service = build_engine_service(settings, bootstrap,
+                                   EngineMetrics(registry) if registry is not None else None)
     service.recover()
     print(f"engine: consuming {settings.exchange_topic_orders} from offset "
           f"{service.next_offset}, sequence {service.engine.sequence}", flush=True)
@@ -111,16 +148,38 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_settlement(settings: Settings, args: argparse.Namespace) -> int:
     from exchange.bootstrap import build_settlement_service
+    from exchange.metrics import SettlementMetrics
 
-    bootstrap = require_bootstrap(settings)
-    service = build_settlement_service(settings, bootstrap)
     stop = _stop_on_signals()
+    bootstrap = require_bootstrap(settings)
+    registry = _metrics_registry(settings, settings.exchange_settlement_metrics_port,
+                                 "EXCHANGE_SETTLEMENT_METRICS_PORT", "settlement")
+    service = build_settlement_service(
+        settings, bootstrap, metrics=SettlementMetrics(registry) if registry is not None else None)
     print(f"settlement: consuming {settings.exchange_topic_engine_output} "
           f"(group settlement)", flush=True)
     stats = service.run(stop)
     print(f"settlement: stopped after {stats.records} outputs in {stats.batches} batches",
           flush=True)
     return 0
+
+
+def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange.metrics import new_registry, stack_metrics_urls
+    from gateway.dashboard import dashboard_router
+    from gateway.main import run_gateway
+    from gateway.metrics import instrument
+
+    registry = new_registry()
+
+    def wrap(app: Any) -> Any:
+        app.include_router(dashboard_router(stack_metrics_urls(settings),
+                                            registries=[registry]))
+        return instrument(app, registry)[0]
+
+    print(f"gateway: serving http://{settings.exchange_host}:{settings.exchange_port} "
+          f"(docs at /docs, dashboard at /dashboard)", flush=True)
+    return run_gateway(settings, bootstrap=require_bootstrap(settings), wrap=wrap)
 
 
 def cmd_db_init(settings: Settings, args: argparse.Namespace) -> int:
@@ -171,6 +230,98 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lag(settings: Settings, args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from exchange.lag import LagCollector, LagMonitor, lag_table, project_groups
+
+    bootstrap = require_bootstrap(settings)
+    groups = project_groups(settings)
+    for group in args.group or ():
+        groups.setdefault(group, ())
+    monitor = LagMonitor(bootstrap, groups)
+    try:
+        if args.serve:
+            from exchange.metrics import new_registry, serve_metrics
+
+            port = settings.exchange_lag_metrics_port
+            if not port:
+                _die("EXCHANGE_LAG_METRICS_PORT is 0: no port to serve lag metrics on")
+            registry = new_registry()
+            registry.register(LagCollector(monitor))
+            server = serve_metrics(port, registry, settings.exchange_host,
+                                   setting="EXCHANGE_LAG_METRICS_PORT")
+            print(f"lag: exporting consumer lag of {', '.join(sorted(groups))} at "
+                  f"{server.url}", flush=True)
+            _stop_on_signals().wait()
+            server.close()
+        elif args.watch:
+            stop = _stop_on_signals()
+            with Live(lag_table(monitor.sample()), auto_refresh=False) as live:
+                while not stop.wait(1.0):
+                    live.update(lag_table(monitor.sample()), refresh=True)
+        else:
+            sample = monitor.sample()
+            Console().print(lag_table(sample))
+            for group in sorted(set(groups) - {p.group for p in sample.partitions}):
+                print(f"group {group}: no committed offsets and no expected topics")
+    finally:
+        monitor.close()
+    return 0
+
+
+def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from exchange.bootstrap import build_codec, build_markets, build_store
+    from exchange.loadgen import LoadConfig, LoadError, LoadGenerator, summary_lines
+    from exchange.supervisor import discover_data_dir
+
+    config = LoadConfig(
+        via=args.via, rate=args.rate, duration_s=args.duration, orders=args.orders,
+        users=args.users, seed=args.seed,
+        url=args.url or f"http://{settings.exchange_host}:{settings.exchange_port}",
+        concurrency=args.concurrency,
+    )
+    try:
+        config.check()
+    except LoadError as e:
+        _die(str(e))
+    bootstrap = require_bootstrap(settings)
+    # The store the running stack writes (an embedded `exchange up` uses its own data dir).
+    store = build_store(settings.model_copy(update={"exchange_data_dir":
+                                                    discover_data_dir(settings)}),
+                        readonly=True)
+    console = Console(stderr=True)
+    total = float(config.orders) if config.orders is not None else config.duration_s
+    with Progress(TextColumn("loadgen {task.description}"), BarColumn(),
+                  TextColumn("{task.fields[sent]} sent, store at sequence {task.fields[seq]}"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(f"via {config.via}", total=total, sent=0, seq=0)
+
+        def on_progress(sent: int, seq: int, elapsed: float) -> None:
+            done = sent if config.orders is not None else elapsed
+            progress.update(task, completed=done, sent=sent, seq=seq)
+
+        generator = LoadGenerator(
+            config, bootstrap=bootstrap, orders_topic=settings.exchange_topic_orders,
+            output_topic=settings.exchange_topic_engine_output, codec=build_codec(),
+            store=store, markets=build_markets(settings), on_progress=on_progress,
+        )
+        report = generator.run()
+    store.close()
+    for line in summary_lines(report):
+        print(line)
+    if args.report:
+        report.write(Path(args.report))
+        print(f"report written to {args.report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exchange", description="Kafka-backed, event-sourced exchange order pipeline."
@@ -195,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("settlement", help="run a settlement worker (engine-output -> store)")
     p.set_defaults(handler=cmd_settlement)
 
+    p = sub.add_parser("gateway", help="run the REST gateway (FastAPI + uvicorn)")
+    p.set_defaults(handler=cmd_gateway)
+
     p = sub.add_parser("db", help="store administration")
     db = p.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     p = db.add_parser("init", help="apply the schema (idempotent) to Cassandra or SQLite")
@@ -205,6 +359,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rebuild into this SQLite file instead of the configured store")
     p.add_argument("--force", action="store_true", help="allow --into an existing file")
     p.set_defaults(handler=cmd_replay)
+
+    p = sub.add_parser("lag", help="consumer lag per group, topic and partition")
+    p.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
+    p.add_argument("--serve", action="store_true",
+                   help="export it as Prometheus metrics on EXCHANGE_LAG_METRICS_PORT")
+    p.add_argument("--group", action="append", metavar="GROUP",
+                   help="also show this consumer group (default: engine and settlement)")
+    p.set_defaults(handler=cmd_lag)
+
+    p = sub.add_parser("loadgen", help="drive the stack with a realistic order flow and "
+                                       "report throughput and freshness")
+    p.add_argument("--via", choices=("kafka", "http"), default="kafka",
+                   help="kafka: produce to orders (the pipeline); http: the REST API")
+    p.add_argument("--rate", type=float, default=1000.0,
+                   help="orders per second; 0 = flat out (default 1000)")
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS")
+    p.add_argument("--orders", type=int, default=None, metavar="N",
+                   help="number of orders (places and cancels); with --duration, "
+                        "whichever ends first")
+    p.add_argument("--users", type=int, default=100)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--url", default=None,
+                   help="gateway URL for --via http (default http://EXCHANGE_HOST:EXCHANGE_PORT)")
+    p.add_argument("--concurrency", type=int, default=64, help="http requests in flight")
+    p.add_argument("--report", metavar="PATH", help="write the raw numbers as JSON here")
+    p.set_defaults(handler=cmd_loadgen)
     return parser
 
 

@@ -24,6 +24,7 @@ from engine.errors import ConfigError
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 PortOrZero = Annotated[int, Field(ge=0, le=65535)]  # 0 = pick a free port
+MetricsPort = Annotated[int, Field(ge=0, le=65535)]  # 0 = serve no metrics endpoint
 
 
 class Settings(BaseSettings):
@@ -69,6 +70,12 @@ class Settings(BaseSettings):
     exchange_snapshot_store: Literal["kafka", "file"] = "kafka"
     exchange_settlement_batch_max_records: int = Field(default=2000, ge=1, le=100_000)
     exchange_settlement_batch_max_ms: int = Field(default=50, ge=1, le=60_000)
+
+    # Prometheus /metrics of each service, on EXCHANGE_HOST (the gateway serves its own at
+    # /metrics on EXCHANGE_PORT). The lag exporter is the `lag` service of `exchange up`.
+    exchange_engine_metrics_port: MetricsPort = 9101
+    exchange_settlement_metrics_port: MetricsPort = 9102
+    exchange_lag_metrics_port: MetricsPort = 9103
 
     @classmethod
     def settings_customise_sources(

@@ -66,6 +66,17 @@ def discover_bootstrap(settings: Settings) -> str | None:
         return None
 
 
+def discover_data_dir(settings: Settings) -> Path:
+    """Where the running stack's services keep their state: the embedded ``exchange up``
+    gives them a fresh ``$EXCHANGE_DATA_DIR/embedded``; otherwise ``EXCHANGE_DATA_DIR``."""
+    try:
+        info = json.loads(stack_file(settings.exchange_data_dir).read_text())
+        os.kill(int(info["pid"]), 0)
+        return Path(str(info["data_dir"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return settings.exchange_data_dir
+
+
 def write_stack_file(data_dir: Path, bootstrap: str, extra: dict[str, object]) -> Path:
     data_dir.mkdir(parents=True, exist_ok=True)
     path = stack_file(data_dir)
@@ -123,7 +134,9 @@ class Supervisor:
                 self._out(f"topic     {name}: {result}")
             specs = list(self._services(s, bootstrap))
             write_stack_file(s.exchange_data_dir, bootstrap,
-                             {"services": {sp.name: sp.endpoints for sp in specs}})
+                             {"services": {sp.name: sp.endpoints for sp in specs},
+                              "data_dir": child_env.get("EXCHANGE_DATA_DIR",
+                                                        str(s.exchange_data_dir))})
             for spec in specs:
                 spec.env = {**child_env, **spec.env}
                 child = _Child(spec)

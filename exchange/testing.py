@@ -40,14 +40,15 @@ def produce_raw(bootstrap: str, topic: str, values: Sequence[bytes]) -> None:
 def read_all(bootstrap: str, topic: str, partitions: int, timeout_s: float = 60.0
              ) -> list[tuple[int, int, bytes]]:
     """Every record of ``topic`` as (sequence-from-key, partition, value), in log order."""
-    consumer = make_consumer(bootstrap, "test-reader", **{"enable.partition.eof": True})
+    consumer = make_consumer(bootstrap, "test-reader", **{"enable.partition.eof": True,
+                                                          "fetch.wait.max.ms": 10})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     pending = set(range(partitions))
     out: list[tuple[int, int, bytes]] = []
     deadline = time.monotonic() + timeout_s
     try:
         while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, 0.5):
+            for msg in consumer.consume(10_000, 0.05):
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:

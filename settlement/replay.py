@@ -38,7 +38,7 @@ def replay(
 ) -> tuple[int, int]:
     """Apply every record of ``topic``; return (outputs applied, records skipped as bad)."""
     consumer = make_consumer(bootstrap, "settlement-replay", **{
-        "enable.partition.eof": True, "fetch.max.bytes": 32 << 20,
+        "enable.partition.eof": True, "fetch.max.bytes": 32 << 20, "fetch.wait.max.ms": 10,
     })
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     pending = set(range(partitions))
@@ -49,7 +49,7 @@ def replay(
         while pending:
             if time.monotonic() > deadline:
                 raise ReplayError(f"{topic} partitions {sorted(pending)} not read to the end")
-            for msg in consumer.consume(batch_size, 0.5):
+            for msg in consumer.consume(batch_size, 0.05):
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:

@@ -56,7 +56,7 @@ def scan_tails(
     from exchange.kafka import make_consumer, where
 
     consumer = make_consumer(bootstrap, "engine-output-tail-scan",
-                             **{"enable.partition.eof": True,
+                             **{"enable.partition.eof": True, "fetch.wait.max.ms": 10,
                                 "max.partition.fetch.bytes": 8 << 20})
     tails = {p: PartitionTail(0, -1, None) for p in start_offsets}
     pending = set(start_offsets)
@@ -68,7 +68,7 @@ def scan_tails(
                 raise OutputLogError(
                     f"could not read {topic} partitions {sorted(pending)} to the end "
                     f"in {timeout_s}s")
-            for msg in consumer.consume(10_000, 0.5):
+            for msg in consumer.consume(10_000, 0.05):
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,6 +63,16 @@ class CodecLike(Protocol):
     def decode_command(self, data: bytes, *, command_id: int) -> Command: ...
 
     def encode_output(self, output: EngineOutput) -> bytes: ...
+
+
+class EngineMetricsSink(Protocol):
+    """What the loop reports to (see :class:`exchange.metrics.EngineMetrics`): once per
+    consumed batch and once per snapshot, never per command."""
+
+    def record_batch(self, outputs: Sequence[EngineOutput], published: int,
+                     sequence: int) -> None: ...
+
+    def record_snapshot_pause(self, seconds: float) -> None: ...
 
 
 class DeliveryError(ExchangeError):
@@ -104,6 +114,7 @@ class EngineService:
         restore_engine: Callable[[bytes], EngineLike],
         snapshots: SnapshotStore,
         on_output: Callable[[EngineOutput], None] | None = None,
+        metrics: EngineMetricsSink | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._cfg = config
@@ -112,6 +123,7 @@ class EngineService:
         self._restore_engine = restore_engine
         self._snapshots = snapshots
         self._on_output = on_output
+        self._metrics = metrics
         self.stats = EngineStats()
         self._engine: EngineLike | None = None
         self._next_offset = 0
@@ -240,6 +252,10 @@ class EngineService:
         skip_until = self._skip_until
         on_delivery = self._on_delivery
         on_output = self._on_output
+        metrics = self._metrics
+        # Outputs of this batch, for one metrics call after the loop (None: no metrics).
+        batch: list[EngineOutput] | None = [] if metrics is not None else None
+        published_before = self.stats.published
         applied = 0
         for msg in msgs:
             err = msg.error()
@@ -278,8 +294,13 @@ class EngineService:
                         "the engine is not deterministic")
             if on_output is not None:
                 on_output(output)
+            if batch is not None:
+                batch.append(output)
             self._next_offset = offset + 1
         self.stats.applied += applied
+        if metrics is not None and batch:
+            metrics.record_batch(batch, self.stats.published - published_before,
+                                 engine.sequence)
         return applied
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
@@ -324,6 +345,8 @@ class EngineService:
         )
         pause = time.monotonic() - started
         self.stats.snapshot_pause_s.append(pause)
+        if self._metrics is not None:
+            self._metrics.record_snapshot_pause(pause)
         log.info("snapshot at sequence %d: %d bytes, matching paused %.1f ms",
                  meta.sequence, len(data), pause * 1000)
         self._snapshot_thread = threading.Thread(

@@ -206,6 +206,7 @@ def _read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> dict[by
 
     consumer = make_consumer(bootstrap, "engine-snapshot-loader",
                              **{"enable.partition.eof": True, "fetch.max.bytes": 64 << 20,
+                                "fetch.wait.max.ms": 10,
                                 "max.partition.fetch.bytes": 16 << 20})
     latest: dict[bytes, bytes] = {}
     try:
@@ -214,7 +215,7 @@ def _read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> dict[by
         while True:
             if time.monotonic() > deadline:
                 raise SnapshotError(f"could not read {topic} to its end in {timeout_s}s")
-            msg = consumer.poll(0.5)
+            msg = consumer.poll(0.05)
             if msg is None:
                 continue
             err = msg.error()

@@ -33,6 +33,7 @@ def _engine_env(bootstrap: str, topics: Topics, data_dir: Path) -> dict[str, str
         "EXCHANGE_SNAPSHOT_EVERY_COMMANDS": "3000",
         "EXCHANGE_ENGINE_BATCH_SIZE": "500",
         "EXCHANGE_LOG_LEVEL": "INFO",
+        "EXCHANGE_ENGINE_METRICS_PORT": "0",
     })
     return env
 
@@ -69,6 +70,7 @@ def test_engine_when_killed_repeatedly_publishes_every_sequence_exactly_once(
                     kills += 1
                     continue
             # Final run: let it finish the stream, then stop it.
+            _wait_for_log(log_path, "engine: consuming", proc, 120, start)
             _wait_until_published(kafka_bootstrap, fresh_topics, n, parts, proc)
             proc.terminate()
             assert proc.wait(60) == 0

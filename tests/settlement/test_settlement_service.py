@@ -194,6 +194,7 @@ def test_settlement_when_killed_repeatedly_ends_identical_to_an_uninterrupted_ru
         "EXCHANGE_TOPIC_ENGINE_OUTPUT": fresh_topics.engine_output.name,
         "EXCHANGE_TOPIC_ENGINE_OUTPUT_DLQ": fresh_topics.engine_output_dlq.name,
         "EXCHANGE_SETTLEMENT_BATCH_MAX_RECORDS": "100",
+        "EXCHANGE_SETTLEMENT_METRICS_PORT": "0",
     })
     rng = random.Random(77)
     kills = 0

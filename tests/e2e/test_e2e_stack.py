@@ -1,0 +1,275 @@
+"""End to end through the real embedded stack started by `exchange up`.
+
+Broker (Tansu), engine, settlement (SQLite) and gateway run as the supervisor's child
+processes, exactly as `make run` starts them; the test talks HTTP only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from exchange.broker import free_port
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    data = tmp_path_factory.mktemp("stack")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("EXCHANGE_", "KAFKA_", "CASSANDRA_"))}
+    env.update({"EXCHANGE_DATA_DIR": str(data), "EXCHANGE_PORT": str(port),
+                "EXCHANGE_ENGINE_METRICS_PORT": str(free_port()),
+                "EXCHANGE_SETTLEMENT_METRICS_PORT": str(free_port()),
+                "EXCHANGE_LAG_METRICS_PORT": str(free_port())})
+    log = open(data / "stack.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "exchange.cli", "up"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (data / "stack.log").read_text()
+            try:
+                if client.get("/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (data / "stack.log").read_text()
+            time.sleep(0.3)
+        yield client
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(60)
+        finally:
+            log.close()
+        assert code == 0, (data / "stack.log").read_text()
+
+
+def _ok(resp: httpx.Response, status: int = 200) -> Any:
+    body = resp.json()
+    assert resp.status_code == status, body
+    assert body["success"] is True, body
+    return body["data"]
+
+
+def _error(resp: httpx.Response, status: int, code: str) -> None:
+    body = resp.json()
+    assert resp.status_code == status, body
+    assert body == {"success": False, "error": {"code": code, "message": body["error"]["message"]}}
+
+
+def _eventually(check: Callable[[], Any], timeout_s: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _deposit(api: httpx.Client, user: int, asset: str, amount: str) -> None:
+    data = _ok(api.post("/api/v1/deposit?wait=true",
+                        json={"user_id": user, "asset": asset, "amount": amount}))
+    assert data["status"] == "COMPLETED", data
+
+
+def _order(api: httpx.Client, **fields: Any) -> Any:
+    body = {"symbol": "BTC_USDT", "order_type": "LIMIT", **fields}
+    return _ok(api.post("/api/v1/order/create?wait=true", json=body))
+
+
+def _balances(api: httpx.Client, user: int) -> dict[str, tuple[str, str]]:
+    rows = _ok(api.get("/api/v1/balances", params={"user_id": user}))
+    return {r["asset"]: (r["available"], r["locked"]) for r in rows}
+
+
+def _active_ids(api: httpx.Client, user: int) -> list[str]:
+    return [o["order_id"] for o in _ok(api.get("/api/v1/order/active",
+                                               params={"user_id": user}))]
+
+
+def _history(api: httpx.Client, user: int) -> dict[str, Any]:
+    data = _ok(api.get("/api/v1/order/history", params={"user_id": user}))
+    return {o["order_id"]: o for o in data["orders"]}
+
+
+def test_order_lifecycle_when_placed_then_cancelled_moves_from_active_to_history(
+    api: httpx.Client,
+) -> None:
+    _deposit(api, 1001, "USDT", "100000")
+    placed = _order(api, user_id=1001, side="BUY", price="50000.00", quantity="0.01000")
+    assert placed["status"] == "NEW"
+    order_id = placed["order_id"]
+
+    def visible() -> None:
+        assert _active_ids(api, 1001) == [order_id]
+    _eventually(visible)
+    assert _balances(api, 1001)["USDT"] == ("99500.00000000", "500.00000000")
+
+    cancel = api.post("/api/v1/order/cancel",
+                      json={"user_id": 1001, "symbol": "BTC_USDT", "order_id": order_id})
+    assert _ok(cancel, 202) == {"order_id": order_id, "status": "CANCEL_REQUESTED"}
+
+    def gone() -> None:
+        assert _active_ids(api, 1001) == []
+        assert _history(api, 1001)[order_id]["status"] == "CANCELLED"
+    _eventually(gone)
+    assert _balances(api, 1001)["USDT"] == ("100000.00000000", "0.00000000")
+
+
+def test_fill_when_buyer_limit_above_maker_price_trades_at_maker_price_and_refunds(
+    api: httpx.Client,
+) -> None:
+    seller, buyer = 2001, 2002
+    _deposit(api, seller, "BTC", "1")
+    _deposit(api, buyer, "USDT", "1000")
+    ask = _order(api, user_id=seller, side="SELL", price="50000.00", quantity="0.01000")
+    assert ask["status"] == "NEW"
+
+    bid = _order(api, user_id=buyer, side="BUY", price="50100.00", quantity="0.01000")
+
+    assert bid["status"] == "FILLED"
+    assert [(f["price"], f["quantity"]) for f in bid["fills"]] == [("50000.00", "0.01000")]
+
+    def settled() -> None:
+        assert _balances(api, buyer) == {"USDT": ("500.00000000", "0.00000000"),
+                                         "BTC": ("0.01000000", "0.00000000")}
+        assert _balances(api, seller) == {"BTC": ("0.99000000", "0.00000000"),
+                                          "USDT": ("500.00000000", "0.00000000")}
+    _eventually(settled)
+    trades = _ok(api.get("/api/v1/trades", params={"user_id": buyer}))
+    assert [(t["side"], t["price"], t["quantity"], t["is_maker"]) for t in trades] == [
+        ("BUY", "50000.00", "0.01000", False)]
+
+
+def test_resting_order_when_filled_in_two_steps_goes_partial_then_filled(
+    api: httpx.Client,
+) -> None:
+    maker, taker = 3001, 3002
+    _deposit(api, maker, "BTC", "1")
+    _deposit(api, taker, "USDT", "10000")
+    ask = _order(api, user_id=maker, side="SELL", price="30000.00", quantity="0.02000")
+    order_id = ask["order_id"]
+
+    _order(api, user_id=taker, side="BUY", price="30000.00", quantity="0.01000")
+
+    def partial() -> None:
+        active = _ok(api.get("/api/v1/order/active", params={"user_id": maker}))
+        assert [(o["order_id"], o["status"], o["filled_quantity"], o["remaining_quantity"])
+                for o in active] == [(order_id, "PARTIALLY_FILLED", "0.01000", "0.01000")]
+    _eventually(partial)
+
+    _order(api, user_id=taker, side="BUY", price="30000.00", quantity="0.01000")
+
+    def filled() -> None:
+        assert _active_ids(api, maker) == []
+        order = _history(api, maker)[order_id]
+        assert (order["status"], order["filled_quantity"]) == ("FILLED", "0.02000")
+        assert order["avg_fill_price"] == "30000.00"
+    _eventually(filled)
+    detail = _ok(api.get(f"/api/v1/order/{order_id}", params={"user_id": maker}))
+    assert [u["status"] for u in detail["updates"]] == ["NEW", "PARTIALLY_FILLED", "FILLED"]
+
+
+def test_order_when_funds_are_insufficient_is_rejected_and_never_active(
+    api: httpx.Client,
+) -> None:
+    placed = _order(api, user_id=4001, side="BUY", price="50000.00", quantity="0.01000")
+
+    assert (placed["status"], placed["reject_reason"]) == ("REJECTED", "INSUFFICIENT_FUNDS")
+
+    def in_history() -> None:
+        assert _history(api, 4001)[placed["order_id"]]["status"] == "REJECTED"
+    _eventually(in_history)
+    assert _active_ids(api, 4001) == []
+
+
+def test_market_order_when_book_is_thin_fills_what_exists_and_expires_the_rest(
+    api: httpx.Client,
+) -> None:
+    maker, taker = 5001, 5002
+    _deposit(api, maker, "USDT", "100000")
+    _deposit(api, taker, "BTC", "1")
+    _order(api, user_id=maker, side="BUY", symbol="BTC_USDT", price="20000.00",
+           quantity="0.01000")
+
+    market = _ok(api.post("/api/v1/order/create?wait=true", json={
+        "user_id": taker, "symbol": "BTC_USDT", "side": "SELL", "order_type": "MARKET",
+        "quantity": "0.03000"}))
+
+    assert market["status"] == "EXPIRED"
+    assert market["filled_quantity"] == "0.01000"
+    assert [f["price"] for f in market["fills"]] == ["20000.00"]
+
+
+def test_ioc_order_when_nothing_matches_expires_without_fills(api: httpx.Client) -> None:
+    _deposit(api, 6001, "USDT", "1000")
+
+    ioc = _order(api, user_id=6001, side="BUY", price="1.00", quantity="0.01000",
+                 time_in_force="IOC")
+
+    assert (ioc["status"], ioc["filled_quantity"], ioc["fills"]) == ("EXPIRED", "0.00000", [])
+    _eventually(lambda: _assert_equal(_balances(api, 6001)["USDT"],
+                                      ("1000.00000000", "0.00000000")))
+
+
+def test_cancel_when_order_belongs_to_another_user_is_refused_with_404(
+    api: httpx.Client,
+) -> None:
+    _deposit(api, 7001, "USDT", "1000")
+    placed = _order(api, user_id=7001, side="BUY", price="100.00", quantity="0.01000")
+    _eventually(lambda: _assert_equal(_active_ids(api, 7001), [placed["order_id"]]))
+
+    resp = api.post("/api/v1/order/cancel", json={"user_id": 7002, "symbol": "BTC_USDT",
+                                                  "order_id": placed["order_id"]})
+
+    _error(resp, 404, "ORDER_NOT_FOUND")
+    _error(api.get(f"/api/v1/order/{placed['order_id']}", params={"user_id": 7002}),
+           404, "ORDER_NOT_FOUND")
+    assert _active_ids(api, 7001) == [placed["order_id"]]
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"symbol": "DOGE_USDT"}, "UNKNOWN_SYMBOL"),
+    ({"price": "50000.001"}, "INVALID_PRICE"),
+    ({"price": "-1"}, "INVALID_PRICE"),
+    ({"quantity": "0.000001"}, "INVALID_QUANTITY"),
+    ({"quantity": "NaN"}, "INVALID_QUANTITY"),
+    ({"quantity": "1e999999"}, "INVALID_QUANTITY"),
+    ({"order_type": "MARKET"}, "INVALID_ORDER"),
+    ({"side": "HOLD"}, "INVALID_REQUEST"),
+    ({"user_id": 2**63}, "INVALID_REQUEST"),
+])
+def test_create_order_when_input_is_bad_answers_400_with_its_code(
+    api: httpx.Client, body: dict[str, Any], code: str,
+) -> None:
+    base = {"user_id": 8001, "symbol": "BTC_USDT", "side": "BUY", "order_type": "LIMIT",
+            "price": "50000.00", "quantity": "0.01000"}
+
+    _error(api.post("/api/v1/order/create", json={**base, **body}), 400, code)
+
+
+def test_create_order_when_json_is_malformed_answers_400(api: httpx.Client) -> None:
+    resp = api.post("/api/v1/order/create", content=b"{not json",
+                    headers={"content-type": "application/json"})
+    _error(resp, 400, "MALFORMED_JSON")
+
+
+def _assert_equal(a: object, b: object) -> None:
+    assert a == b
+
