@@ -1,1 +1,80 @@
+"""Deterministic matching-engine core: commands in, events out, no I/O.
 
+Public API::
+
+    from engine import Engine, load_markets, PlaceOrder, ...
+    engine = Engine(load_markets())
+    output = engine.apply(PlaceOrder(...))
+
+Only the standard library and sortedcontainers are imported here (a test enforces it).
+"""
+
+from engine.book import Level, OrderBook
+from engine.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
+from engine.engine import DEFAULT_COMPLETED_ORDER_MEMORY, Engine
+from engine.enums import (
+    CommandKind,
+    CompletionReason,
+    OrderStatus,
+    OrderType,
+    RejectReason,
+    Side,
+    StpMode,
+    TimeInForce,
+)
+from engine.errors import ConfigError, ExchangeError, IllegalTransition, InvariantError
+from engine.events import (
+    BalanceUpdated,
+    CommandRejected,
+    EngineOutput,
+    OrderCompleted,
+    OrderPlaced,
+    OrderUpdated,
+    TradeExecuted,
+)
+from engine.markets import AssetSpec, Markets, SymbolSpec, load_markets, parse_markets
+from engine.order_state import TRANSITIONS, Trigger, next_status
+from engine.orders import Order, OrderView
+from engine.snapshot import SnapshotError
+
+__all__ = [
+    "DEFAULT_COMPLETED_ORDER_MEMORY",
+    "TRANSITIONS",
+    "AssetSpec",
+    "BalanceUpdated",
+    "CancelOrder",
+    "Command",
+    "CommandKind",
+    "CommandRejected",
+    "CompletionReason",
+    "ConfigError",
+    "Deposit",
+    "Engine",
+    "EngineOutput",
+    "ExchangeError",
+    "IllegalTransition",
+    "InvariantError",
+    "Level",
+    "Markets",
+    "Order",
+    "OrderBook",
+    "OrderCompleted",
+    "OrderPlaced",
+    "OrderStatus",
+    "OrderType",
+    "OrderUpdated",
+    "OrderView",
+    "PlaceOrder",
+    "RejectReason",
+    "Side",
+    "SnapshotError",
+    "StpMode",
+    "SymbolSpec",
+    "TimeInForce",
+    "TradeExecuted",
+    "Trigger",
+    "Withdraw",
+    "load_markets",
+    "next_status",
+    "parse_markets",
+]

@@ -1,0 +1,252 @@
+"""Shared helpers for the engine tests: markets, a command factory, canonical serialization.
+
+Fixed ids and timestamps: every command a :class:`Kit` builds gets the next command id (also
+the order id of a new order) and a timestamp derived from it, so failures are reproducible.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+
+from engine import (
+    CancelOrder,
+    Command,
+    Deposit,
+    Engine,
+    EngineOutput,
+    Markets,
+    OrderType,
+    PlaceOrder,
+    Side,
+    StpMode,
+    TimeInForce,
+    Withdraw,
+    parse_markets,
+)
+from engine.markets import DEFAULT_MARKETS_PATH
+
+BTC = "BTC_USDT"
+ETH = "ETH_USDT"
+BUY = Side.BUY
+SELL = Side.SELL
+T0 = 1_700_000_000_000
+
+
+def register_profiles() -> None:
+    common: dict[str, Any] = {
+        "deadline": None,
+        "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+        "print_blob": True,
+    }
+    settings.register_profile("ci", max_examples=60, stateful_step_count=60, **common)
+    settings.register_profile("deep", max_examples=1500, stateful_step_count=150, **common)
+
+
+def engine_settings() -> settings:
+    """The profile named by HYPOTHESIS_PROFILE (default "ci")."""
+    register_profiles()
+    return settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def raw_markets() -> dict[str, Any]:
+    """The shipped markets.json, decoded (decimals stay strings)."""
+    with open(DEFAULT_MARKETS_PATH, encoding="utf-8") as f:
+        data: dict[str, Any] = json.load(f)
+    return data
+
+
+def make_markets(maker_bps: int = 0, taker_bps: int = 0) -> Markets:
+    raw = copy.deepcopy(raw_markets())
+    for spec in raw["symbols"].values():
+        spec["maker_fee_bps"] = maker_bps
+        spec["taker_fee_bps"] = taker_bps
+    return parse_markets(raw)
+
+
+class Kit:
+    """Builds commands with sequential ids and applies them, checking invariants each time."""
+
+    def __init__(self, engine: Engine, first_id: int = 1) -> None:
+        self.engine = engine
+        self.next_id = first_id
+
+    def _ids(self) -> tuple[int, int]:
+        command_id = self.next_id
+        self.next_id += 1
+        return command_id, T0 + command_id
+
+    def deposit(self, user: int, asset: str, amount: int) -> Deposit:
+        command_id, ts = self._ids()
+        return Deposit(
+            command_id=command_id, timestamp_ms=ts, user_id=user, asset=asset, amount=amount
+        )
+
+    def withdraw(self, user: int, asset: str, amount: int) -> Withdraw:
+        command_id, ts = self._ids()
+        return Withdraw(
+            command_id=command_id, timestamp_ms=ts, user_id=user, asset=asset, amount=amount
+        )
+
+    def limit(
+        self,
+        user: int,
+        side: Side,
+        price: int | None,
+        quantity: int,
+        *,
+        symbol: str = BTC,
+        tif: TimeInForce = TimeInForce.GTC,
+        post_only: bool = False,
+        client_order_id: str | None = None,
+        stp: StpMode | None = None,
+        order_id: int | None = None,
+    ) -> PlaceOrder:
+        command_id, ts = self._ids()
+        return PlaceOrder(
+            command_id=command_id,
+            timestamp_ms=ts,
+            order_id=command_id if order_id is None else order_id,
+            user_id=user,
+            symbol=symbol,
+            side=side,
+            order_type=OrderType.LIMIT,
+            time_in_force=tif,
+            post_only=post_only,
+            price=price,
+            quantity=quantity,
+            client_order_id=client_order_id,
+            stp_mode=stp,
+        )
+
+    def market(
+        self,
+        user: int,
+        side: Side,
+        quantity: int,
+        *,
+        symbol: str = BTC,
+        tif: TimeInForce = TimeInForce.GTC,
+        stp: StpMode | None = None,
+        price: int | None = None,
+        post_only: bool = False,
+    ) -> PlaceOrder:
+        command_id, ts = self._ids()
+        return PlaceOrder(
+            command_id=command_id,
+            timestamp_ms=ts,
+            order_id=command_id,
+            user_id=user,
+            symbol=symbol,
+            side=side,
+            order_type=OrderType.MARKET,
+            time_in_force=tif,
+            post_only=post_only,
+            price=price,
+            quantity=quantity,
+            stp_mode=stp,
+        )
+
+    def cancel(
+        self,
+        user: int,
+        order_id: int | None = None,
+        *,
+        client_order_id: str | None = None,
+        symbol: str = BTC,
+    ) -> CancelOrder:
+        command_id, ts = self._ids()
+        return CancelOrder(
+            command_id=command_id,
+            timestamp_ms=ts,
+            user_id=user,
+            symbol=symbol,
+            order_id=order_id,
+            client_order_id=client_order_id,
+        )
+
+    def apply(self, command: Command) -> EngineOutput:
+        output = self.engine.apply(command)
+        self.engine._check_invariants()
+        return output
+
+    def fund(self, user: int, **amounts: int) -> None:
+        for asset, amount in amounts.items():
+            out = self.apply(self.deposit(user, asset, amount))
+            assert not out.rejections, out.rejections
+
+
+def canonical(output: EngineOutput) -> str:
+    """A canonical, deterministic text form of an output (sorted-key JSON of asdict)."""
+    return json.dumps(dataclasses.asdict(output), sort_keys=True, separators=(",", ":"))
+
+
+def digest_outputs(outputs: list[EngineOutput]) -> str:
+    h = hashlib.sha256()
+    for output in outputs:
+        h.update(canonical(output).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def random_commands(seed: int, n: int, users: int = 6) -> list[Command]:
+    """A seeded random command stream touching every command kind, order type and TIF.
+
+    ``random.Random(seed)`` is used here, in the tests, never in the engine.
+    """
+    import random
+
+    rng = random.Random(seed)
+    kit = Kit(Engine(make_markets()))  # only its id counter is used
+    out: list[Command] = []
+    placed: list[tuple[int, int, str]] = []
+    for user in range(1, users + 1):
+        for asset, amount in (("BTC", 400_000), ("ETH", 4_000_000), ("USDT", 4_000_000)):
+            out.append(kit.deposit(user, asset, amount))
+    for _ in range(n):
+        r = rng.random()
+        user = rng.randint(1, users)
+        symbol = BTC if rng.random() < 0.6 else ETH
+        side = BUY if rng.random() < 0.5 else SELL
+        if r < 0.55:
+            order = kit.limit(
+                user,
+                side,
+                rng.randint(95, 105),
+                rng.randint(1, 20),
+                symbol=symbol,
+                tif=rng.choice([TimeInForce.GTC] * 4 + [TimeInForce.IOC, TimeInForce.FOK]),
+                post_only=rng.random() < 0.05,
+                client_order_id=rng.choice([None] * 6 + ["x", "y"]),
+                stp=rng.choice([None, None, *StpMode]),
+            )
+            placed.append((order.order_id, user, symbol))
+            out.append(order)
+        elif r < 0.65:
+            out.append(
+                kit.market(
+                    user, side, rng.randint(1, 30), symbol=symbol, stp=rng.choice([None, *StpMode])
+                )
+            )
+        elif r < 0.85 and placed:
+            order_id, owner, on = placed[rng.randrange(len(placed))]
+            if rng.random() < 0.8:
+                user, symbol = owner, on
+            out.append(kit.cancel(user, order_id, symbol=symbol))
+        elif r < 0.90:
+            out.append(kit.cancel(user, client_order_id=rng.choice(["x", "y"]), symbol=symbol))
+        elif r < 0.95:
+            out.append(
+                kit.deposit(user, rng.choice(["BTC", "ETH", "USDT"]), rng.randint(1, 50_000))
+            )
+        else:
+            out.append(
+                kit.withdraw(user, rng.choice(["BTC", "ETH", "USDT"]), rng.randint(1, 100_000))
+            )
+    return out
