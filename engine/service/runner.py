@@ -17,8 +17,9 @@ byte, which guards determinism), the rest are published. So after any crash ever
 appears exactly once on the log.
 
 Snapshots are taken every N commands or T seconds, after flushing the producer (so every
-output up to the snapshot's sequence is on the log); serialising the state is the only
-pause in matching, and is measured; writing it out happens on a background thread.
+output up to the snapshot's sequence is on the log). The state is serialised by a forked
+copy-on-write child, so matching pauses only for the fork (measured and exported); a
+background thread collects the bytes and writes them out.
 
 An ``orders`` record that cannot be decoded goes to ``orders.dlq`` with its offset and the
 error, and matching goes on. A delivery failure or an engine invariant error stops the
@@ -28,6 +29,7 @@ process: the supervisor restarts it and recovery replays.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +42,7 @@ from engine.commands import Command
 from engine.errors import ExchangeError, InvariantError
 from engine.events import EngineOutput
 from engine.service.output_log import PartitionTail, partitions_of, scan_tails, sequence_key
-from engine.service.snapshots import SnapshotMeta, SnapshotStore
+from engine.service.snapshots import SnapshotError, SnapshotMeta, SnapshotStore
 from exchange.dlq import send_to_dlq
 from exchange.errors import DecodeError
 from exchange.kafka import make_consumer, make_producer, where
@@ -89,6 +91,9 @@ class EngineServiceConfig:
     snapshot_every_commands: int = 100_000
     snapshot_every_s: float = 60.0
     snapshot_on_shutdown: bool = True
+    # Serialise snapshots in a forked copy-on-write child (Linux): matching pauses for the
+    # fork only. Off: serialise inline (the pause grows with the book).
+    snapshot_fork: bool = True
     commit_every_s: float = 1.0
 
 
@@ -213,7 +218,13 @@ class EngineService:
                 want = cfg.batch_size
                 if until_offset is not None:
                     want = min(want, until_offset - self._next_offset)
-                msgs = consumer.consume(want, 0.05)
+                # Block for the first record only, then take whatever else is already
+                # fetched: a batch never waits for stragglers, so latency stays low at any rate.
+                msgs = consumer.consume(want, 0)
+                if not msgs:
+                    first = consumer.poll(0.05)
+                    if first is not None:
+                        msgs = [first, *consumer.consume(want - 1, 0)] if want > 1 else [first]
                 if msgs:
                     since_snapshot += self._process(msgs, producer)
                 producer.poll(0)
@@ -338,24 +349,33 @@ class EngineService:
         self._flush(producer)
         started = time.monotonic()
         engine = self.engine
-        data = engine.snapshot()
         meta = SnapshotMeta(
             snapshot_id=engine.sequence, orders_next_offset=self._next_offset,
             sequence=engine.sequence, output_scan_from=dict(self._scan_from),
         )
+        if self._cfg.snapshot_fork and hasattr(os, "fork"):
+            serialized = _serialize_in_child(engine)
+        else:
+            data = engine.snapshot()
+
+            def serialized() -> bytes:
+                return data
         pause = time.monotonic() - started
         self.stats.snapshot_pause_s.append(pause)
         if self._metrics is not None:
             self._metrics.record_snapshot_pause(pause)
-        log.info("snapshot at sequence %d: %d bytes, matching paused %.1f ms",
-                 meta.sequence, len(data), pause * 1000)
+        log.info("snapshot at sequence %d: matching paused %.1f ms", meta.sequence,
+                 pause * 1000)
         self._snapshot_thread = threading.Thread(
-            target=self._write_snapshot, args=(meta, data), name="snapshot-writer", daemon=True)
+            target=self._write_snapshot, args=(meta, serialized), name="snapshot-writer",
+            daemon=True)
         self._snapshot_thread.start()
 
-    def _write_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+    def _write_snapshot(self, meta: SnapshotMeta, serialized: Callable[[], bytes]) -> None:
         try:
+            data = serialized()
             self._snapshots.save(meta, data)
+            log.info("snapshot at sequence %d written: %d bytes", meta.sequence, len(data))
             self.stats.snapshots += 1
         except BaseException as e:  # reported by the loop; the next interval retries
             self._snapshot_failed = e
@@ -363,6 +383,43 @@ class EngineService:
     def _wait_snapshot(self) -> None:
         if self._snapshot_thread is not None:
             self._snapshot_thread.join()
+
+
+def _serialize_in_child(engine: EngineLike) -> Callable[[], bytes]:
+    """Serialise the engine in a forked child: a copy-on-write image of this instant.
+
+    Matching pauses only for the fork (page tables, not the heap), not for the full
+    serialisation. The child runs pure Python only (it never touches the Kafka clients or
+    their threads), streams the bytes through a pipe and leaves with ``os._exit``. The
+    returned function, run on the writer thread, reads them and reaps the child.
+    """
+    from exchange.broker import _die_with_parent
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child; its effect is checked by the tests
+        code = 0
+        try:
+            os.close(read_fd)
+            _die_with_parent()
+            view = memoryview(engine.snapshot())
+            while view:
+                view = view[os.write(write_fd, view):]
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+
+    def collect() -> bytes:
+        with os.fdopen(read_fd, "rb") as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            raise SnapshotError(f"snapshot child {pid} failed (wait status {status})")
+        return data
+
+    return collect
 
 
 def _last_sequence_in_partition(sequence: int, partition: int, partitions: int) -> int:
