@@ -2,9 +2,9 @@
 
 Theory of operation
 -------------------
-Poll up to N records or T ms, decode them, write the batch to the store in one call, and
-only then commit the batch's offsets. The store's writes are idempotent upserts versioned by
-the engine sequence, so a crash anywhere (after the write, before the commit) only makes the
+Take up to N records (waiting at most T ms for the first), decode them, write the batch
+to the store in one call, and only then commit the batch's offsets. The store's writes are
+idempotent upserts versioned by the engine sequence, so a crash anywhere (after the write, before the commit) only makes the
 next owner of the partition write the same rows again, which changes nothing.
 
 A record that cannot be decoded goes to ``engine-output.dlq`` with its offset and the
@@ -101,9 +101,16 @@ class SettlementService:
         self.stats.ready = True
         try:
             while not stop.is_set():
-                msgs = consumer.consume(cfg.batch_max_records, cfg.batch_max_ms / 1000)
+                # Smart batching: wait up to T ms for the first record only, then take
+                # everything already fetched (up to N). Under load batches grow by themselves
+                # while the previous one is written; when idle nothing waits to fill a batch.
+                msgs = consumer.consume(cfg.batch_max_records, 0)
                 if not msgs:
-                    continue
+                    first = consumer.poll(cfg.batch_max_ms / 1000)
+                    if first is None:
+                        continue
+                    more = cfg.batch_max_records - 1
+                    msgs = [first, *(consumer.consume(more, 0) if more else [])]
                 self._handle(consumer, dlq, msgs, stop)
         finally:
             self.stats.ready = False
