@@ -59,7 +59,13 @@ def stack_services(settings: Settings, bootstrap: str) -> list[ServiceSpec]:
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from exchange.supervisor import Supervisor
 
-    return Supervisor(settings, stack_services).run()
+    base = f"http://{settings.exchange_host}:{settings.exchange_port}"
+    banner = [
+        f"API       {base}  (docs {base}/docs, dashboard {base}/dashboard)",
+        f"try       curl -s -X POST {base}/api/v1/deposit -H 'content-type: application/json' "
+        """-d '{"user_id": 1, "asset": "USDT", "amount": "1000"}'""",
+    ]
+    return Supervisor(settings, stack_services, banner=banner).run()
 
 
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:

@@ -94,7 +94,9 @@ class Supervisor:
         *,
         out: Callable[[str], None] = print,
         grace_s: float = 10.0,
+        banner: Sequence[str] = (),
     ) -> None:
+        self._banner = tuple(banner)
         self._settings = settings
         self._services = services
         self._out = out
@@ -144,6 +146,8 @@ class Supervisor:
                 self._start(child)
             self._out(f"stack up: {len(specs)} service(s); Ctrl-C stops everything")
             self._out(f"export KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+            for line in self._banner:
+                self._out(line)
             while not self._stopping:
                 self._watch()
                 time.sleep(0.2)
