@@ -120,6 +120,17 @@ def test_settlement_when_stream_flows_through_engine_equals_read_model_of_in_pro
     assert (applied, skipped) == (n, 0)
     assert rebuilt.digest() == live.digest()
 
+    cli = subprocess.run(
+        [sys.executable, "-m", "exchange.cli", "replay", "--into", str(tmp_path / "cli.db")],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")},
+             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "EXCHANGE_DATA_DIR": str(tmp_path),
+             "EXCHANGE_TOPIC_ENGINE_OUTPUT": fresh_topics.engine_output.name},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert f"replayed {n} outputs (0 undecodable skipped); store digest {live.digest()}" in (
+        cli.stdout)
+
 
 def test_settlement_when_store_is_locked_mid_stream_retries_and_loses_nothing(
     kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets, tmp_path: Path,
