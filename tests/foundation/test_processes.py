@@ -37,6 +37,12 @@ def _start(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("EXCHANGE_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
     env["EXCHANGE_DATA_DIR"] = str(tmp_path)
+    # Free ports, so a `make run` on the same machine does not collide with the test's stack.
+    from exchange.broker import free_port
+
+    for name in ("EXCHANGE_PORT", "EXCHANGE_ENGINE_METRICS_PORT",
+                 "EXCHANGE_SETTLEMENT_METRICS_PORT", "EXCHANGE_LAG_METRICS_PORT"):
+        env[name] = str(free_port())
     return subprocess.Popen(
         [sys.executable, "-m", "exchange.cli", *args], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
