@@ -88,6 +88,7 @@ from exchange.avro_compiled import (
     CompiledRecord,
     FastPathMiss,
     UnsupportedSchema,
+    _twin,
     compile_record,
 )
 from exchange.errors import DecodeError, EncodeError, SchemaError
@@ -277,34 +278,69 @@ _COMMAND_TO_WIRE: dict[type, Callable[[Any], tuple[str, dict[str, Any]]]] = {
 # command id.
 
 
+# Building a frozen, slotted command through its __init__ costs ~5 us (one
+# object.__setattr__ per field) on the engine's hot path. A plain class with the same slot
+# layout, filled directly and then relabelled, gives an equal, equally frozen object for ~1 us
+# (the engine builds its events the same way). Without a twin (layout changed), __init__.
+_PLACE_TWIN = _twin(PlaceOrder)
+_CANCEL_TWIN = _twin(CancelOrder)
+
+
 def _place_from_wire(r: dict[str, Any], command_id: int, timestamp_ms: int) -> PlaceOrder:
     stp_mode = r["stp_mode"]
-    return PlaceOrder(
-        command_id=command_id,
-        timestamp_ms=timestamp_ms,
-        order_id=command_id,
-        user_id=r["user_id"],
-        symbol=r["symbol"],
-        side=_SIDE[r["side"]],
-        order_type=_ORDER_TYPE[r["order_type"]],
-        time_in_force=_TIME_IN_FORCE[r["time_in_force"]],
-        post_only=r["post_only"],
-        price=r["price"],
-        quantity=r["quantity"],
-        client_order_id=r["client_order_id"],
-        stp_mode=None if stp_mode is None else _STP_MODE[stp_mode],
-    )
+    if _PLACE_TWIN is None:
+        return PlaceOrder(
+            command_id=command_id,
+            timestamp_ms=timestamp_ms,
+            order_id=command_id,
+            user_id=r["user_id"],
+            symbol=r["symbol"],
+            side=_SIDE[r["side"]],
+            order_type=_ORDER_TYPE[r["order_type"]],
+            time_in_force=_TIME_IN_FORCE[r["time_in_force"]],
+            post_only=r["post_only"],
+            price=r["price"],
+            quantity=r["quantity"],
+            client_order_id=r["client_order_id"],
+            stp_mode=None if stp_mode is None else _STP_MODE[stp_mode],
+        )
+    o: Any = _PLACE_TWIN()
+    o.command_id = command_id
+    o.timestamp_ms = timestamp_ms
+    o.order_id = command_id
+    o.user_id = r["user_id"]
+    o.symbol = r["symbol"]
+    o.side = _SIDE[r["side"]]
+    o.order_type = _ORDER_TYPE[r["order_type"]]
+    o.time_in_force = _TIME_IN_FORCE[r["time_in_force"]]
+    o.post_only = r["post_only"]
+    o.price = r["price"]
+    o.quantity = r["quantity"]
+    o.client_order_id = r["client_order_id"]
+    o.stp_mode = None if stp_mode is None else _STP_MODE[stp_mode]
+    o.__class__ = PlaceOrder
+    return o
 
 
 def _cancel_from_wire(r: dict[str, Any], command_id: int, timestamp_ms: int) -> CancelOrder:
-    return CancelOrder(
-        command_id=command_id,
-        timestamp_ms=timestamp_ms,
-        user_id=r["user_id"],
-        symbol=r["symbol"],
-        order_id=r["order_id"],
-        client_order_id=r["client_order_id"],
-    )
+    if _CANCEL_TWIN is None:
+        return CancelOrder(
+            command_id=command_id,
+            timestamp_ms=timestamp_ms,
+            user_id=r["user_id"],
+            symbol=r["symbol"],
+            order_id=r["order_id"],
+            client_order_id=r["client_order_id"],
+        )
+    o: Any = _CANCEL_TWIN()
+    o.command_id = command_id
+    o.timestamp_ms = timestamp_ms
+    o.user_id = r["user_id"]
+    o.symbol = r["symbol"]
+    o.order_id = r["order_id"]
+    o.client_order_id = r["client_order_id"]
+    o.__class__ = CancelOrder
+    return o
 
 
 def _deposit_from_wire(r: dict[str, Any], command_id: int, timestamp_ms: int) -> Deposit:

@@ -349,3 +349,30 @@ def test_encode_command_when_enum_field_holds_unknown_symbol_raises_encode_error
     command = dataclasses.replace(place_order, side="SIDEWAYS")  # type: ignore[arg-type]
     with pytest.raises(EncodeError):
         codec.encode_command(command)
+
+
+def test_decode_command_when_built_through_the_fast_path_is_a_real_frozen_command() -> None:
+    import dataclasses
+
+    from engine.commands import CancelOrder as Cancel
+    from engine.commands import PlaceOrder as Place
+    from engine.enums import OrderType as OT
+    from engine.enums import Side as S
+    from engine.enums import StpMode as Stp
+    from engine.enums import TimeInForce as Tif
+    from exchange.codec import Codec as C
+
+    codec = C()
+    place = Place(command_id=7, timestamp_ms=1, order_id=7, user_id=2, symbol="BTC_USDT",
+                  side=S.SELL, order_type=OT.LIMIT, time_in_force=Tif.IOC, post_only=False,
+                  price=5, quantity=3, client_order_id="c-1", stp_mode=Stp.EXPIRE_BOTH)
+    cancel = Cancel(command_id=8, timestamp_ms=1, user_id=2, symbol="BTC_USDT", order_id=7)
+
+    for original in (place, cancel):
+        decoded = codec.decode_command(codec.encode_command(original),
+                                       command_id=original.command_id)
+        assert type(decoded) is type(original)
+        assert decoded == original and hash(decoded) == hash(original)
+        assert dataclasses.replace(decoded) == original
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            decoded.user_id = 99  # type: ignore[misc]
