@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 Take up to N records (waiting at most T ms for the first), decode them, write the batch
 to the store in one call, and only then commit the batch's offsets. The store's writes are
-idempotent upserts versioned by the engine sequence, so a crash anywhere (after the write, before the commit) only makes the
-next owner of the partition write the same rows again, which changes nothing.
+idempotent upserts versioned by the engine sequence, so a crash anywhere (after the write,
+before the commit) only makes the next owner of the partition write the same rows again,
+which changes nothing.
 
 A record that cannot be decoded goes to ``engine-output.dlq`` with its offset and the
 error; the batch goes on without it. While the store is unavailable the service keeps the
