@@ -1,8 +1,8 @@
-"""Throughput of the Avro codec on engine outputs: the generated fast path against fastavro.
+"""Throughput of the Avro codec: the generated fast paths against fastavro.
 
-Two workloads, both timed for the codec (``Codec.encode_output`` / ``decode_output``, which
-take the generated fast path) and for the general fastavro path it replaced (domain -> dict ->
-``schemaless_writer`` and back), in the same run:
+Engine outputs, two workloads, both timed for the codec (``Codec.encode_output`` /
+``decode_output``, which take the generated fast path) and for the general fastavro path it
+replaced (domain -> dict -> ``schemaless_writer`` and back), in the same run:
 
 * typical: one output over and over, a taker buy that fully fills against one resting sell
   (one trade, two order updates, one completion and four balance updates). Every value is
@@ -13,12 +13,19 @@ take the generated fast path) and for the general fastavro path it replaced (dom
   the CPU caches, ids, timestamps and balances are new, and the memos miss whenever real
   traffic would. Only the codec calls are timed, never the engine.
 
-Rates are best of three timed passes, in process CPU time. The last line is machine-readable
-(typical workload):
-``RESULT codec encode_per_s=<n> decode_per_s=<n> fastavro_encode_per_s=<n>
-fastavro_decode_per_s=<n>``.
+Commands: the seeded workload itself (``command_stream``: the funding deposits, then N
+trading commands), encoded once, then every record decoded as the engine service does
+(``Codec.decode_command(value, command_id=offset)``) and every command encoded as the load
+generator does, against the general path (fastavro and the dict mapping) in the same run. Each
+command carries a new timestamp (one millisecond apart) and every cancel a new order id.
 
-Run: ``.venv/bin/python bench/codec.py [--seconds S] [--stream N]``
+Rates are best of three timed passes, in process CPU time. The last line is machine-readable
+(outputs: the typical workload):
+``RESULT codec encode_per_s=<n> decode_per_s=<n> fastavro_encode_per_s=<n>
+fastavro_decode_per_s=<n> cmd_decode_per_s=<n> fastavro_cmd_decode_per_s=<n>
+cmd_encode_per_s=<n> fastavro_cmd_encode_per_s=<n>``.
+
+Run: ``.venv/bin/python bench/codec.py [--seconds S] [--stream N] [--commands N]``
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from collections.abc import Callable
 from functools import partial
 
 from engine import Engine, load_markets
+from engine.commands import Command
 from engine.enums import (
     CommandKind,
     CompletionReason,
@@ -181,6 +189,51 @@ def stream_rates(
     return best_encode, best_decode, size / len(commands)
 
 
+def command_rates(codec: Codec, count: int) -> tuple[dict[str, tuple[float, float]], float, int]:
+    """{contender: (decode rate, encode rate)} over the seeded command stream, the average
+    record size and the number of commands. The passes alternate between the contenders."""
+    commands: list[Command] = list(command_stream(7, count, users=STREAM_USERS))
+    records = [(codec.encode_command(c), c.command_id) for c in commands]
+    for (data, offset), command in zip(records, commands, strict=True):
+        general = codec._decode_command_general(data, offset)
+        if codec.decode_command(data, command_id=offset) != general or general != command:
+            raise SystemExit("fast and general command paths disagree: the bench would mislead")
+        if codec._encode_command_general(command) != data:
+            raise SystemExit("fast and general command encoders disagree")
+
+    def decode_fast() -> None:
+        decode = codec.decode_command
+        for data, offset in records:
+            decode(data, command_id=offset)
+
+    def decode_general() -> None:
+        decode = codec._decode_command_general
+        for data, offset in records:
+            decode(data, offset)
+
+    def encode_all(encode: Callable[[Command], bytes]) -> Callable[[], None]:
+        def run() -> None:
+            for command in commands:
+                encode(command)
+
+        return run
+
+    contenders = {
+        "codec": (decode_fast, encode_all(codec.encode_command)),
+        "fastavro": (decode_general, encode_all(codec._encode_command_general)),
+    }
+    best = {name: [0.0, 0.0] for name in contenders}
+    for _ in range(PASSES):
+        for name, runs in contenders.items():
+            for which, run in enumerate(runs):
+                gc.collect()
+                began = clock()
+                run()
+                best[name][which] = max(best[name][which], len(records) / (clock() - began))
+    rates = {name: (decode, encode) for name, (decode, encode) in best.items()}
+    return rates, sum(len(data) for data, _ in records) / len(records), len(records)
+
+
 def report(label: str, rate: float, reference: float) -> None:
     ratio = rate / reference
     print(f"  {label:<16} {rate:>10,.0f} /s {1e6 / rate:6.1f} us/op ({ratio:.1f}x fastavro)")
@@ -192,13 +245,20 @@ def main() -> None:
     parser.add_argument(
         "--stream", type=int, default=20_000, help="commands per stream pass (a multiple of 100)"
     )
+    parser.add_argument(
+        "--commands", type=int, default=100_000, help="trading commands in the command workload"
+    )
     args = parser.parse_args()
     if args.stream <= 0 or args.stream % BATCH:
         parser.error(f"--stream must be a positive multiple of {BATCH}")
+    if args.commands <= 0:
+        parser.error("--commands must be positive")
 
     codec = Codec()
     if codec._output_encode is None:  # a private check: the bench must time the fast path
         raise SystemExit("the output schema did not compile: the codec runs on fastavro only")
+    if codec._command_decode is None:
+        raise SystemExit("the command schema did not compile: commands run on fastavro only")
     output = typical_output()
     data = codec.encode_output(output)
     if data != codec._encode_output_general(output) or codec.decode_output(data) != output:
@@ -224,6 +284,8 @@ def main() -> None:
         for name, (encode, decode) in contenders.items()
     }
 
+    commands, command_size, command_count = command_rates(codec, args.commands)
+
     print(f"typical output: {len(data)} bytes (10-byte single-object header included)")
     report("encode", typical["codec"][0], typical["fastavro"][0])
     report("decode", typical["codec"][1], typical["fastavro"][1])
@@ -236,10 +298,22 @@ def main() -> None:
     report("fastavro encode", stream["fastavro"][0], stream["fastavro"][0])
     report("fastavro decode", stream["fastavro"][1], stream["fastavro"][1])
     print(
+        f"command stream: {command_count:,} commands (seed 7, {STREAM_USERS:,} users, funding "
+        f"first), {command_size:.0f} bytes on average"
+    )
+    report("cmd decode", commands["codec"][0], commands["fastavro"][0])
+    report("cmd encode", commands["codec"][1], commands["fastavro"][1])
+    report("fastavro decode", commands["fastavro"][0], commands["fastavro"][0])
+    report("fastavro encode", commands["fastavro"][1], commands["fastavro"][1])
+    print(
         f"RESULT codec encode_per_s={typical['codec'][0]:.0f} "
         f"decode_per_s={typical['codec'][1]:.0f} "
         f"fastavro_encode_per_s={typical['fastavro'][0]:.0f} "
-        f"fastavro_decode_per_s={typical['fastavro'][1]:.0f}"
+        f"fastavro_decode_per_s={typical['fastavro'][1]:.0f} "
+        f"cmd_decode_per_s={commands['codec'][0]:.0f} "
+        f"fastavro_cmd_decode_per_s={commands['fastavro'][0]:.0f} "
+        f"cmd_encode_per_s={commands['codec'][1]:.0f} "
+        f"fastavro_cmd_encode_per_s={commands['fastavro'][1]:.0f}"
     )
 
 

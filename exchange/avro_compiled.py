@@ -24,9 +24,10 @@ symbols, asset codes, prices near the touch, the current millisecond, small quan
 long memo starts pre-filled with every value whose zig-zag varint fits two bytes
 (-8192..8191). Decoding reads one- and two-byte varints inline; a longer one is located with
 ``bytes.find`` on a translated copy of the record (0x00 where a varint may end) and looked up
-in a ``varint bytes -> int`` memo. These memos are shared by every compiled record of the
-process (about 4 MB of tables, under 10 MB with every memo full); they only ever map a value
-to its one encoding, so sharing them between threads or codecs cannot change a result.
+in a ``varint bytes -> int`` memo (or, with ``fresh_longs``, see Envelopes below, split into
+its two low bytes and a memo of the rest). These memos are shared by every compiled record of
+the process (about 4 MB of tables, under 13 MB with every memo full); they only ever map a
+value to its one encoding, so sharing them between threads or codecs cannot change a result.
 
 Frozen ``slots`` dataclasses are slow to build: their ``__init__`` goes through
 ``object.__setattr__`` for every field (about 4 us for a 19-field event). The decoder instead
@@ -35,6 +36,17 @@ the instance's ``__class__`` (CPython allows that between classes with identical
 layouts; ``engine.engine`` builds its events the same way). The result is an ordinary
 instance of the dataclass, about seven times cheaper to build. A class with a
 ``__post_init__``, or whose layout does not match, is built through its constructor instead.
+
+Envelopes: :func:`compile_envelope` handles a record that wraps a union of records (the
+orders topic's ``OrderCommand``: a timestamp and one of four commands) and has no class of its
+own. Each branch decodes straight into its own dataclass, which also receives the envelope's
+other fields and any fields the wire does not carry, passed to ``decode`` as arguments (a
+command's id is its record's offset). The encoder picks the branch by the object's exact
+class. Commands carry few longs, and those of three or more bytes are mostly new values close
+to earlier ones (the timestamp, a cancel's order id), which the whole-varint memo would almost
+always miss; with ``fresh_longs`` such a long is decoded from its two low bytes, read inline,
+plus a memo of its remaining bytes (:class:`_HighMemo`), which the next millisecond or offset
+hits as well.
 
 Contract: for the schema and values it accepts, ``encode`` returns exactly the bytes
 fastavro's ``schemaless_writer`` writes (after the header), and ``decode`` returns what
@@ -61,9 +73,11 @@ from typing import Any
 from engine.errors import ExchangeError
 
 __all__ = [
+    "CompiledEnvelope",
     "CompiledRecord",
     "FastPathMiss",
     "UnsupportedSchema",
+    "compile_envelope",
     "compile_record",
     "encode_long",
 ]
@@ -232,6 +246,43 @@ class _VarintMemo(dict[bytes, int]):
         return value
 
 
+class _HighMemo(dict[bytes, tuple[int, int]]):
+    """``varint bytes from the third on -> (h, -h)``, where ``h`` is half the unsigned value
+    of those bytes in place (their 7-bit groups from bit 14 up), bounded like :class:`_Memo`.
+
+    For the ``fresh_longs`` decoders: a long of three or more bytes is the two bytes read
+    inline plus this, ``H[high][b & 1] + Z14[low 14 bits]`` (the zig-zag sign is the first
+    byte's low bit), so fresh values that share their high bytes (the next millisecond, the
+    next offset) still hit. The key is empty when no varint ends before the record does; a
+    key of more than 8 bytes (a varint of more than 10) or beyond 64 bits raises
+    ``ValueError``: fastavro decides those.
+    """
+
+    __slots__ = ("_room",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._room = MEMO_LIMIT
+
+    def __missing__(self, key: bytes) -> tuple[int, int]:
+        if not 0 < len(key) <= 8:
+            raise ValueError(f"not the high part of a varint of 3 to 10 bytes: {key.hex()}")
+        n = 0
+        shift = 14
+        for byte in key:
+            n |= (byte & 0x7F) << shift
+            shift += 7
+        if n >> 64:
+            raise ValueError(f"varint beyond 64 bits: {key.hex()}")
+        half = n >> 1
+        if self._room <= 0:
+            self.clear()
+            self._room = MEMO_LIMIT
+        self._room -= 1
+        value = self[key] = (half, -half)
+        return value
+
+
 @dataclass(frozen=True, slots=True)
 class _Tables:
     encode_long: Callable[[int], bytes]
@@ -239,6 +290,7 @@ class _Tables:
     long: _Memo  # int -> varint
     string: _Memo  # str -> length varint + UTF-8
     varint: _VarintMemo  # a whole varint of 3+ bytes -> int
+    high: _HighMemo  # the bytes of a 3+ byte varint from the third on -> (h, -h)
     zigzag: tuple[int, ...]  # one-byte varint (0..127) -> int
     zigzag14: tuple[int, ...]  # the 14 payload bits of a two-byte varint -> int
     flags: bytes  # bytes.translate table: 0x00 for a varint's last byte, 0x01 otherwise
@@ -256,6 +308,7 @@ def _tables() -> _Tables:
         long=_Memo(encode, small),  # pre-filled: -8192..8191
         string=_Memo(encode_string, max_bytes=MEMO_MAX_BYTES),
         varint=_VarintMemo(),
+        high=_HighMemo(),
         zigzag=tuple((n >> 1) ^ -(n & 1) for n in range(0x80)),
         zigzag14=tuple((n >> 1) ^ -(n & 1) for n in range(1 << 14)),
         flags=bytes(0 if byte < 0x80 else 1 for byte in range(256)),
@@ -277,7 +330,11 @@ class CompiledRecord:
 
 
 def compile_record(
-    schema: ParsedSchema, classes: Mapping[str, type], *, header: bytes = b""
+    schema: ParsedSchema,
+    classes: Mapping[str, type],
+    *,
+    header: bytes = b"",
+    fresh_longs: bool = False,
 ) -> CompiledRecord:
     """Generate the encoder and decoder of the record ``schema``.
 
@@ -290,8 +347,13 @@ def compile_record(
     unions of ``null`` with a long, string or enum. Anything else (other primitives, maps,
     fixed, logical types, other unions, recursive records, a record without fields, a class
     that does not match) raises :class:`UnsupportedSchema`.
+
+    ``fresh_longs`` chooses how a long of three or more bytes is decoded: by default through
+    the memo of whole varints, the cheapest when values repeat; with it, from its two low
+    bytes and a memo of the rest (:class:`_HighMemo`), a little dearer when values repeat but
+    far cheaper when most are new yet close to earlier ones (timestamps, offsets).
     """
-    generator = _Generator(classes)
+    generator = _Generator(classes, fresh_longs=fresh_longs)
     # fastavro's parsed form inlines each named type where it first occurs, which is where the
     # walk meets it too; its index of named types covers any other order.
     generator.named.update(schema.get("__named_schemas", {}))
@@ -304,6 +366,61 @@ def compile_record(
     return CompiledRecord(encode=namespace["encode"], decode=namespace["decode"], source=source)
 
 
+@dataclass(frozen=True, slots=True)
+class CompiledEnvelope:
+    """The generated functions for one envelope schema (see :func:`compile_envelope`)."""
+
+    encode: Callable[[Any], bytes]
+    """``obj -> header + body`` for an instance of a branch class; :class:`FastPathMiss`
+    otherwise."""
+    decode: Callable[..., Any]
+    """``(header + body, *values) -> obj``, ``values`` in the order of :attr:`arguments` (the
+    header is not checked); :class:`FastPathMiss` for bytes it cannot read."""
+    arguments: tuple[str, ...]
+    """What ``decode`` takes after the bytes: the distinct names in ``supplied``, sorted."""
+    source: str
+
+
+def compile_envelope(
+    schema: ParsedSchema,
+    classes: Mapping[str, type],
+    *,
+    supplied: Mapping[str, Mapping[str, str]] | None = None,
+    header: bytes = b"",
+    fresh_longs: bool = False,
+) -> CompiledEnvelope:
+    """Generate the encoder and decoder of the *envelope* ``schema``: a record with exactly
+    one field whose type is a union of records (the *branches*), read straight into the
+    domain class of the branch on the wire. The envelope itself has no class.
+
+    ``classes`` maps every branch (and every enum and nested record, as for
+    :func:`compile_record`) to its class. A branch's dataclass has exactly the branch
+    record's fields, the envelope's other fields (a timestamp, say) and the fields of
+    ``supplied[branch name]``, ``{class field: argument name}``: values the wire does not
+    carry, which the decoder's caller passes (an id taken from the record's offset, say);
+    several fields may take the same argument. ``encode`` writes the branch of the object's
+    exact class, and nothing of its supplied fields.
+
+    Supported: what :func:`compile_record` supports, plus this one union of up to 64
+    records, each mapped to its own class. Anything else raises :class:`UnsupportedSchema`.
+    ``header`` and ``fresh_longs`` are as for :func:`compile_record`.
+    """
+    generator = _Generator(classes, fresh_longs=fresh_longs)
+    generator.named.update(schema.get("__named_schemas", {}))
+    root = generator.resolve(schema)
+    if _kind(root) != "record":
+        raise UnsupportedSchema("the top-level schema must be a record")
+    source, arguments = generator.envelope_module(root, supplied or {}, header)
+    namespace: dict[str, Any] = dict(generator.constants)
+    exec(compile(source, f"<avro_compiled {root['name']}>", "exec"), namespace)
+    return CompiledEnvelope(
+        encode=namespace["encode"],
+        decode=namespace["decode"],
+        arguments=arguments,
+        source=source,
+    )
+
+
 _NAMED = ("record", "enum", "fixed")
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
@@ -311,8 +428,9 @@ _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "st
 class _Generator:
     """Walks one parsed schema and writes the source of ``encode`` and ``decode``."""
 
-    def __init__(self, classes: Mapping[str, type]) -> None:
+    def __init__(self, classes: Mapping[str, type], *, fresh_longs: bool = False) -> None:
         self.classes = classes
+        self.fresh_longs = fresh_longs
         self.named: dict[str, ParsedSchema] = {}
         self.constants: dict[str, Any] = {}
         self._counter = 0
@@ -323,6 +441,7 @@ class _Generator:
             L=tables.long,
             S=tables.string,
             M=tables.varint,
+            H=tables.high,
             Z=tables.zigzag,
             Z14=tables.zigzag14,
             FLAGS=tables.flags,
@@ -370,18 +489,24 @@ class _Generator:
         cls = self.classes.get(name)
         if cls is None or not dataclasses.is_dataclass(cls):
             raise UnsupportedSchema(f"no dataclass for the record {name}")
-        fields = [f["name"] for f in record["fields"]]
-        if not fields:
-            raise UnsupportedSchema(f"the record {name} has no fields")
-        for field in fields:
-            if not field.isidentifier() or keyword.iskeyword(field) or field.startswith("__"):
-                raise UnsupportedSchema(f"field {name}.{field} is not a plain attribute name")
+        fields = self.field_names(record)
         declared = [f.name for f in dataclasses.fields(cls)]
         if sorted(declared) != sorted(fields):
             raise UnsupportedSchema(
                 f"{cls.__name__} fields {declared} do not match the record {name} {fields}"
             )
         return cls
+
+    def field_names(self, record: ParsedSchema) -> list[str]:
+        """The record's field names, each one a plain attribute name (never empty)."""
+        name = record["name"]
+        fields = [f["name"] for f in record["fields"]]
+        if not fields:
+            raise UnsupportedSchema(f"the record {name} has no fields")
+        for field in fields:
+            if not field.isidentifier() or keyword.iskeyword(field) or field.startswith("__"):
+                raise UnsupportedSchema(f"field {name}.{field} is not a plain attribute name")
+        return fields
 
     def enum_symbols(self, enum: ParsedSchema) -> list[str]:
         symbols: list[str] = enum["symbols"]
@@ -397,6 +522,179 @@ class _Generator:
         if not (other in ("long", "string") or _kind(other) == "enum"):
             raise UnsupportedSchema(f"unsupported optional type {other!r}")
         return null_index, other
+
+    # ------------------------------------------------------------- envelopes
+
+    def envelope_module(
+        self, root: ParsedSchema, supplied: Mapping[str, Mapping[str, str]], header: bytes
+    ) -> tuple[str, tuple[str, ...]]:
+        """The source of an envelope's ``encode`` and ``decode``, and decode's arguments."""
+        fields: list[ParsedSchema] = root["fields"]
+        self.field_names(root)
+        unions = [k for k, field in enumerate(fields) if self.record_union(field["type"])]
+        if len(unions) != 1:
+            raise UnsupportedSchema(
+                f"the envelope {root['name']} needs exactly one field that is a union of records"
+            )
+        at = unions[0]
+        branches = [self.resolve(branch) for branch in self.resolve(fields[at]["type"])]
+        if len(branches) > 64:  # every index must be one varint byte
+            raise UnsupportedSchema(f"a union of {len(branches)} records")
+        unknown = set(supplied) - {branch["name"] for branch in branches}
+        if unknown:
+            raise UnsupportedSchema(f"supplied fields for records outside the union: {unknown}")
+        self._active.add(root["name"])
+        classes = [self.branch_class(root, at, b, supplied.get(b["name"], {})) for b in branches]
+        if len(set(classes)) != len(classes):
+            raise UnsupportedSchema("two branches of the union map to one class")
+        arguments = tuple(sorted({a for names in supplied.values() for a in names.values()}))
+        parameters = {argument: self.fresh("arg") for argument in arguments}
+        encoder = self.envelope_encoder(root, at, branches, classes, header)
+        decoder = self.envelope_decoder(
+            root, at, branches, classes, supplied, parameters, len(header)
+        )
+        self._active.discard(root["name"])
+        return encoder + "\n\n" + decoder, arguments
+
+    def record_union(self, schema: Any) -> bool:
+        """Whether ``schema`` is a union whose every branch is a record."""
+        kind = self.resolve(schema)
+        return (
+            isinstance(kind, list)
+            and bool(kind)
+            and all(_kind(self.resolve(branch)) == "record" for branch in kind)
+        )
+
+    def branch_class(
+        self,
+        root: ParsedSchema,
+        at: int,
+        branch: ParsedSchema,
+        supplied: Mapping[str, str],
+    ) -> type:
+        """The dataclass of a branch, checked: its fields come from exactly one place each."""
+        name = branch["name"]
+        cls = self.classes.get(name)
+        if cls is None or not dataclasses.is_dataclass(cls):
+            raise UnsupportedSchema(f"no dataclass for the record {name}")
+        shared = [field["name"] for k, field in enumerate(root["fields"]) if k != at]
+        expected = [*self.field_names(branch), *shared, *supplied]
+        if len(set(expected)) != len(expected):
+            raise UnsupportedSchema(f"{name}: a field of {expected} comes from two places")
+        declared = {f.name for f in dataclasses.fields(cls)}
+        if declared != set(expected):
+            lacks = sorted(set(expected) - declared)
+            unfilled = sorted(declared - set(expected))
+            raise UnsupportedSchema(
+                f"{cls.__name__} fields do not match the record {name} with the envelope's "
+                f"{shared} and the supplied {list(supplied)}: {cls.__name__} lacks {lacks}, "
+                f"nothing fills {unfilled}"
+            )
+        return cls
+
+    def envelope_encoder(
+        self,
+        root: ParsedSchema,
+        at: int,
+        branches: list[ParsedSchema],
+        classes: list[type],
+        header: bytes,
+    ) -> str:
+        self.constants.update(HEADER=header, ZERO=b"\x00", TYPE=type)
+        fields: list[ParsedSchema] = root["fields"]
+        body = _Block()
+        body.line("t = TYPE(o)")  # the exact class, as the general path dispatches on it
+        for index, (branch, cls) in enumerate(zip(branches, classes, strict=True)):
+            keyword_ = "if" if index == 0 else "elif"
+            body.line(f"{keyword_} t is {self.constant('C', cls)}:")
+            block = body.indented()
+            parts = _Parts(block, ["HEADER"])
+            self.encode_fields(parts, fields[:at], "o")
+            parts.items.append(self.constant("U", encode_long(index)))
+            self._active.add(branch["name"])
+            self.encode_fields(parts, branch["fields"], "o")
+            self._active.discard(branch["name"])
+            self.encode_fields(parts, fields[at + 1 :], "o")
+            parts.flush()
+            block.line("return JOIN(p)")
+        body.line("raise FastPathMiss('not an instance of a branch class')")
+        return _function("encode", "o", body, "could not encode")
+
+    def envelope_decoder(
+        self,
+        root: ParsedSchema,
+        at: int,
+        branches: list[ParsedSchema],
+        classes: list[type],
+        supplied: Mapping[str, Mapping[str, str]],
+        parameters: Mapping[str, str],
+        offset: int,
+    ) -> str:
+        self.constants["MALFORMED"] = FastPathMiss
+        fields: list[ParsedSchema] = root["fields"]
+        body = _Block()
+        body.line("F = d.translate(FLAGS).find")
+        body.line("D = len(d)")
+        body.line(f"i = {offset}")
+        given: dict[str, str] = {}  # class field -> the local that holds its value
+        for field in fields[:at]:
+            local = self.fresh("v")
+            self.decode_value(body, self.resolve(field["type"]), local)
+            given[field["name"]] = local
+        body.line("b = d[i]")  # the branch index: one varint byte, 2 * index
+        body.line("i += 1")
+        for index, (branch, cls) in enumerate(zip(branches, classes, strict=True)):
+            body.line(f"{'if' if index == 0 else 'elif'} b == {2 * index}:")
+            block = body.indented()
+            values = dict(given)
+            for name, argument in supplied.get(branch["name"], {}).items():
+                values[name] = parameters[argument]
+            built = self.decode_branch(block, branch, cls, values, fields[at + 1 :])
+            block.line("if i != D:")
+            block.indented().line("raise MALFORMED('trailing bytes')")
+            block.extend(built.finish)
+            block.line(f"return {built.value}")
+        # A negative index (which fastavro would read from the end), a non-minimal varint or
+        # one past the last branch: fastavro decides.
+        body.line("raise MALFORMED('unsupported or corrupt union index')")
+        arguments = ", ".join(["d", *parameters.values()])
+        return _function("decode", arguments, body, "could not decode")
+
+    def decode_branch(
+        self,
+        block: _Block,
+        branch: ParsedSchema,
+        cls: type,
+        values: Mapping[str, str],
+        trailing: list[ParsedSchema],
+    ) -> _Built:
+        """Decode a branch record (then the envelope's ``trailing`` fields) into a new
+        ``cls``, whose other fields take the locals of ``values``."""
+        name = branch["name"]
+        if name in self._active:
+            raise UnsupportedSchema(f"recursive record {name}")
+        self._active.add(name)
+        cls_name = self.constant("C", cls)
+        twin = _twin(cls)
+        obj = self.fresh("r")
+        decoded = [*branch["fields"], *trailing]
+        if twin is not None:
+            # Calling the twin (it has no __init__) is cheaper than object.__new__.
+            block.line(f"{obj} = {self.constant('TW', twin)}()")
+            for field, value in values.items():
+                block.line(f"{obj}.{field} = {value}")
+            for field in decoded:
+                self.decode_value(block, self.resolve(field["type"]), f"{obj}.{field['name']}")
+            finish = [f"{obj}.__class__ = {cls_name}"]
+        else:
+            arguments = [f"{field}={value}" for field, value in values.items()]
+            for field in decoded:
+                local = self.fresh("v")
+                self.decode_value(block, self.resolve(field["type"]), local)
+                arguments.append(f"{field['name']}={local}")
+            finish = [f"{obj} = {cls_name}({', '.join(arguments)})"]
+        self._active.discard(name)
+        return _Built(obj, finish)
 
     # ------------------------------------------------------------- encoder
 
@@ -421,7 +719,12 @@ class _Generator:
             raise UnsupportedSchema(f"recursive record {name}")
         self._active.add(name)
         self.record_class(record)
-        for field in record["fields"]:
+        self.encode_fields(parts, record["fields"], obj)
+        self._active.discard(name)
+
+    def encode_fields(self, parts: _Parts, fields: list[ParsedSchema], obj: str) -> None:
+        """Append the encoded values of ``fields``, read as attributes of ``obj``."""
+        for field in fields:
             value = f"{obj}.{field['name']}"
             kind = self.resolve(field["type"])
             if _kind(kind) == "array":
@@ -433,7 +736,6 @@ class _Generator:
                 self.encode_record(parts, kind, nested)
             else:
                 parts.items.append(self.encode_expression(kind, value))
-        self._active.discard(name)
 
     def encode_array(self, parts: _Parts, array: ParsedSchema, value: str) -> None:
         """Block count, items, then the zero count that ends the array (fastavro writes one
@@ -613,7 +915,12 @@ class _Generator:
         more.line("else:")
         long = more.indented()
         long.line("e = F(0, i) + 1")
-        long.line(f"{target} = M[d[i:e]]")  # not found: e == 0, an empty key, ValueError
+        if self.fresh_longs:
+            # The low 14 bits are b and c; the rest is memoized (see _HighMemo). Not found:
+            # e == 0, an empty key, ValueError.
+            long.line(f"{target} = H[d[i + 2:e]][b & 1] + Z14[b + (c << 7) - 16512]")
+        else:
+            long.line(f"{target} = M[d[i:e]]")  # not found: e == 0, an empty key, ValueError
         long.line("i = e")
 
     def decode_array(self, block: _Block, array: ParsedSchema, target: str) -> None:

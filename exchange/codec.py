@@ -29,17 +29,21 @@ Decoding reads untrusted bytes, so every failure there (framing, unknown fingerp
 truncated or corrupt body) surfaces as :class:`DecodeError`, never as another type. Encoding
 failures are bugs upstream and surface as :class:`EncodeError`.
 
-Hot path: engine outputs, by far the busiest records, do not go through fastavro at all when
-they use the codec's own schema. At construction the codec hands the parsed ``EngineOutput``
-schema to :func:`exchange.avro_compiled.compile_record`, which generates a straight-line
-encoder and decoder for it (no dict in between; see that module's theory of operation). They
-produce exactly fastavro's bytes and objects, and defer to fastavro for anything else: a
-value they cannot write or bytes they cannot read raise ``FastPathMiss``, and the codec then
-runs the general path below, which writes the same bytes, or reads the record, or raises the
-proper :class:`EncodeError` / :class:`DecodeError`. A record framed with another registered
-writer schema always goes through fastavro's schema resolution. Should the schema ever leave
-what the generator supports (or stop matching the dataclasses), the codec simply stays on
-fastavro for outputs, as it does for commands (already fast enough).
+Hot path: commands and engine outputs do not go through fastavro at all when they use the
+codec's own schemas. At construction the codec hands the parsed ``EngineOutput`` schema to
+:func:`exchange.avro_compiled.compile_record`, and the ``OrderCommand`` schema to
+:func:`exchange.avro_compiled.compile_envelope`, which generate straight-line encoders and
+decoders (no dict in between; see that module's theory of operation). The command decoder
+dispatches on the union branch and builds the domain command directly, with ``command_id``
+(and a new order's ``order_id``) set from the offset it is given, the same rules as the
+``_*_from_wire`` functions. They produce exactly fastavro's bytes and objects, and defer to
+fastavro for anything else: a value they cannot write or bytes they cannot read raise
+``FastPathMiss``, and the codec then runs the general path below, which writes the same
+bytes, or reads the record, or raises the proper :class:`EncodeError` / :class:`DecodeError`
+(so errors read exactly as they would without the fast path). A record framed with another
+registered writer schema always goes through fastavro's schema resolution. Should a schema
+ever leave what the generator supports (or stop matching the dataclasses), the codec logs one
+warning and simply stays on fastavro for those records.
 
 The general path: the domain <-> dict mapping is written field by field
 (``dataclasses.asdict`` is slow and deep-copies), enum members go to fastavro as they are (a
@@ -85,10 +89,12 @@ from engine.events import (
     TradeExecuted,
 )
 from exchange.avro_compiled import (
+    CompiledEnvelope,
     CompiledRecord,
     FastPathMiss,
     UnsupportedSchema,
     _twin,
+    compile_envelope,
     compile_record,
 )
 from exchange.errors import DecodeError, EncodeError, SchemaError
@@ -370,6 +376,24 @@ _COMMAND_FROM_WIRE: dict[str, Callable[[dict[str, Any], int, int], Command]] = {
     _WITHDRAW: _withdraw_from_wire,
 }
 
+# For the generated command encoder and decoder: Avro full name -> domain class (the union
+# branches and their enums), and, per branch, the command fields that are not on the wire and
+# the argument that supplies them. The same rules as the *_from_wire functions above: every
+# command_id, and a new order's order_id, is the offset the decoder is given.
+_COMMAND_CLASSES: dict[str, type] = {
+    _PLACE: PlaceOrder,
+    _CANCEL: CancelOrder,
+    _DEPOSIT: Deposit,
+    _WITHDRAW: Withdraw,
+    **{f"{NAMESPACE}.{cls.__name__}": cls for cls in (Side, OrderType, TimeInForce, StpMode)},
+}
+_COMMAND_SUPPLIED: dict[str, dict[str, str]] = {
+    _PLACE: {"command_id": "command_id", "order_id": "command_id"},
+    _CANCEL: {"command_id": "command_id"},
+    _DEPOSIT: {"command_id": "command_id"},
+    _WITHDRAW: {"command_id": "command_id"},
+}
+
 
 # --------------------------------------------------------------------------- engine output
 # One function per list, with the per-item mapping inlined in a comprehension: a function
@@ -607,6 +631,23 @@ def _compile_output(schema: ParsedSchema, header: bytes) -> CompiledRecord | Non
         return None
 
 
+def _compile_command(schema: ParsedSchema, header: bytes) -> CompiledEnvelope | None:
+    """The generated encoder/decoder of the ``OrderCommand`` envelope, or None (fastavro)."""
+    try:
+        # fresh_longs: a command's long varints are mostly new values close to earlier
+        # ones (its timestamp, a cancel's order id), which the whole-varint memo would miss.
+        compiled = compile_envelope(
+            schema, _COMMAND_CLASSES, supplied=_COMMAND_SUPPLIED, header=header, fresh_longs=True
+        )
+    except UnsupportedSchema as e:
+        log.warning("OrderCommand fast path disabled, commands go through fastavro: %s", e)
+        return None
+    if compiled.arguments != ("command_id",):  # cannot happen with the mapping above
+        log.warning("OrderCommand fast path disabled: it takes %s", compiled.arguments)
+        return None
+    return compiled
+
+
 # --------------------------------------------------------------------------- codec
 
 _Reader = tuple[ParsedSchema, ParsedSchema | None]
@@ -621,6 +662,9 @@ class Codec:
     """
 
     __slots__ = (
+        "_command_compiled",
+        "_command_decode",
+        "_command_encode",
         "_command_fingerprint",
         "_command_header",
         "_command_readers",
@@ -655,6 +699,11 @@ class Codec:
         compiled = self._output_compiled
         self._output_encode = None if compiled is None else compiled.encode
         self._output_decode = None if compiled is None else compiled.decode
+        # The same for the command envelope: decode(data, command_id) -> command.
+        self._command_compiled = _compile_command(schemas.command, self._command_header)
+        command = self._command_compiled
+        self._command_encode = None if command is None else command.encode
+        self._command_decode = None if command is None else command.decode
 
     # ----------------------------------------------------------------- schema registry
 
@@ -709,11 +758,13 @@ class Codec:
         ``command_id`` (and a ``PlaceOrder``'s ``order_id``) are not written: the engine
         adapter assigns them from the record's offset when it decodes.
         """
-        to_wire = _COMMAND_TO_WIRE.get(type(command))
-        if to_wire is None:
-            raise EncodeError(f"not a command: {type(command).__name__}")
-        record = {"timestamp_ms": command.timestamp_ms, "command": to_wire(command)}
-        return self._write(self._command_header, self._schemas.command, record)
+        encode = self._command_encode
+        if encode is not None:
+            try:
+                return encode(command)
+            except FastPathMiss:
+                pass  # not a command, or a value the generated code does not write
+        return self._encode_command_general(command)
 
     def decode_command(self, data: bytes, *, command_id: int) -> Command:
         """Rebuild the domain command from a framed ``OrderCommand`` record.
@@ -721,6 +772,27 @@ class Codec:
         ``command_id`` is the record's offset in the orders topic; a ``PlaceOrder`` gets it
         as its ``order_id`` too. Raises :class:`DecodeError` for anything unreadable.
         """
+        decode = self._command_decode
+        if decode is not None:
+            if type(data) is not bytes and isinstance(data, bytearray | memoryview):
+                data = bytes(data)
+            if type(data) is bytes and data[:HEADER_SIZE] == self._command_header:
+                try:
+                    return decode(data, command_id)
+                except FastPathMiss:
+                    pass  # corrupt, or unusual Avro: fastavro decides
+        return self._decode_command_general(data, command_id)
+
+    def _encode_command_general(self, command: Command) -> bytes:
+        """Through a dict and fastavro: the reference the generated encoder must equal."""
+        to_wire = _COMMAND_TO_WIRE.get(type(command))
+        if to_wire is None:
+            raise EncodeError(f"not a command: {type(command).__name__}")
+        record = {"timestamp_ms": command.timestamp_ms, "command": to_wire(command)}
+        return self._write(self._command_header, self._schemas.command, record)
+
+    def _decode_command_general(self, data: bytes, command_id: int) -> Command:
+        """Through fastavro (with schema resolution for another writer) and a dict."""
         record = self._read(data, self._command_readers, COMMAND_SCHEMA_NAME)
         try:
             name, body = record["command"]
