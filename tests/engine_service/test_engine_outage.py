@@ -41,6 +41,10 @@ def test_engine_when_broker_freezes_mid_stream_waits_then_publishes_everything_o
             config=EngineServiceConfig(
                 orders_topic=topics.orders.name, output_topic=topics.engine_output.name,
                 orders_dlq_topic=topics.orders_dlq.name, batch_size=200,
+                # The engine waits for the broker at its next commit: commit often, so it
+                # stalls right after the outage begins, however fast it gets through the
+                # commands it has already fetched.
+                commit_every_s=0.05,
             ),
             codec=codec, new_engine=lambda: Engine(markets),
             restore_engine=lambda data: Engine.restore(data, markets),
