@@ -335,6 +335,7 @@ def compile_record(
     *,
     header: bytes = b"",
     fresh_longs: bool = False,
+    fresh_fields: frozenset[str] = frozenset(),
 ) -> CompiledRecord:
     """Generate the encoder and decoder of the record ``schema``.
 
@@ -352,8 +353,13 @@ def compile_record(
     the memo of whole varints, the cheapest when values repeat; with it, from its two low
     bytes and a memo of the rest (:class:`_HighMemo`), a little dearer when values repeat but
     far cheaper when most are new yet close to earlier ones (timestamps, offsets).
+
+    ``fresh_fields`` names long fields (in any record) whose values are nearly always new:
+    sequences, ids, balances. The encoder writes them without the long memo, whose miss
+    costs about twice a plain encoding (and whose churn would evict the values that do
+    repeat, prices and quantities).
     """
-    generator = _Generator(classes, fresh_longs=fresh_longs)
+    generator = _Generator(classes, fresh_longs=fresh_longs, fresh_fields=fresh_fields)
     # fastavro's parsed form inlines each named type where it first occurs, which is where the
     # walk meets it too; its index of named types covers any other order.
     generator.named.update(schema.get("__named_schemas", {}))
@@ -428,9 +434,16 @@ _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "st
 class _Generator:
     """Walks one parsed schema and writes the source of ``encode`` and ``decode``."""
 
-    def __init__(self, classes: Mapping[str, type], *, fresh_longs: bool = False) -> None:
+    def __init__(
+        self,
+        classes: Mapping[str, type],
+        *,
+        fresh_longs: bool = False,
+        fresh_fields: frozenset[str] = frozenset(),
+    ) -> None:
         self.classes = classes
         self.fresh_longs = fresh_longs
+        self.fresh_fields = fresh_fields
         self.named: dict[str, ParsedSchema] = {}
         self.constants: dict[str, Any] = {}
         self._counter = 0
@@ -439,6 +452,7 @@ class _Generator:
         tables = _tables()
         self.constants.update(
             L=tables.long,
+            LONG=tables.encode_long,
             S=tables.string,
             M=tables.varint,
             H=tables.high,
@@ -734,6 +748,8 @@ class _Generator:
                 parts.flush()
                 parts.block.line(f"{nested} = {value}")
                 self.encode_record(parts, kind, nested)
+            elif kind == "long" and field["name"] in self.fresh_fields:
+                parts.items.append(f"LONG({value})")
             else:
                 parts.items.append(self.encode_expression(kind, value))
 

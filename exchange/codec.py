@@ -616,6 +616,25 @@ def _output_from_wire(r: dict[str, Any]) -> EngineOutput:
 # --------------------------------------------------------------------------- fast path
 
 
+# Long fields of EngineOutput whose values are nearly always new (gap-free counters, ids that
+# are offsets, balances after a change): encoded without the memo. Only a speed choice; the
+# bytes are the same either way (tests/codec checks the fast path against fastavro).
+_FRESH_OUTPUT_FIELDS = frozenset(
+    {
+        "sequence",
+        "command_id",
+        "trade_id",
+        "maker_order_id",
+        "taker_order_id",
+        "order_id",
+        "quote_quantity",
+        "cumulative_quote",
+        "available",
+        "locked",
+    }
+)
+
+
 def _compile_output(schema: ParsedSchema, header: bytes) -> CompiledRecord | None:
     """The generated encoder/decoder of ``schema``, or None if it is outside their subset.
 
@@ -623,7 +642,9 @@ def _compile_output(schema: ParsedSchema, header: bytes) -> CompiledRecord | Non
     yet still works, through fastavro only.
     """
     try:
-        return compile_record(schema, _OUTPUT_CLASSES, header=header)
+        return compile_record(
+            schema, _OUTPUT_CLASSES, header=header, fresh_fields=_FRESH_OUTPUT_FIELDS
+        )
     except UnsupportedSchema as e:
         # Once per codec (per process): a schema change that silently cost the fast path
         # would otherwise only show up as a throughput drop.

@@ -53,7 +53,7 @@ from exchange.avro_compiled import (
     compile_record,
     encode_long,
 )
-from exchange.codec import Codec, load_schemas
+from exchange.codec import _OUTPUT_CLASSES, SINGLE_OBJECT_MARKER, Codec, load_schemas
 from exchange.errors import DecodeError, EncodeError
 
 AVRO_DIR = Path(__file__).resolve().parents[2] / "avro"
@@ -695,3 +695,25 @@ def test_compile_record_when_record_is_recursive_raises_unsupported_schema() -> 
     )
     with pytest.raises(UnsupportedSchema, match="recursive"):
         compile_record(schema, {"t.Node": Node})
+
+
+@pytest.mark.parametrize("value", BOUNDARY_LONGS)
+def test_fast_encode_when_fields_skip_the_long_memo_writes_the_same_bytes(
+    codec: Codec, full_output: EngineOutput, value: int
+) -> None:
+    # The codec writes ids, sequences and balances without the memo (they are nearly always
+    # new); only the speed may differ from the memoized encoding, never a byte.
+    source = compiled(codec).source
+    assert "LONG(o.sequence)" in source and "LONG(x26.available)" in source
+    assert "L[o.timestamp_ms]" in source  # timestamps repeat: they keep the memo
+    memo_only = compile_record(
+        codec.schemas.output,
+        _OUTPUT_CLASSES,
+        header=SINGLE_OBJECT_MARKER + codec.output_fingerprint,
+    )
+    balance = dataclasses.replace(full_output.balance_updates[0], available=value, locked=value)
+    output = dataclasses.replace(
+        full_output, sequence=value, command_id=value, balance_updates=(balance,)
+    )
+    assert compiled(codec).encode(output) == memo_only.encode(output)
+    assert compiled(codec).encode(output) == fastavro_bytes(codec, output)
