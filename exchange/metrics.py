@@ -205,8 +205,10 @@ class _SettlementStatsLike(Protocol):
 class EngineMetrics:
     """The engine service's metrics. ``record_batch`` is the only call on the hot path."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry,
+                 clock_ms: Callable[[], int] | None = None) -> None:
         self.registry = registry
+        self._clock_ms = clock_ms or _wall_ms
         self.commands = Counter(
             "exchange_engine_commands", "Commands applied by the engine, by kind and result.",
             ["kind", "result"], registry=registry)
@@ -224,6 +226,12 @@ class EngineMetrics:
             "exchange_engine_snapshot_pause_seconds",
             "How long matching paused to serialise a snapshot.",
             buckets=SNAPSHOT_PAUSE_BUCKETS_S, registry=registry)
+        # The first leg of pipeline freshness: with exchange_pipeline_freshness_seconds it
+        # tells which half of the pipeline a slow read model is waiting on.
+        self.publish_latency = IntHistogram(
+            "exchange_engine_publish_latency_seconds",
+            "From the gateway accepting a command (EngineOutput.timestamp_ms) to the engine "
+            "handing its output to the producer.", FRESHNESS_BUCKETS_MS, registry=registry)
         self._commands: dict[tuple[str, bool], Any] = {}
         self._rejections: dict[str, Any] = {}
 
@@ -252,6 +260,11 @@ class EngineMetrics:
             rchild.inc(n)
         if published:
             self.outputs_published.inc(published)
+            # Published outputs follow the ones recovery recomputed silently (whose age
+            # says nothing about the pipeline), so they are the batch's tail.
+            now_ms = self._clock_ms()
+            self.publish_latency.observe_many(
+                [now_ms - o.timestamp_ms for o in outputs[len(outputs) - published:]])
         self.sequence.set(sequence)
 
     def record_snapshot_pause(self, seconds: float) -> None:

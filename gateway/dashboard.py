@@ -15,7 +15,8 @@ workers add up) and turns it into points:
   since the previous sample (a counter that went down was reset, and one that was absent
   started at 0: in both cases its value is the increase);
 * freshness p50/p99 from the increase of the freshness histogram's buckets since the
-  previous sample, interpolated like PromQL's ``histogram_quantile``;
+  previous sample, interpolated like PromQL's ``histogram_quantile``, and the p99 of its
+  first leg (gateway -> engine output published) the same way;
 * consumer lag per group, topic and partition (``kafka_consumergroup_lag``) as is;
 * how far settlement trails the engine: ``max(exchange_engine_sequence) -
   max(exchange_settlement_sequence_settled)``, in outputs.
@@ -207,16 +208,22 @@ class DashboardSampler:
             "events/s": rate("exchange_settlement_events_total"),
             "outputs/s": rate("exchange_settlement_outputs_total"),
         }
-        p50 = p99 = None
-        if prev is not None:
-            now_b = buckets(s, "exchange_pipeline_freshness_seconds")
-            before = dict(buckets(prev, "exchange_pipeline_freshness_seconds"))
-            window = [(le, _increase(c, before.get(le, 0.0)) or 0.0) for le, c in now_b]
-            p50 = histogram_quantile(0.50, window)
-            p99 = histogram_quantile(0.99, window)
+        def quantile_ms(q: float, name: str) -> float | None:
+            """The q-quantile of the observations since the previous sample."""
+            if prev is None:
+                return None
+            before = dict(buckets(prev, name))
+            window = [(le, _increase(c, before.get(le, 0.0)) or 0.0)
+                      for le, c in buckets(s, name)]
+            value = histogram_quantile(q, window)
+            return None if value is None else value * 1000
+
+        freshness = "exchange_pipeline_freshness_seconds"
         charts["freshness"] = {
-            "p50 ms": None if p50 is None else p50 * 1000,
-            "p99 ms": None if p99 is None else p99 * 1000,
+            "p50 ms": quantile_ms(0.50, freshness),
+            "p99 ms": quantile_ms(0.99, freshness),
+            # The first leg alone: the rest of p99 is engine-output -> settlement -> store.
+            "engine p99 ms": quantile_ms(0.99, "exchange_engine_publish_latency_seconds"),
         }
         published = maximum(s, "exchange_engine_sequence")
         settled = maximum(s, "exchange_settlement_sequence_settled")
@@ -233,7 +240,7 @@ class DashboardSampler:
             "lag": "Consumer lag (records)",
             "commands": "Engine commands/s",
             "settlement": "Settlement events/s",
-            "freshness": "Freshness: gateway -> store (ms)",
+            "freshness": "Freshness (ms): gateway -> store; gateway -> engine output",
             "behind": "Settlement behind engine (outputs)",
             "gateway": "Gateway requests/s",
         }

@@ -63,7 +63,7 @@ def test_parse_metrics_when_two_workers_export_a_counter_sums_them() -> None:
 def test_dashboard_data_when_sources_move_reports_rates_quantiles_and_lag() -> None:
     clock = {"ms": 1_000_000}
     eng_reg, stl_reg, gw_reg = new_registry(), new_registry(), new_registry()
-    engine = EngineMetrics(eng_reg)
+    engine = EngineMetrics(eng_reg, clock_ms=lambda: clock["ms"])
     settlement = SettlementMetrics(stl_reg, clock_ms=lambda: clock["ms"])
     gateway = GatewayMetrics(gw_reg)
     eng_server = serve_metrics(0, eng_reg)
@@ -73,8 +73,9 @@ def test_dashboard_data_when_sources_move_reports_rates_quantiles_and_lag() -> N
         import asyncio
 
         asyncio.run(sampler.data())  # the baseline sample
-        engine.record_batch([_output(i, 0, rejected=i % 4 == 0) for i in range(1, 101)],
-                            published=100, sequence=100)
+        # Published 5 ms after their stamps (1 ... 100 ms apart).
+        engine.record_batch([_output(i, clock["ms"] - 5 - (i - 1), rejected=i % 4 == 0)
+                             for i in range(1, 101)], published=100, sequence=100)
         # 100 outputs stamped 20 ms before the write, 0 ... 99 ms apart.
         settlement.on_batch([_output(i, clock["ms"] - 20 - (i - 1)) for i in range(1, 91)],
                             0.004)
@@ -95,6 +96,7 @@ def test_dashboard_data_when_sources_move_reports_rates_quantiles_and_lag() -> N
     p50, p99 = charts["freshness"]["p50 ms"][-1], charts["freshness"]["p99 ms"][-1]
     assert 50 <= p50 <= 75  # the true median of 20..109 ms is 64.5, within its bucket
     assert 100 <= p99 <= 125
+    assert 75 <= charts["freshness"]["engine p99 ms"][-1] <= 125  # true p99 of 5..104: 103
     assert charts["behind"]["outputs"][-1] == 10  # published 100, settled 90
     assert [s["up"] for s in data["sources"]] == [True, False]
 

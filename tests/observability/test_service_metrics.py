@@ -39,6 +39,7 @@ ENGINE_NAMES = (
     "exchange_engine_commands_total", "exchange_engine_rejections_total",
     "exchange_engine_outputs_published_total", "exchange_engine_sequence",
     "exchange_engine_snapshot_pause_seconds_count", "exchange_dlq_records_total",
+    "exchange_engine_publish_latency_seconds_bucket",
 )
 SETTLEMENT_NAMES = (
     "exchange_settlement_batches_total", "exchange_settlement_batch_size_bucket",
@@ -81,6 +82,7 @@ def test_service_metrics_when_a_stream_is_settled_report_every_command_and_outpu
         eng, "exchange_engine_rejections_total")
     assert value(eng, "exchange_engine_outputs_published_total") == n
     assert value(eng, "exchange_engine_sequence") == n
+    assert value(eng, "exchange_engine_publish_latency_seconds_count") == n
     assert value(eng, "exchange_dlq_records_total", service="engine") == 1
     assert value(stl, "exchange_settlement_sequence_settled") == n
     assert value(stl, "exchange_pipeline_freshness_seconds_count") == n
@@ -110,3 +112,27 @@ def test_serve_metrics_when_the_port_is_taken_raises_a_config_error_naming_the_s
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=f"EXCHANGE_ENGINE_METRICS_PORT={port}"):
             serve_metrics(port, new_registry(), setting="EXCHANGE_ENGINE_METRICS_PORT")
+
+
+def test_engine_metrics_when_recovery_recomputed_part_of_a_batch_times_only_published_outputs(
+) -> None:
+    from engine.enums import CommandKind
+    from engine.events import EngineOutput
+    from exchange.metrics import EngineMetrics, new_registry
+
+    now = 1_700_000_000_000
+    metrics = EngineMetrics(new_registry(), clock_ms=lambda: now)
+
+    def output(seq: int, ts: int) -> EngineOutput:
+        return EngineOutput(sequence=seq, command_id=seq, command_kind=CommandKind.DEPOSIT,
+                            timestamp_ms=ts)
+
+    # Ten outputs recovery recomputed (commands from an hour ago, already published before
+    # the restart), then five published now, 7 ms after the gateway stamped them.
+    batch = [output(i, now - 3_600_000) for i in range(1, 11)]
+    batch += [output(i, now - 7) for i in range(11, 16)]
+    metrics.record_batch(batch, published=5, sequence=15)
+
+    counts, total_ms = metrics.publish_latency.snapshot()
+    assert sum(counts) == 5
+    assert total_ms == 5 * 7
