@@ -432,8 +432,13 @@ class LoadGenerator:
 
         # linger 5 ms: the embedded broker's cost is per request far more than per record
         # (3k records/s in 1 ms batches took it 20% of a core, in 5 ms batches 5%).
+        # Not idempotent: against a busy broker librdkafka's idempotent producer spins its
+        # broker thread (poll with timeout 0) while requests are in flight, which took 40% of
+        # a core at 5k records/s (2% without); cf. librdkafka issues #2565, #3692. A retry
+        # that duplicated a command would show in the report as a gap in the offsets (the
+        # "another producer" note); the engine's own producer stays idempotent.
         producer = make_producer(self._bootstrap, **{
-            "linger.ms": 5, "batch.num.messages": 10_000,
+            "linger.ms": 5, "batch.num.messages": 10_000, "enable.idempotence": False,
             "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 1 << 21,
         })
 

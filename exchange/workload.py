@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from engine.commands import CancelOrder, Command, Deposit, PlaceOrder
 from engine.enums import OrderType, Side, TimeInForce
@@ -59,6 +60,22 @@ def funding_commands(
     return out
 
 
+_T = TypeVar("_T")
+
+
+def _take(items: list[_T], i: int) -> _T:
+    """Remove and return ``items[i]`` in O(1) by moving the last item into its place.
+
+    ``list.pop(i)`` shifts everything after ``i``: with 50k placed orders that cost the
+    load generator ~20 us a command, a third of its CPU at 5k commands/s.
+    """
+    item = items[i]
+    last = items.pop()
+    if i < len(items):
+        items[i] = last
+    return item
+
+
 def command_stream(
     seed: int,
     count: int,
@@ -89,7 +106,7 @@ def command_stream(
         side = Side.BUY if rng.random() < 0.5 else Side.SELL
         qty = rng.randint(1, prof.max_lots)
         if r < t_cancel and r >= t_resting and placed:
-            order_id, owner, symbol = placed.pop(rng.randrange(len(placed)))
+            order_id, owner, symbol = _take(placed, rng.randrange(len(placed)))
             yield CancelOrder(command_id=offset, timestamp_ms=ts, user_id=owner,
                               symbol=symbol, order_id=order_id)
         elif r < t_crossing:
@@ -103,7 +120,7 @@ def command_stream(
                              time_in_force=TimeInForce.GTC, price=price, quantity=qty)
             placed.append((offset, user, prof.symbol))
             if len(placed) > 50_000:
-                placed.pop(0)
+                _take(placed, 0)  # forget one of the oldest: bounded memory
         else:
             yield PlaceOrder(command_id=offset, timestamp_ms=ts, order_id=offset, user_id=user,
                              symbol=prof.symbol, side=side, order_type=OrderType.MARKET,
