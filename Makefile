@@ -38,6 +38,7 @@ bench: setup
 	$(PY) bench/settlement_store.py
 	$(PY) bench/gateway.py
 	$(PY) bench/end_to_end.py
+	$(PY) bench/broker_growth.py
 
 # A longer schemathesis run over the gateway's OpenAPI spec (about 9,000 cases).
 fuzz: setup
