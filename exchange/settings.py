@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     exchange_snapshot_store: Literal["kafka", "file"] = "kafka"
     exchange_settlement_batch_max_records: int = Field(default=2000, ge=1, le=100_000)
     exchange_settlement_batch_max_ms: int = Field(default=50, ge=1, le=60_000)
+    exchange_settlement_commit_every_ms: int = Field(default=200, ge=0, le=600_000)
 
     # Prometheus /metrics of each service, on EXCHANGE_HOST (the gateway serves its own at
     # /metrics on EXCHANGE_PORT). The lag exporter is the `lag` service of `exchange up`.

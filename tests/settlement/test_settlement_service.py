@@ -231,3 +231,83 @@ def test_settlement_when_killed_repeatedly_ends_identical_to_an_uninterrupted_ru
     finally:
         final.terminate()
         assert final.wait(60) == 0
+
+
+def _committed(bootstrap: str, topics: Topics, group: str) -> dict[int, int]:
+    """The group's committed offset per engine-output partition (-1001: none)."""
+    from confluent_kafka import TopicPartition
+
+    from exchange.kafka import make_consumer
+
+    consumer = make_consumer(bootstrap, group)
+    try:
+        parts = [TopicPartition(topics.engine_output.name, p)
+                 for p in range(topics.engine_output.partitions)]
+        return {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=10)}
+    finally:
+        consumer.close()
+
+
+def _ends(topics: Topics, outputs: int) -> dict[int, int]:
+    """Log end per engine-output partition after ``outputs`` outputs: sequence s is the
+    only record the engine publishes to partition s % N (fresh topics start at offset 0)."""
+    parts = topics.engine_output.partitions
+    return {p: sum(1 for s in range(1, outputs + 1) if s % parts == p) for p in range(parts)}
+
+
+def test_settlement_when_stopped_between_commit_intervals_commits_everything_it_wrote(
+    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets, tmp_path: Path,
+) -> None:
+    commands = list(command_stream(seed=31, count=3_000, users=40))
+    n = produce_commands(kafka_bootstrap, fresh_topics.orders.name, commands, codec)
+    _engine_to(kafka_bootstrap, fresh_topics, codec, markets, n, tmp_path / "snaps")
+    live = _store(tmp_path / "live.sqlite3")
+    group = f"settle-{fresh_topics.orders.name}"
+
+    service, stop, thread = _settle(kafka_bootstrap, fresh_topics, codec, live, group,
+                                    batch_max_records=250, commit_every_ms=600_000)
+    _wait(lambda: service.stats.records >= n, what="settlement")
+    # Written, but the next periodic commit is ten minutes away.
+    assert _committed(kafka_bootstrap, fresh_topics, group) != _ends(fresh_topics, n)
+    stop.set()
+    thread.join(30)
+
+    assert _committed(kafka_bootstrap, fresh_topics, group) == _ends(fresh_topics, n)
+
+
+def test_settlement_when_a_second_worker_joins_the_first_hands_over_what_it_wrote(
+    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets, tmp_path: Path,
+) -> None:
+    commands = list(command_stream(seed=34, count=4_000, users=60))
+    n = produce_commands(kafka_bootstrap, fresh_topics.orders.name, commands, codec)
+    path = tmp_path / "live.sqlite3"
+    group = f"settle-{fresh_topics.orders.name}"
+    store_a, store_b = _store(path), SqliteStore(path)
+    half = n // 2
+    _engine_to(kafka_bootstrap, fresh_topics, codec, markets, half, tmp_path / "snaps")
+    # No periodic commit during the test: only the rebalance hands offsets over.
+    a, stop_a, thread_a = _settle(kafka_bootstrap, fresh_topics, codec, store_a, group,
+                                  batch_max_records=200, commit_every_ms=600_000)
+    _wait(lambda: a.stats.records >= half, what="worker a to settle the first half")
+
+    b, stop_b, thread_b = _settle(kafka_bootstrap, fresh_topics, codec, store_b, group,
+                                  batch_max_records=200, commit_every_ms=600_000)
+    # Feed the rest in steps until b has partitions (its first join takes a moment).
+    offset = half
+    while offset < n:
+        offset = min(n, offset + (100 if b.stats.records == 0 else n))
+        _engine_to(kafka_bootstrap, fresh_topics, codec, markets, offset, tmp_path / "snaps")
+        if b.stats.records == 0:
+            time.sleep(0.3)
+    ref = _reference_digest(markets, commands, tmp_path / "ref.sqlite3")
+    _wait(lambda: store_b.digest() == ref and a.stats.records + b.stats.records >= n,
+          what="both workers to settle everything")
+    stop_a.set()
+    stop_b.set()
+    thread_a.join(30)
+    thread_b.join(30)
+
+    assert b.stats.records > 0, "worker b never got a partition"
+    # Every output settled exactly once: b started where a had written, not where a last
+    # committed (it had not committed at all).
+    assert a.stats.records + b.stats.records == n
