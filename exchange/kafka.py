@@ -8,12 +8,16 @@ also Apache Kafka's default ``group.min.session.timeout.ms`` and so is accepted 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 SESSION_TIMEOUT_MS = 6000
+
+TopicPart = tuple[str, int]
 
 # librdkafka logs through Python logging, so its connection chatter obeys the log level.
 _RDKAFKA_LOGGER = logging.getLogger("rdkafka")
@@ -76,3 +80,68 @@ def where(msg: Message) -> tuple[str, int, int]:
     if topic is None or partition is None or offset is None:
         raise ValueError("message has no position (it was not fetched from a log)")
     return topic, partition, offset
+
+
+class ReadToEnd:
+    """The records of some partitions, each from a start offset up to the partition's end.
+
+    Why the end comes from the fetch: ListOffsets(latest), what tools usually ask, is answered
+    low by the embedded broker (Tansu): with the last record batch's base offset + 1, not the
+    offset after its last record, so a partition written in one batch of 2,500 records
+    "ends" at 1. The fetch path is right: a consumer made with ``enable.partition.eof=True``
+    gets an end-of-partition event whose offset is the true end. This is the one reader of
+    that event; the consumer must have the setting, or no partition ever ends.
+
+    Iterating assigns ``starts`` to ``consumer`` and yields the data records of those
+    partitions (records arriving on a partition after its end, while others are still read,
+    are yielded too). It stops once every partition has reached its end, or at the deadline,
+    ``timeout_s`` after it began. Then ``ends`` holds the end offset of each partition that
+    reached it and ``pending`` those that did not: whether that is an error is the caller's
+    call. A partition whose start is its end (empty, or read before) ends at once. A start
+    past the end never ends on the embedded broker (it stays pending until the deadline);
+    Apache Kafka moves it by the consumer's ``auto.offset.reset``. Errors other than
+    end-of-partition go to ``on_error``, which may raise to stop the read.
+
+    The consumer stays the caller's: this assigns it, never unassigns or closes it. Records of
+    partitions outside ``starts`` (left from an earlier assignment) are dropped. Iterate once.
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        starts: Mapping[TopicPart, int],
+        *,
+        timeout_s: float,
+        on_error: Callable[[Message, KafkaError], None],
+        max_messages: int = 10_000,
+        wait_s: float = 0.05,
+    ) -> None:
+        self._consumer = consumer
+        self._starts = dict(starts)
+        self._timeout_s = timeout_s
+        self._on_error = on_error
+        self._max_messages = max_messages
+        self._wait_s = wait_s
+        self.ends: dict[TopicPart, int] = {}
+        self.pending: set[TopicPart] = set(self._starts)
+
+    def __iter__(self) -> Iterator[Message]:
+        if not self.pending:
+            return
+        self._consumer.assign([TopicPartition(t, p, o) for (t, p), o in self._starts.items()])
+        deadline = time.monotonic() + self._timeout_s
+        while self.pending and time.monotonic() < deadline:
+            for msg in self._consumer.consume(self._max_messages, self._wait_s):
+                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                tp = None if topic is None or partition is None else (topic, partition)
+                if tp is not None and tp not in self._starts:
+                    continue
+                err = msg.error()
+                if err is None:
+                    yield msg
+                elif (err.code() == KafkaError._PARTITION_EOF
+                      and tp is not None and offset is not None):
+                    self.ends[tp] = offset
+                    self.pending.discard(tp)
+                else:
+                    self._on_error(msg, err)

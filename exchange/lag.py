@@ -8,11 +8,11 @@ care on the brokers this project runs on:
 *Log end.* ListOffsets(latest) is what every lag tool uses, but the embedded broker (Tansu)
 answers it low: with the offset *after the first record of the last record batch* (base
 offset + 1), not after its last record. A partition written in one batch of 2,500 records
-reports an end of 1. The fetch path is right, though: a consumer with
-``enable.partition.eof`` receives an end-of-partition event whose offset is the true end.
-So each sample asks ListOffsets for every partition (cheap, and right on Apache Kafka), then
-reads each partition forward from ``max(last known end, ListOffsets - 1)`` to that event,
-skipping the records without decoding them, and takes ``max(ListOffsets, end-of-partition)``.
+reports an end of 1. The fetch's end-of-partition event is right (see
+:class:`exchange.kafka.ReadToEnd`). So each sample asks ListOffsets for every partition
+(cheap, and right on Apache Kafka), then reads each partition forward from
+``max(last known end, ListOffsets - 1)`` to that event, skipping the records without
+decoding them, and takes ``max(ListOffsets, end-of-partition)``.
 Starting one record before the ListOffsets answer reads exactly the last batch on Tansu and
 the last record on Kafka, so a sample costs one small fetch per partition however fast the
 topic grows; when the previous sample's end is later, reading resumes there.
@@ -50,6 +50,7 @@ from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
+    Message,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
@@ -57,15 +58,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from engine.errors import ExchangeError
-from exchange.kafka import make_admin, make_consumer
+from exchange.kafka import ReadToEnd, TopicPart, make_admin, make_consumer, where
 from exchange.settings import Settings
 
 if TYPE_CHECKING:
     from rich.table import Table
 
 log = logging.getLogger(__name__)
-
-TopicPart = tuple[str, int]
 
 ENGINE_GROUP = "engine"
 SETTLEMENT_GROUP = "settlement"
@@ -207,33 +206,23 @@ class LogEnds:
     def _read_to_end(self, starts: Mapping[TopicPart, int]
                      ) -> tuple[dict[TopicPart, int], dict[TopicPart, int]]:
         """Read each partition from its start to end-of-partition: (ends, data ends)."""
-        consumer = self._consumer
-        eofs: dict[TopicPart, int] = {}
         data_ends: dict[TopicPart, int] = {}
-        if not starts:
-            return eofs, data_ends
-        consumer.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
-        deadline = time.monotonic() + self._timeout_s
-        partition_eof = KafkaError._PARTITION_EOF
+        reading = ReadToEnd(self._consumer, starts, timeout_s=self._timeout_s,
+                            on_error=_warn_read_error, max_messages=1000, wait_s=0.005)
         try:
-            while len(eofs) < len(starts) and time.monotonic() < deadline:
-                for msg in consumer.consume(1000, 0.005):
-                    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-                    if topic is None or partition is None or offset is None:
-                        continue
-                    tp = (topic, partition)
-                    if tp not in starts:
-                        continue
-                    err = msg.error()
-                    if err is None:
-                        data_ends[tp] = offset + 1  # a deliverable record: skipped unread
-                    elif err.code() == partition_eof:
-                        eofs[tp] = offset
-                    else:
-                        log.warning("reading %s[%d] for its end: %s", topic, partition, err)
+            for msg in reading:
+                topic, partition, offset = where(msg)
+                data_ends[(topic, partition)] = offset + 1  # a deliverable record: skipped unread
         finally:
-            consumer.unassign()
-        return eofs, data_ends
+            self._consumer.unassign()
+        return reading.ends, data_ends
+
+
+def _warn_read_error(msg: Message, err: KafkaError) -> None:
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    # One without a position is the client's own (a broker connection, say); it retries.
+    if topic is not None and partition is not None and offset is not None:
+        log.warning("reading %s[%d] for its end: %s", topic, partition, err)
 
 
 class LagMonitor:

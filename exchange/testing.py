@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, Message
 
 from engine.commands import Command
 from engine.service.output_log import key_sequence
 from exchange.codec import Codec
-from exchange.kafka import make_consumer, make_producer, where
+from exchange.kafka import ReadToEnd, make_consumer, make_producer, where
 
 
 def produce_commands(bootstrap: str, topic: str, commands: Iterable[Command],
@@ -37,46 +36,36 @@ def produce_raw(bootstrap: str, topic: str, values: Sequence[bytes]) -> None:
     assert producer.flush(30) == 0
 
 
+def skip_read_errors(_msg: Message, _err: KafkaError) -> None:
+    """Tests tolerate transient read errors: the deadline catches a reader that is stuck."""
+
+
 def read_all(bootstrap: str, topic: str, partitions: int, timeout_s: float = 60.0
              ) -> list[tuple[int, int, bytes]]:
     """Every record of ``topic`` as (sequence-from-key, partition, value), in log order."""
     consumer = make_consumer(bootstrap, "test-reader", **{"enable.partition.eof": True,
                                                           "fetch.wait.max.ms": 10})
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    pending = set(range(partitions))
-    out: list[tuple[int, int, bytes]] = []
-    deadline = time.monotonic() + timeout_s
+    reading = ReadToEnd(consumer, {(topic, p): 0 for p in range(partitions)},
+                        timeout_s=timeout_s, on_error=skip_read_errors)
     try:
-        while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, 0.05):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(where(msg)[1])
-                    continue
-                out.append((key_sequence(msg.key()), where(msg)[1], msg.value() or b""))
+        out = [(key_sequence(msg.key()), where(msg)[1], msg.value() or b"") for msg in reading]
     finally:
         consumer.close()
+    pending = {p for _, p in reading.pending}
     assert not pending, f"partitions {pending} not read to the end"
     return out
 
 
 def read_headers(bootstrap: str, topic: str, timeout_s: float = 30.0
                  ) -> list[tuple[bytes, dict[str, bytes]]]:
+    """Every record of a single-partition ``topic`` as (value, headers); at the deadline, those
+    read so far."""
     consumer = make_consumer(bootstrap, "test-dlq-reader", **{"enable.partition.eof": True})
-    consumer.assign([TopicPartition(topic, 0, 0)])
+    reading = ReadToEnd(consumer, {(topic, 0): 0}, timeout_s=timeout_s,
+                        on_error=skip_read_errors)
     out: list[tuple[bytes, dict[str, bytes]]] = []
-    deadline = time.monotonic() + timeout_s
     try:
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    break
-                continue
+        for msg in reading:
             raw = msg.headers() or []
             pairs = raw.items() if isinstance(raw, dict) else raw
             headers = {k: v if isinstance(v, bytes) else (v or "").encode() for k, v in pairs}

@@ -12,16 +12,15 @@ sent to it, even across a crash. So after a crash, partition ``p`` holds every o
 (deterministic) engine and publishing exactly the outputs with ``sequence > L_p`` restores
 every sequence exactly once. ``L_p`` is found by reading each partition from a known
 offset (the snapshot records one) to its end, detected by the fetch's end-of-partition
-signal rather than ListOffsets, which the embedded broker can answer low.
+signal rather than ListOffsets (see :class:`exchange.kafka.ReadToEnd`).
 """
 
 from __future__ import annotations
 
 import struct
-import time
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, Message
 
 from engine.errors import ExchangeError
 
@@ -52,35 +51,33 @@ class PartitionTail:
 def scan_tails(
     bootstrap: str, topic: str, start_offsets: dict[int, int], timeout_s: float = 120.0
 ) -> dict[int, PartitionTail]:
-    """Read each partition from ``start_offsets[p]`` to its end; report its last record."""
-    from exchange.kafka import make_consumer, where
+    """Read each partition from ``start_offsets[p]`` to its end; report its last record.
+
+    The end is the fetch's, not ListOffsets' (see :class:`exchange.kafka.ReadToEnd`).
+    """
+    from exchange.kafka import ReadToEnd, make_consumer, where
+
+    def fail(_msg: Message, err: KafkaError) -> None:
+        raise OutputLogError(f"reading {topic}: {err}")
 
     consumer = make_consumer(bootstrap, "engine-output-tail-scan",
                              **{"enable.partition.eof": True, "fetch.wait.max.ms": 10,
                                 "max.partition.fetch.bytes": 8 << 20})
     tails = {p: PartitionTail(0, -1, None) for p in start_offsets}
-    pending = set(start_offsets)
+    reading = ReadToEnd(consumer, {(topic, p): off for p, off in start_offsets.items()},
+                        timeout_s=timeout_s, on_error=fail)
     try:
-        consumer.assign([TopicPartition(topic, p, off) for p, off in start_offsets.items()])
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                raise OutputLogError(
-                    f"could not read {topic} partitions {sorted(pending)} to the end "
-                    f"in {timeout_s}s")
-            for msg in consumer.consume(10_000, 0.05):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(where(msg)[1])
-                        continue
-                    raise OutputLogError(f"reading {topic}: {err}")
-                _, p, offset = where(msg)
-                seq = key_sequence(msg.key())
-                if seq > tails[p].last_sequence:
-                    tails[p] = PartitionTail(seq, offset, msg.value())
+        for msg in reading:
+            _, p, offset = where(msg)
+            seq = key_sequence(msg.key())
+            if seq > tails[p].last_sequence:
+                tails[p] = PartitionTail(seq, offset, msg.value())
     finally:
         consumer.close()
+    if reading.pending:
+        raise OutputLogError(
+            f"could not read {topic} partitions {sorted(p for _, p in reading.pending)} "
+            f"to the end in {timeout_s}s")
     return tails
 
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from confluent_kafka import KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, Message, Producer
 
 from engine.errors import ExchangeError
 
@@ -199,32 +199,26 @@ class KafkaSnapshotStore:
 def _read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> dict[bytes, bytes]:
     """Latest value per key of a single-partition topic, read from the start to its end.
 
-    The end is found by the fetch's end-of-partition signal, not by ListOffsets, which the
-    embedded broker can answer low.
+    The end is the fetch's, not ListOffsets' (see :class:`exchange.kafka.ReadToEnd`).
     """
-    from exchange.kafka import make_consumer
+    from exchange.kafka import ReadToEnd, make_consumer
+
+    def fail(_msg: Message, err: KafkaError) -> None:
+        raise SnapshotError(f"reading {topic}: {err}")
 
     consumer = make_consumer(bootstrap, "engine-snapshot-loader",
                              **{"enable.partition.eof": True, "fetch.max.bytes": 64 << 20,
                                 "fetch.wait.max.ms": 10,
                                 "max.partition.fetch.bytes": 16 << 20})
     latest: dict[bytes, bytes] = {}
+    reading = ReadToEnd(consumer, {(topic, 0): 0}, timeout_s=timeout_s, on_error=fail)
     try:
-        consumer.assign([TopicPartition(topic, 0, 0)])
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if time.monotonic() > deadline:
-                raise SnapshotError(f"could not read {topic} to its end in {timeout_s}s")
-            msg = consumer.poll(0.05)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    return latest
-                raise SnapshotError(f"reading {topic}: {err}")
+        for msg in reading:
             key = msg.key()
             if key is not None:
                 latest[key] = msg.value() or b""
     finally:
         consumer.close()
+    if reading.pending:
+        raise SnapshotError(f"could not read {topic} to its end in {timeout_s}s")
+    return latest

@@ -8,13 +8,11 @@ Ids and timestamps are fixed where the test controls them, so failures reproduce
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from confluent_kafka import KafkaError, TopicPartition
 
 from engine.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
 from engine.engine import Engine
@@ -23,7 +21,8 @@ from engine.events import EngineOutput
 from engine.markets import Markets
 from exchange.broker import free_port
 from exchange.codec import Codec
-from exchange.kafka import make_consumer, where
+from exchange.kafka import ReadToEnd, make_consumer, where
+from exchange.testing import skip_read_errors
 from exchange.topics import Topics
 from gateway.app import GatewayAPI, GatewayConfig
 from gateway.main import ServerThread, create_gateway_app
@@ -89,24 +88,18 @@ def read_commands(bootstrap: str, topic: str, codec: Codec,
                   timeout_s: float = 30.0) -> list[tuple[int, Command]]:
     """Every record of the single-partition orders topic as (offset, decoded command)."""
     consumer = make_consumer(bootstrap, "gateway-test-reader", **{"enable.partition.eof": True})
-    consumer.assign([TopicPartition(topic, 0, 0)])
+    reading = ReadToEnd(consumer, {(topic, 0): 0}, timeout_s=timeout_s,
+                        on_error=skip_read_errors)
     out: list[tuple[int, Command]] = []
-    deadline = time.monotonic() + timeout_s
     try:
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    return out
-                continue
+        for msg in reading:
             offset = where(msg)[2]
             out.append((offset, codec.decode_command(msg.value() or b"", command_id=offset)))
     finally:
         consumer.close()
-    raise AssertionError(f"{topic} was not read to its end in {timeout_s}s")
+    if reading.pending:
+        raise AssertionError(f"{topic} was not read to its end in {timeout_s}s")
+    return out
 
 
 @dataclass
