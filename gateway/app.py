@@ -798,11 +798,15 @@ def create_app(
     @app.get(
         "/ready",
         summary="Readiness",
-        description="200 when the broker and the store answer; 503 `NOT_READY` otherwise.",
+        description=(
+            "200 when the broker and the store answer and the engine-output follower behind "
+            "`?wait=true` is in place; 503 `NOT_READY` otherwise."
+        ),
         response_model=None,
         responses={
             200: {"model": Envelope[ReadyOut]},
-            503: _error_doc("NOT_READY: the broker or the store is unreachable."),
+            503: _error_doc("NOT_READY: the broker or the store is unreachable, or the "
+                            "engine-output follower has not started yet."),
         },
         tags=["health"],
     )
@@ -819,6 +823,9 @@ def create_app(
             check("store", store.ping),
         )
         failed = [p for p in problems if p is not None]
+        if not follower.assigned.is_set():
+            # Until then ?wait=true answers 202 at once: not what a ready gateway does.
+            failed.append("engine-output follower: not following yet")
         if failed:
             raise ApiError(ErrorCode.NOT_READY, "; ".join(failed))
         return ok({"broker": "ok", "store": "ok"})

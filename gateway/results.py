@@ -196,11 +196,22 @@ class OutputFollower:
             self._assign(consumer)
             if self._stop.is_set():
                 return
+            # One fetch round first: it resolves the start positions, so an output published
+            # once we report ready cannot fall before them.
+            self.consumed += len(consumer.consume(self._batch_size, 0.1))
             self.assigned.set()
             decode = self._decode
             stop = self._stop
+            batch = self._batch_size
             while not stop.is_set():
-                msgs = consumer.consume(self._batch_size, 0.1)
+                # Block for the first record only (poll returns as soon as one is there;
+                # consume(n, t) would wait out t unless n records came), then take the rest.
+                msgs = consumer.consume(batch, 0)
+                if not msgs:
+                    first = consumer.poll(0.1)
+                    if first is None:
+                        continue
+                    msgs = [first, *consumer.consume(batch - 1, 0)] if batch > 1 else [first]
                 self.consumed += len(msgs)
                 if not msgs or self._interest == 0:
                     continue

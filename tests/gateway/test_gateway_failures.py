@@ -133,3 +133,24 @@ def _assert_store_down(gw: Gateway) -> None:
     assert "store" in ready.json()["error"]["message"]
     # Commands do not need the store: they still go through.
     envelope_data(gw.client.post("/api/v1/order/create", json=ORDER), 202)
+
+
+def test_ready_when_output_follower_has_no_topic_yet_is_503_until_it_follows(
+    tmp_path: Path, markets: Markets, codec: Codec, kafka_bootstrap: str
+) -> None:
+    # The broker answers, the store answers, but engine-output does not exist yet: ?wait=true
+    # could only answer 202 at once, so the gateway is not ready.
+    topics = Topics.with_prefix(f"late{uuid.uuid4().hex[:6]}-")
+    with run_gateway(bootstrap=kafka_bootstrap, topics=topics,
+                     store_path=tmp_path / "s.sqlite3", markets=markets, codec=codec,
+                     wait_follower=False) as gw:
+        ready = gw.client.get("/ready")
+        assert envelope_error(ready) == (503, "NOT_READY")
+        assert "follower" in ready.json()["error"]["message"]
+
+        ensure_topics(make_admin(kafka_bootstrap), topics.all())
+        deadline = time.monotonic() + 30
+        while gw.client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, gw.client.get("/ready").json()
+            time.sleep(0.2)
+        assert gw.app.state.follower.assigned.is_set()
