@@ -10,9 +10,7 @@ where the test is about what callers see.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import shutil
 from collections.abc import Callable
 from dataclasses import FrozenInstanceError
 from enum import Enum, StrEnum
@@ -21,6 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from codec_testkit import (
+    BOUNDARY_LONGS,
+    FUZZ,
+    LONG_MAX,
+    LONG_MIN,
+    evolved_codec,
+)
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -53,21 +58,8 @@ from exchange.avro_compiled import (
     compile_record,
     encode_long,
 )
-from exchange.codec import _OUTPUT_CLASSES, SINGLE_OBJECT_MARKER, Codec, load_schemas
+from exchange.codec import _OUTPUT_CLASSES, SINGLE_OBJECT_MARKER, Codec
 from exchange.errors import DecodeError, EncodeError
-
-AVRO_DIR = Path(__file__).resolve().parents[2] / "avro"
-NAMESPACE = "exchange.v1"
-TS = 1_700_000_000_000
-LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
-FUZZ = settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-
-# Values at every varint length boundary (zig-zag: 63 and -64 are the last one-byte values).
-BOUNDARY_LONGS = sorted(
-    {0, -1, 1, LONG_MIN, LONG_MAX, LONG_MIN + 1, LONG_MAX - 1}
-    | {s * 2 ** (7 * k - 1) + d for k in range(1, 10) for s in (1, -1) for d in (-1, 0)}
-)
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -504,15 +496,6 @@ def test_encode_output_when_int_outside_int64_raises_encode_error_with_cause(
 
 
 # --------------------------------------------------------------------------- evolution
-
-
-def evolved_codec(directory: Path, name: str, change: Callable[[dict[str, Any]], None]) -> Codec:
-    shutil.copytree(AVRO_DIR, directory)
-    path = directory / f"{NAMESPACE}.{name}.avsc"
-    schema = json.loads(path.read_text())
-    change(schema)
-    path.write_text(json.dumps(schema))
-    return Codec(load_schemas(directory))
 
 
 def test_codec_when_schema_gains_a_field_the_dataclass_lacks_stays_on_fastavro(

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import logging
 import re
-import shutil
 from collections.abc import Callable
 from enum import Enum, StrEnum
 from io import BytesIO
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from codec_testkit import BOUNDARY_LONGS as _BOUNDARY_LONGS
+from codec_testkit import FUZZ, LONG_MAX, LONG_MIN, NAMESPACE, TS, evolved_codec
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -38,20 +39,10 @@ from exchange.avro_compiled import (
     compile_record,
     encode_long,
 )
-from exchange.codec import Codec, load_schemas
+from exchange.codec import Codec
 from exchange.errors import DecodeError, EncodeError
 
-AVRO_DIR = Path(__file__).resolve().parents[2] / "avro"
-NAMESPACE = "exchange.v1"
-TS = 1_700_000_000_000
-LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
-FUZZ = settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-
-# Values at every varint length boundary (zig-zag: 63 and -64 are the last one-byte values).
-BOUNDARY_LONGS = sorted(
-    {0, -1, 1, LONG_MIN, LONG_MAX, LONG_MIN + 1, LONG_MAX - 1, TS}
-    | {s * 2 ** (7 * k - 1) + d for k in range(1, 10) for s in (1, -1) for d in (-1, 0)}
-)
+BOUNDARY_LONGS = sorted({*_BOUNDARY_LONGS, TS})  # and a real timestamp
 ADDRESS = re.compile(r"0x[0-9a-f]+")
 TEXTS = ["", "BTC_USDT", "ünïcödé", "日本語", "🚀" * 40, "x" * 10_000]
 
@@ -584,15 +575,6 @@ def test_encode_command_when_not_a_command_raises_encode_error(codec: Codec) -> 
 
 
 # --------------------------------------------------------------------------- evolution
-
-
-def evolved_codec(directory: Path, name: str, change: Callable[[dict[str, Any]], None]) -> Codec:
-    shutil.copytree(AVRO_DIR, directory)
-    path = directory / f"{NAMESPACE}.{name}.avsc"
-    schema = json.loads(path.read_text())
-    change(schema)
-    path.write_text(json.dumps(schema))
-    return Codec(load_schemas(directory))
 
 
 def test_codec_when_command_gains_a_field_the_dataclass_lacks_stays_on_fastavro(
