@@ -44,6 +44,10 @@ def test_settings_when_loaded_are_frozen() -> None:
         ({"EXCHANGE_TOPIC_ORDERS": "has space"}, "EXCHANGE_TOPIC_ORDERS='has space'"),
         ({"EXCHANGE_LOG_LEVEL": "LOUD"}, "EXCHANGE_LOG_LEVEL='LOUD'"),
         ({"CASSANDRA_PORT": "-1"}, "CASSANDRA_PORT='-1'"),
+        ({"EXCHANGE_SETTLEMENT_COMMIT_EVERY_MS": "-5"},
+         "EXCHANGE_SETTLEMENT_COMMIT_EVERY_MS='-5'"),
+        ({"EXCHANGE_SETTLEMENT_COMMIT_EVERY_MS": "soon"},
+         "EXCHANGE_SETTLEMENT_COMMIT_EVERY_MS='soon'"),
         ({"EXCHANGE_PROT": "8000"}, "EXCHANGE_PROT: unknown setting"),
     ],
 )
@@ -68,3 +72,9 @@ def test_cli_when_setting_invalid_exits_2_with_one_clear_line(tmp_path: Path) ->
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("exchange: configuration error: EXCHANGE_PORT='not-a-port'")
+
+
+def test_load_settings_when_commit_interval_given_reads_it_as_milliseconds() -> None:
+    assert load_settings({}).exchange_settlement_commit_every_ms == 200
+    assert load_settings(
+        {"EXCHANGE_SETTLEMENT_COMMIT_EVERY_MS": "0"}).exchange_settlement_commit_every_ms == 0
