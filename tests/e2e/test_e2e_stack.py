@@ -108,6 +108,14 @@ def _history(api: httpx.Client, user: int) -> dict[str, Any]:
     return {o["order_id"]: o for o in data["orders"]}
 
 
+def _in_history(api: httpx.Client, user: int, order_id: str) -> dict[str, Any]:
+    """The order's history row; an AssertionError (retried by _eventually) until it is
+    there: ?wait=true can answer before settlement has written the row."""
+    history = _history(api, user)
+    assert order_id in history, f"order {order_id} not in history yet: {sorted(history)}"
+    return history[order_id]
+
+
 def test_order_lifecycle_when_placed_then_cancelled_moves_from_active_to_history(
     api: httpx.Client,
 ) -> None:
@@ -127,7 +135,7 @@ def test_order_lifecycle_when_placed_then_cancelled_moves_from_active_to_history
 
     def gone() -> None:
         assert _active_ids(api, 1001) == []
-        assert _history(api, 1001)[order_id]["status"] == "CANCELLED"
+        assert _in_history(api, 1001, order_id)["status"] == "CANCELLED"
     _eventually(gone)
     assert _balances(api, 1001)["USDT"] == ("100000.00000000", "0.00000000")
 
@@ -178,7 +186,7 @@ def test_resting_order_when_filled_in_two_steps_goes_partial_then_filled(
 
     def filled() -> None:
         assert _active_ids(api, maker) == []
-        order = _history(api, maker)[order_id]
+        order = _in_history(api, maker, order_id)
         assert (order["status"], order["filled_quantity"]) == ("FILLED", "0.02000")
         assert order["avg_fill_price"] == "30000.00"
     _eventually(filled)
@@ -194,7 +202,7 @@ def test_order_when_funds_are_insufficient_is_rejected_and_never_active(
     assert (placed["status"], placed["reject_reason"]) == ("REJECTED", "INSUFFICIENT_FUNDS")
 
     def in_history() -> None:
-        assert _history(api, 4001)[placed["order_id"]]["status"] == "REJECTED"
+        assert _in_history(api, 4001, placed["order_id"])["status"] == "REJECTED"
     _eventually(in_history)
     assert _active_ids(api, 4001) == []
 
