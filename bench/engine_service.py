@@ -14,6 +14,7 @@ Starts its own embedded broker unless KAFKA_BOOTSTRAP_SERVERS is set. Last line:
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import random
@@ -29,6 +30,7 @@ from engine.enums import OrderType, Side, TimeInForce
 from engine.markets import load_markets
 from engine.service.runner import EngineService, EngineServiceConfig
 from engine.service.snapshots import KafkaSnapshotStore
+from exchange.bootstrap import tune_gc
 from exchange.broker import kafka_for
 from exchange.codec import Codec
 from exchange.kafka import make_admin, make_producer
@@ -85,9 +87,13 @@ def throughput(bootstrap: str, commands: int) -> tuple[float, EngineService]:
     store = KafkaSnapshotStore(make_producer(bootstrap), bootstrap, topics.engine_snapshots.name)
     service = make_service(bootstrap, topics, codec, store, snapshot_every=100_000)
     service.recover()
+    thresholds = gc.get_threshold()
+    tune_gc()  # as `exchange engine` does after recovery: measure what production runs
     started = time.perf_counter()
     service.run(threading.Event(), until_offset=n)
     elapsed = time.perf_counter() - started
+    gc.unfreeze()  # the recovery measurement runs as production's recovery does: untuned
+    gc.set_threshold(*thresholds)
     return n / elapsed, service
 
 

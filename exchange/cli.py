@@ -133,19 +133,8 @@ def _metrics_registry(settings: Settings, port: int, variable: str, who: str
     return registry
 
 
-def _tune_gc() -> None:
-    """A service holds a large, long-lived heap (the book, the codec caches): move it out of
-    the collector's reach and collect the young generation less often, so full collections
-    stop stalling the loop. Nothing here depends on collection timing."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
 def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
-    from exchange.bootstrap import build_engine_service
+    from exchange.bootstrap import build_engine_service, tune_gc
     from exchange.metrics import EngineMetrics
 
     stop = _stop_on_signals()  # first: a SIGTERM during recovery still stops cleanly
@@ -155,7 +144,7 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
     service = build_engine_service(settings, bootstrap,
                                    EngineMetrics(registry) if registry is not None else None)
     service.recover()
-    _tune_gc()
+    tune_gc()
     print(f"engine: consuming {settings.exchange_topic_orders} from offset "
           f"{service.next_offset}, sequence {service.engine.sequence}", flush=True)
     stats = service.run(stop)
@@ -165,7 +154,7 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_settlement(settings: Settings, args: argparse.Namespace) -> int:
-    from exchange.bootstrap import build_settlement_service
+    from exchange.bootstrap import build_settlement_service, tune_gc
     from exchange.metrics import SettlementMetrics
 
     stop = _stop_on_signals()
@@ -174,7 +163,7 @@ def cmd_settlement(settings: Settings, args: argparse.Namespace) -> int:
                                  "EXCHANGE_SETTLEMENT_METRICS_PORT", "settlement")
     service = build_settlement_service(
         settings, bootstrap, metrics=SettlementMetrics(registry) if registry is not None else None)
-    _tune_gc()
+    tune_gc()
     print(f"settlement: consuming {settings.exchange_topic_engine_output} "
           f"(group settlement)", flush=True)
     stats = service.run(stop)
