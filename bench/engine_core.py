@@ -45,6 +45,7 @@ from engine import (  # after the sys.path tweak above, so the script runs from 
     Deposit,
     Engine,
     EngineOutput,
+    Markets,
     OrderCompleted,
     OrderPlaced,
     OrderType,
@@ -55,6 +56,7 @@ from engine import (  # after the sys.path tweak above, so the script runs from 
     TradeExecuted,
     load_markets,
 )
+from engine import engine as engine_module
 from engine.engine import (  # the engine's private event builders, for the floor measurement
     _new_balance,
     _new_completed,
@@ -298,6 +300,39 @@ def run_engine(engine: Engine, commands: Sequence[Command]) -> None:
         apply(command)
 
 
+def best_with_tuple_events(
+    markets: Markets,
+    deposits: Sequence[Command],
+    warmup: Sequence[Command],
+    workload: Sequence[Command],
+    repeat: int,
+) -> float:
+    """The engine with every event builder swapped for a plain ``tuple`` of its arguments.
+
+    Why: it bounds what any cheaper event representation could gain. The calls and their
+    arguments stay; only the object built changes, to the cheapest one CPython has.
+    """
+    names = [n for n in vars(engine_module) if n.startswith("_new_")]
+    saved = {n: getattr(engine_module, n) for n in names}
+
+    def as_tuple(*fields: object) -> tuple[object, ...]:
+        return fields
+
+    best = 0.0
+    try:
+        for n in names:
+            setattr(engine_module, n, as_tuple)
+        for _ in range(repeat):
+            engine = Engine(markets)
+            run_engine(engine, deposits)
+            run_engine(engine, warmup)
+            best = max(best, len(workload) / timed(run_engine, engine, workload))
+    finally:
+        for n, builder in saved.items():
+            setattr(engine_module, n, builder)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=300_000, help="mixed commands to time")
@@ -306,6 +341,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs")
     parser.add_argument("--profile", action="store_true", help="cProfile one engine run")
     parser.add_argument("--gc", action="store_true", help="keep the garbage collector on")
+    parser.add_argument(
+        "--tuple-events",
+        action="store_true",
+        help="diagnostic: also time the engine building plain tuples instead of event objects",
+    )
     args = parser.parse_args()
     global KEEP_GC
     KEEP_GC = args.gc
@@ -367,6 +407,13 @@ def main() -> None:
         print(
             f"bare loop: {rate:,.0f} ops/s ({t:.3f} s wall; by CPU time "
             f"{(len(warmup) + len(workload)) / LAST_CPU:,.0f}/s)"
+        )
+
+    if args.tuple_events:
+        tuple_best = best_with_tuple_events(markets, deposits, warmup, workload, args.repeat)
+        print(
+            f"engine building plain tuples instead of events (diagnostic, outputs not valid): "
+            f"{tuple_best:,.0f} cmds/s, {tuple_best / engine_best:.2f}x the engine"
         )
 
     if args.profile:
