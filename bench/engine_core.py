@@ -300,6 +300,16 @@ def run_engine(engine: Engine, commands: Sequence[Command]) -> None:
         apply(command)
 
 
+def warmed_engine(
+    markets: Markets, deposits: Sequence[Command], warmup: Sequence[Command]
+) -> Engine:
+    """A fresh engine with the users funded and the books warmed, ready for the workload."""
+    engine = Engine(markets)
+    run_engine(engine, deposits)
+    run_engine(engine, warmup)
+    return engine
+
+
 def best_with_tuple_events(
     markets: Markets,
     deposits: Sequence[Command],
@@ -323,9 +333,7 @@ def best_with_tuple_events(
         for n in names:
             setattr(engine_module, n, as_tuple)
         for _ in range(repeat):
-            engine = Engine(markets)
-            run_engine(engine, deposits)
-            run_engine(engine, warmup)
+            engine = warmed_engine(markets, deposits, warmup)
             best = max(best, len(workload) / timed(run_engine, engine, workload))
     finally:
         for n, builder in saved.items():
@@ -384,9 +392,7 @@ def main() -> None:
             f"engine: {rate:,.0f} cmds/s ({t:.3f} s wall; by CPU time "
             f"{len(workload) / LAST_CPU:,.0f}/s); deposits {len(deposits) / t_dep:,.0f}/s; {stats}"
         )
-    floor_engine = Engine(markets)
-    run_engine(floor_engine, deposits)
-    run_engine(floor_engine, warmup)
+    floor_engine = warmed_engine(markets, deposits, warmup)
     outputs = collect_outputs(floor_engine, workload)
     floor_best = len(outputs) / event_floor(outputs, args.repeat)
     events = sum(
@@ -417,9 +423,7 @@ def main() -> None:
         )
 
     if args.profile:
-        engine = Engine(markets)
-        run_engine(engine, deposits)
-        run_engine(engine, warmup)
+        engine = warmed_engine(markets, deposits, warmup)
         profiler = cProfile.Profile()
         profiler.runcall(run_engine, engine, workload)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
