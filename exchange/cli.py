@@ -330,6 +330,61 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _infra_config(settings: Settings, args: argparse.Namespace) -> Any:
+    from ops.infra import COMPONENTS, InfraConfig, default_cache_dir, default_pom
+
+    only: str = getattr(args, "only", None) or ",".join(COMPONENTS)
+    components = tuple(c.strip() for c in only.split(",") if c.strip())
+    unknown = set(components) - set(COMPONENTS)
+    if unknown or not components:
+        _die(f"--only: choose from {', '.join(COMPONENTS)} (got {only!r})")
+    ports = {k: getattr(args, k) for k in ("kafka_port", "kafka_controller_port",
+                                           "cassandra_port", "cassandra_storage_port")
+             if getattr(args, k, None) is not None}
+    return InfraConfig(data_dir=settings.exchange_data_dir.resolve() / "infra",
+                       cache_dir=default_cache_dir(), pom=default_pom(),
+                       components=components, **ports)
+
+
+def cmd_infra(settings: Settings, args: argparse.Namespace) -> int:
+    from ops import infra
+
+    config = _infra_config(settings, args)
+    if args.infra_command == "up":
+        if args.foreground:
+            return infra.Keeper(config, log=lambda line: print(line, flush=True)).run()
+        state = infra.up(config)
+        for line in infra.describe(config):
+            print(line)
+        print(f"infra: ready (keeper pid {state.keeper_pid}); `eval \"$(exchange infra env)\"` "
+              "points the project at it; `exchange infra down` stops it")
+        return 0
+    if args.infra_command == "down":
+        stopped = infra.down(config)
+        print("infra: stopped " + (", ".join(stopped) if stopped else "nothing (not running)"))
+        return 0
+    state, components = infra.status(config)
+    if args.infra_command == "env":
+        if state is None or not state.ready:
+            _die("infra is not running: `exchange infra up` first", code=1)
+        for line in state.exports():
+            print(line)
+        return 0
+    if state is None:
+        print("infra: not running")
+        return 1
+    healthy = bool(components) and all(c.answers for c in components)
+    print(f"infra: keeper pid {state.keeper_pid} "
+          f"{'alive' if infra.pid_alive(state.keeper_pid) else 'DEAD'}, "
+          f"{'ready' if state.ready else 'not ready'}"
+          + (f", error: {state.error}" if state.error else ""))
+    for c in components:
+        print(f"{c.name:<10} pid {c.pid} {'alive' if c.alive else 'dead'}, at {c.address}: "
+              f"{'answers' if c.answers else 'NOT answering'}, "
+              f"{state.restarts.get(c.name, 0)} restarts")
+    return 0 if healthy else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exchange", description="Kafka-backed, event-sourced exchange order pipeline."
@@ -393,6 +448,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=64, help="http requests in flight")
     p.add_argument("--report", metavar="PATH", help="write the raw numbers as JSON here")
     p.set_defaults(handler=cmd_loadgen)
+
+    p = sub.add_parser("infra", help="the real stack (Apache Kafka + Apache Cassandra) as "
+                                     "local processes: up, down, status, env")
+    infra = p.add_subparsers(dest="infra_command", required=True, metavar="INFRA_COMMAND")
+    p = infra.add_parser("up", help="start Kafka and Cassandra; return once both answer")
+    p.add_argument("--foreground", action="store_true",
+                   help="stay in the foreground owning the JVMs (Ctrl-C stops them)")
+    p.add_argument("--kafka-port", type=int, default=None, help="Kafka listener (default 9092)")
+    p.add_argument("--kafka-controller-port", type=int, default=None,
+                   help="KRaft controller listener (default 9093)")
+    p.add_argument("--cassandra-port", type=int, default=None,
+                   help="CQL native port (default 9042)")
+    p.add_argument("--cassandra-storage-port", type=int, default=None,
+                   help="Cassandra internode port (default 7000)")
+    p.add_argument("--only", default=None, metavar="kafka,cassandra",
+                   help="start only these (default both)")
+    p.set_defaults(handler=cmd_infra)
+    for name, text in (("down", "stop them; no process is left behind"),
+                       ("status", "pids, addresses and whether each answers (exit 1 if not)"),
+                       ("env", "print `export ...` lines for `eval`")):
+        p = infra.add_parser(name, help=text)
+        p.set_defaults(handler=cmd_infra)
     return parser
 
 
