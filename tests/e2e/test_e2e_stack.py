@@ -1,61 +1,32 @@
-"""End to end through the real embedded stack started by `exchange up`.
+"""End to end through the stack started by `exchange up`: embedded, and real under `make e2e`.
 
-Broker (Tansu), engine, settlement (SQLite) and gateway run as the supervisor's child
-processes, exactly as `make run` starts them; the test talks HTTP only.
+Broker (Tansu or Apache Kafka), engine, settlement (SQLite or Cassandra) and gateway run as
+the supervisor's child processes, exactly as `make run` starts them; the test talks HTTP only.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-
-from exchange.broker import free_port
+from stack_testkit import running_stack, stack_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+@pytest.fixture(scope="module", params=["embedded", pytest.param("real", marks=pytest.mark.e2e)])
+def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[httpx.Client]:
+    """`exchange up` on the embedded stack (Tansu + SQLite, `make test`) or, under `make e2e`,
+    on the real one (Apache Kafka + Cassandra from KAFKA_BOOTSTRAP_SERVERS and
+    CASSANDRA_CONTACT_POINTS), with topics and keyspace of its own."""
     data = tmp_path_factory.mktemp("stack")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("EXCHANGE_", "KAFKA_", "CASSANDRA_"))}
-    env.update({"EXCHANGE_DATA_DIR": str(data), "EXCHANGE_PORT": str(port),
-                "EXCHANGE_ENGINE_METRICS_PORT": str(free_port()),
-                "EXCHANGE_SETTLEMENT_METRICS_PORT": str(free_port()),
-                "EXCHANGE_LAG_METRICS_PORT": str(free_port())})
-    log = open(data / "stack.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "exchange.cli", "up"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (data / "stack.log").read_text()
-            try:
-                if client.get("/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, (data / "stack.log").read_text()
-            time.sleep(0.3)
+    env = stack_env(data, real=request.param == "real")
+    with running_stack(env, data) as client:
         yield client
-    finally:
-        client.close()
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(60)
-        finally:
-            log.close()
-        assert code == 0, (data / "stack.log").read_text()
 
 
 def _ok(resp: httpx.Response, status: int = 200) -> Any:
