@@ -17,6 +17,12 @@ Starting one record before the ListOffsets answer reads exactly the last batch o
 the last record on Kafka, so a sample costs one small fetch per partition however fast the
 topic grows; when the previous sample's end is later, reading resumes there.
 
+*Which broker.* Apache Kafka's ListOffsets(latest) is the high watermark, exactly the end
+``kafka-consumer-groups`` uses, so there the tail read is skipped and lag is plainly ``log end
+- committed``. Which broker answers is probed once (:func:`broker_reports_true_end`): Apache
+Kafka describes its own configuration (DescribeConfigs on the broker resource); Tansu answers
+that with no entries. Only a broker that does not is given the tail read.
+
 *Committed offsets and control records.* A transactional producer follows each transaction
 with a commit marker, which takes an offset but is never delivered to consumers. A consumer
 that commits ``last message offset + 1`` then sits one below the end for good, and a naive
@@ -47,13 +53,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from confluent_kafka import (
+    Consumer,
     ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     Message,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec, ResourceType
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -134,27 +141,61 @@ def project_groups(settings: Settings) -> dict[str, tuple[str, ...]]:
     }
 
 
+def broker_reports_true_end(admin: AdminClient, timeout_s: float = 5.0) -> bool:
+    """True when the cluster's ListOffsets(latest) can be trusted as the log end: Apache
+    Kafka (which describes its broker configuration, e.g. ``log.dirs``), not Tansu (which
+    answers DescribeConfigs on a broker with no entries)."""
+    try:
+        cluster = admin.describe_cluster(request_timeout=timeout_s).result(timeout=timeout_s)
+        node = cluster.nodes[0].id if cluster.nodes else 1
+        resource = ConfigResource(ResourceType.BROKER, str(node))
+        futures = admin.describe_configs([resource], request_timeout=timeout_s)
+        configs = futures[resource].result(timeout=timeout_s)
+    except (KafkaException, TimeoutError, IndexError) as e:
+        log.info("broker probe failed (%s); reading partition tails", e)
+        return False
+    return "log.dirs" in configs or "log.dir" in configs
+
+
 class LogEnds:
     """True log end offsets, right even where ListOffsets answers low (see the module doc).
 
+    ``tail_scan``: True reads each tail forward (Tansu); False trusts ListOffsets (Apache
+    Kafka); None (default) probes the broker once, on first use.
     Keeps the last known tail of each partition between calls; not thread-safe (one caller
     at a time; :class:`LagMonitor` holds a lock).
     """
 
     def __init__(self, bootstrap: str, *, admin: AdminClient | None = None,
-                 timeout_s: float = 5.0) -> None:
+                 timeout_s: float = 5.0, tail_scan: bool | None = None) -> None:
+        self._bootstrap = bootstrap
         self._admin = admin or make_admin(bootstrap)
         self._timeout_s = timeout_s
-        self._consumer = make_consumer(bootstrap, "exchange-lag-reader", **{
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 10,  # an idle partition answers EOF at once
-            "max.partition.fetch.bytes": 1 << 20,
-            "auto.offset.reset": "latest",
-        })
+        self._tail_scan = tail_scan
+        self._consumer: Consumer | None = None
         self._tails: dict[TopicPart, Tail] = {}
 
+    @property
+    def tail_scan(self) -> bool:
+        if self._tail_scan is None:
+            self._tail_scan = not broker_reports_true_end(self._admin, self._timeout_s)
+            log.info("lag: %s", "reading partition tails (the broker's ListOffsets reads low)"
+                     if self._tail_scan else "log end = the broker's high watermark")
+        return self._tail_scan
+
+    def _reader(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = make_consumer(self._bootstrap, "exchange-lag-reader", **{
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 10,  # an idle partition answers EOF at once
+                "max.partition.fetch.bytes": 1 << 20,
+                "auto.offset.reset": "latest",
+            })
+        return self._consumer
+
     def close(self) -> None:
-        self._consumer.close()
+        if self._consumer is not None:
+            self._consumer.close()
 
     def list_offsets(self, parts: Sequence[TopicPart], spec: OffsetSpec) -> dict[TopicPart, int]:
         if not parts:
@@ -169,8 +210,10 @@ class LogEnds:
             raise LagError(f"ListOffsets failed: {e}") from e
 
     def refresh(self, parts: Sequence[TopicPart]) -> dict[TopicPart, Tail]:
-        """The current tail of each partition (one ListOffsets and one short read)."""
+        """The current tail of each partition (one ListOffsets, and on Tansu one short read)."""
         latest = self.list_offsets(parts, OffsetSpec.latest())
+        if not self.tail_scan:  # the high watermark is the end; nothing else to learn
+            return {tp: Tail(end, end, end) for tp, end in latest.items()}
         starts: dict[TopicPart, int] = {}
         for tp in parts:
             reported = latest[tp]
@@ -207,14 +250,15 @@ class LogEnds:
                      ) -> tuple[dict[TopicPart, int], dict[TopicPart, int]]:
         """Read each partition from its start to end-of-partition: (ends, data ends)."""
         data_ends: dict[TopicPart, int] = {}
-        reading = ReadToEnd(self._consumer, starts, timeout_s=self._timeout_s,
+        consumer = self._reader()
+        reading = ReadToEnd(consumer, starts, timeout_s=self._timeout_s,
                             on_error=_warn_read_error, max_messages=1000, wait_s=0.005)
         try:
             for msg in reading:
                 topic, partition, offset = where(msg)
                 data_ends[(topic, partition)] = offset + 1  # a deliverable record: skipped unread
         finally:
-            self._consumer.unassign()
+            consumer.unassign()
         return reading.ends, data_ends
 
 
@@ -229,13 +273,20 @@ class LagMonitor:
     """Samples the lag of the watched groups. Thread-safe (one sample at a time)."""
 
     def __init__(self, bootstrap: str, groups: Mapping[str, Sequence[str]], *,
-                 timeout_s: float = 5.0) -> None:
+                 timeout_s: float = 5.0, tail_scan: bool | None = None) -> None:
         self._admin = make_admin(bootstrap)
         self._groups = {g: tuple(topics) for g, topics in groups.items()}
         self._timeout_s = timeout_s
-        self._ends = LogEnds(bootstrap, admin=self._admin, timeout_s=timeout_s)
+        self._ends = LogEnds(bootstrap, admin=self._admin, timeout_s=timeout_s,
+                             tail_scan=tail_scan)
         self._lock = threading.Lock()
         self._partitions: dict[str, int] = {}
+
+    @property
+    def tail_scan(self) -> bool:
+        """Whether log ends come from reading tails (Tansu) or ListOffsets (Apache Kafka)."""
+        with self._lock:
+            return self._ends.tail_scan
 
     def close(self) -> None:
         with self._lock:

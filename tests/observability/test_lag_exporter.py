@@ -76,6 +76,17 @@ def _lag_values(text: str) -> dict[tuple[str, str, str], float]:
 
 
 @pytest.mark.kafka
+def test_tail_scan_when_broker_is_the_embedded_tansu_is_on(kafka_bootstrap: str) -> None:
+    monitor = LagMonitor(kafka_bootstrap, {})
+    try:
+        # Tansu answers DescribeConfigs on its broker with nothing; Apache Kafka (the e2e
+        # tier, tests/e2e/test_e2e_lag.py) describes itself and gets no tail scan.
+        assert monitor.tail_scan is (not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    finally:
+        monitor.close()
+
+
+@pytest.mark.kafka
 def test_lag_when_groups_stop_while_records_are_produced_equals_the_unread_records(
     kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets,
     store: SqliteStore, tmp_path: Path,
