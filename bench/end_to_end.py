@@ -1,7 +1,14 @@
-"""End-to-end benchmark: orders -> engine -> settlement -> SQLite, on the embedded stack.
+"""End-to-end benchmark: orders -> engine -> settlement -> store, embedded or real stack.
 
     .venv/bin/python bench/end_to_end.py            # defaults: about 2-3 minutes
+    .venv/bin/python bench/end_to_end.py --stack real   # Apache Kafka + Cassandra
+    .venv/bin/python bench/end_to_end.py --stack real --store sqlite   # Apache Kafka + SQLite
     .venv/bin/python bench/end_to_end.py --help
+
+``--stack embedded`` (default): Tansu and SQLite. ``--stack real``: Apache Kafka and (by
+default) Cassandra: the ones KAFKA_BOOTSTRAP_SERVERS / CASSANDRA_CONTACT_POINTS name if set,
+else its own ``exchange infra`` in a temporary directory on free ports (stopped at the end);
+topics and keyspace of its own either way.
 
 What it starts: ``exchange up`` as a subprocess (embedded Tansu broker, the engine, one
 settlement worker, the lag exporter; production settings, metrics on free ports) in a
@@ -25,12 +32,13 @@ to ``bench/e2e_results.json``, and a plot of lag and freshness over the run to
 ``bench/e2e_run.png`` when matplotlib is installed. On a 2-core machine the broker, both
 services and the load generator share the cores, so the numbers are a floor.
 
-The last line is ``RESULT e2e orders_per_s=<n> freshness_p99_ms_at_5k=<n>``.
+The last line is ``RESULT e2e orders_per_s=<n> freshness_p99_ms_at_5k=<n> stack=<name>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -41,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +67,11 @@ from settlement.sqlite_store import SqliteStore  # noqa: E402
 OUT_DIR = Path(__file__).resolve().parent
 
 
-def start_stack(data_dir: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[str], str]:
+def start_stack(data_dir: Path, ports: dict[str, int], real: dict[str, str] | None = None
+                ) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("EXCHANGE_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
+           if not k.startswith(("EXCHANGE_", "KAFKA_", "CASSANDRA_"))}
+    env.update(real or {})
     env.update({
         "EXCHANGE_DATA_DIR": str(data_dir), "EXCHANGE_LOG_LEVEL": "WARNING",
         "EXCHANGE_ENGINE_METRICS_PORT": str(ports["engine"]),
@@ -88,7 +99,7 @@ def start_stack(data_dir: Path, ports: dict[str, int]) -> tuple[subprocess.Popen
     return proc, bootstrap
 
 
-def wait_ready(store: SqliteStore, settlement_url: str, timeout_s: float = 60.0) -> None:
+def wait_ready(store: Any, settlement_url: str, timeout_s: float = 60.0) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout_s
@@ -107,9 +118,9 @@ def wait_ready(store: SqliteStore, settlement_url: str, timeout_s: float = 60.0)
 class Sampler:
     """Lag of both groups every 0.5 s, for the plot."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.monitor = LagMonitor(bootstrap, {ENGINE_GROUP: ("orders",),
-                                              SETTLEMENT_GROUP: ("engine-output",)})
+    def __init__(self, bootstrap: str, orders: str, output: str) -> None:
+        self.monitor = LagMonitor(bootstrap, {ENGINE_GROUP: (orders,),
+                                              SETTLEMENT_GROUP: (output,)})
         self.points: list[tuple[float, str, int, int]] = []  # (t, phase, engine, settlement)
         self.phase = "idle"
         self._stop = threading.Event()
@@ -161,15 +172,16 @@ def window_quantile(before: list[tuple[float, float]], after: list[tuple[float, 
     return None if v is None else v * 1000
 
 
-def run_phase(name: str, config: LoadConfig, bootstrap: str, store: SqliteStore,
-              sampler: Sampler, settlement_url: str) -> tuple[LoadReport, dict[str, Any]]:
+def run_phase(name: str, config: LoadConfig, bootstrap: str, store: Any,
+              sampler: Sampler, settlement_url: str, topics: tuple[str, str] = (
+                  "orders", "engine-output")) -> tuple[LoadReport, dict[str, Any]]:
     print(f"== {name}: via kafka, "
           f"{'flat out' if config.rate == 0 else f'{config.rate:g}/s'}, "
           f"{config.orders or '-'} orders, {config.duration_s or '-'} s", flush=True)
     before = settlement_freshness(settlement_url)
     sampler.phase = name
-    report = LoadGenerator(config, bootstrap=bootstrap, orders_topic="orders",
-                           output_topic="engine-output", codec=Codec(), store=store).run()
+    report = LoadGenerator(config, bootstrap=bootstrap, orders_topic=topics[0],
+                           output_topic=topics[1], codec=Codec(), store=store).run()
     sampler.phase = "idle"
     after = settlement_freshness(settlement_url)
     for line in summary_lines(report):
@@ -227,8 +239,76 @@ def main() -> int:
     parser.add_argument("--floor-seconds", type=float, default=20.0)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=OUT_DIR / "e2e_results.json")
-    parser.add_argument("--plot", type=Path, default=OUT_DIR / "e2e_run.png")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="default bench/e2e_run.png (embedded), e2e_run_real.png (real)")
+    parser.add_argument("--stack", choices=("embedded", "real"), default="embedded")
+    parser.add_argument("--store", choices=("sqlite", "cassandra"), default=None,
+                        help="default: sqlite on the embedded stack, cassandra on the real one")
     args = parser.parse_args()
+    store_kind = args.store or ("cassandra" if args.stack == "real" else "sqlite")
+    if args.stack == "embedded" and store_kind == "cassandra":
+        parser.error("--store cassandra needs --stack real")
+    suffix = ("" if args.stack == "embedded"
+              else "_real_sqlite" if store_kind == "sqlite" else "_real")
+    if args.out == OUT_DIR / "e2e_results.json":
+        args.out = OUT_DIR / f"e2e_results{suffix}.json"
+    if args.plot is None:
+        args.plot = OUT_DIR / f"e2e_run{suffix}.png"
+    stack_name = args.stack if store_kind != "sqlite" or args.stack == "embedded" \
+        else "real-sqlite"
+    with contextlib.ExitStack() as infra:
+        real = None if args.stack == "embedded" else infra.enter_context(real_stack(store_kind))
+        return run(args, real, stack_name)
+
+
+@contextlib.contextmanager
+def real_stack(store_kind: str) -> Iterator[dict[str, str]]:
+    """The real stack's environment: the configured one, else our own `exchange infra`."""
+    from ops.infra import InfraConfig, default_cache_dir, default_pom, running
+
+    prefix = f"bench{os.getpid()}"
+    topics = {"EXCHANGE_TOPIC_ORDERS": f"{prefix}.orders",
+              "EXCHANGE_TOPIC_ENGINE_OUTPUT": f"{prefix}.engine-output",
+              "EXCHANGE_TOPIC_ORDERS_DLQ": f"{prefix}.orders.dlq",
+              "EXCHANGE_TOPIC_ENGINE_OUTPUT_DLQ": f"{prefix}.engine-output.dlq",
+              "EXCHANGE_TOPIC_ENGINE_SNAPSHOTS": f"{prefix}.engine-snapshots"}
+    given = {k: os.environ[k] for k in ("KAFKA_BOOTSTRAP_SERVERS", "CASSANDRA_CONTACT_POINTS",
+                                         "CASSANDRA_PORT") if os.environ.get(k)}
+    with contextlib.ExitStack() as stack:
+        if "KAFKA_BOOTSTRAP_SERVERS" not in given or (
+                store_kind == "cassandra" and "CASSANDRA_CONTACT_POINTS" not in given):
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-infra-")))
+            config = InfraConfig(
+                data_dir=tmp / "infra", cache_dir=default_cache_dir(), pom=default_pom(),
+                kafka_port=free_port(), kafka_controller_port=free_port(),
+                cassandra_port=free_port(), cassandra_storage_port=free_port(),
+                components=("kafka", "cassandra") if store_kind == "cassandra" else ("kafka",))
+            print("starting exchange infra (Apache Kafka"
+                  f"{' + Cassandra' if store_kind == 'cassandra' else ''})...", flush=True)
+            state = stack.enter_context(running(config))
+            given = dict(line.removeprefix("export ").split("=", 1) for line in state.exports())
+        env = {"KAFKA_BOOTSTRAP_SERVERS": given["KAFKA_BOOTSTRAP_SERVERS"], **topics}
+        if store_kind == "cassandra":
+            env.update({"CASSANDRA_CONTACT_POINTS": given["CASSANDRA_CONTACT_POINTS"],
+                        "CASSANDRA_PORT": given.get("CASSANDRA_PORT", "9042"),
+                        "CASSANDRA_KEYSPACE": prefix})
+        yield env
+
+
+def open_store(data_dir: Path, real: dict[str, str] | None) -> Any:
+    if real is not None and "CASSANDRA_CONTACT_POINTS" in real:
+        from settlement.cassandra_store import CassandraStore
+
+        store = CassandraStore(real["CASSANDRA_CONTACT_POINTS"].split(","),
+                               port=int(real["CASSANDRA_PORT"]),
+                               keyspace=real["CASSANDRA_KEYSPACE"])
+        store.init_schema()
+        return store
+    sub = "embedded" if real is None else "."
+    return SqliteStore(data_dir / sub / "exchange.sqlite3", readonly=True)
+
+
+def run(args: argparse.Namespace, real: dict[str, str] | None, stack_name: str) -> int:
 
     ports = {"engine": free_port(), "settlement": free_port(), "lag": free_port()}
     settlement_url = f"http://127.0.0.1:{ports['settlement']}/metrics"
@@ -236,25 +316,27 @@ def main() -> int:
     snapshots: dict[str, float | None] = {}
     with tempfile.TemporaryDirectory(prefix="e2e-") as tmp:
         data_dir = Path(tmp)
-        proc, bootstrap = start_stack(data_dir, ports)
-        store = SqliteStore(data_dir / "embedded" / "exchange.sqlite3", readonly=True)
+        proc, bootstrap = start_stack(data_dir, ports, real)
+        store = open_store(data_dir, real)
+        topics = ((real or {}).get("EXCHANGE_TOPIC_ORDERS", "orders"),
+                  (real or {}).get("EXCHANGE_TOPIC_ENGINE_OUTPUT", "engine-output"))
         sampler: Sampler | None = None
         try:
             wait_ready(store, settlement_url)
-            sampler = Sampler(bootstrap).start()
+            sampler = Sampler(bootstrap, *topics).start()
             phases = []
             flat, info = run_phase("flat out", LoadConfig(
                 rate=0, orders=args.flat_orders, users=args.users, seed=1,
-                drain_timeout_s=120), bootstrap, store, sampler, settlement_url)
+                drain_timeout_s=120), bootstrap, store, sampler, settlement_url, topics)
             phases.append(("flat out", flat, info))
             paced, info = run_phase(f"{args.rate:g}/s", LoadConfig(
                 rate=args.rate, duration_s=args.seconds, users=args.users, seed=2,
-                drain_timeout_s=120), bootstrap, store, sampler, settlement_url)
+                drain_timeout_s=120), bootstrap, store, sampler, settlement_url, topics)
             phases.append((f"{args.rate:g}/s", paced, info))
             if args.floor_seconds > 0:
                 floor, info = run_phase(f"{args.floor_rate:g}/s", LoadConfig(
                     rate=args.floor_rate, duration_s=args.floor_seconds, users=args.users,
-                    seed=3, drain_timeout_s=120), bootstrap, store, sampler, settlement_url)
+                    seed=3, drain_timeout_s=120), bootstrap, store, sampler, settlement_url, topics)
                 phases.append((f"{args.floor_rate:g}/s", floor, info))
             snapshots = snapshot_pauses(engine_url)
             print(f"engine snapshots during the run: {snapshots['count']:.0f}, matching paused "
@@ -271,6 +353,7 @@ def main() -> int:
     orders_per_s = flat.pipeline_rate
     p99 = paced.freshness_ms.get("p99")
     results = {
+        "stack": stack_name,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "phases": [{"name": n, "report": json.loads(r.to_json()), **i} for n, r, i in phases],
@@ -291,7 +374,8 @@ def main() -> int:
         print("plot skipped (pip install matplotlib)")
     print(f"results written to {args.out}")
     p99_text = "nan" if p99 is None else f"{p99:.0f}"
-    print(f"RESULT e2e orders_per_s={orders_per_s:.0f} freshness_p99_ms_at_5k={p99_text}")
+    print(f"RESULT e2e orders_per_s={orders_per_s:.0f} freshness_p99_ms_at_5k={p99_text} "
+          f"stack={stack_name}")
     return 0
 
 

@@ -1,7 +1,16 @@
-"""Settlement store benchmark (SQLite): apply() throughput, then query latency at 1M orders.
+"""Settlement store benchmark: apply() throughput, then query latency at 1M orders.
 
     .venv/bin/python bench/settlement_store.py            # defaults: 1M orders, < 3 minutes
     .venv/bin/python bench/settlement_store.py --orders 200000 --batch 200
+    # Cassandra (CASSANDRA_CONTACT_POINTS / CASSANDRA_PORT, e.g. from `exchange infra env`),
+    # one or two writer processes, a keyspace of its own (dropped at the end):
+    .venv/bin/python bench/settlement_store.py --store cassandra --workers 2 --orders 100000
+
+With ``--store cassandra`` there is no untimed bulk build (every order is written by the
+timed phase) and ``--workers N`` starts N processes, each with its own ``CassandraStore``,
+applying every N-th batch of the same stream, as N settlement workers on N partitions do
+(writes are versioned by sequence, so their order across workers does not matter). The rate
+is all workers' events over the wall time from the first apply() to the last.
 
 Phase 1 writes a synthetic engine-output stream through ``SqliteStore.apply`` in batches of
 ``--batch`` outputs (what one settlement poll hands the store) until ``--orders`` orders exist,
@@ -25,6 +34,8 @@ The last line is machine-readable:
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import multiprocessing.synchronize
 import os
 import random
 import statistics
@@ -52,6 +63,7 @@ from engine.events import (
     OrderUpdated,
     TradeExecuted,
 )
+from settlement.cassandra_store import CassandraStore
 from settlement.projection import count_events
 from settlement.sqlite_store import SqliteStore
 
@@ -249,7 +261,11 @@ def main() -> int:
     ap.add_argument("--cache-mib", type=int, default=64, help="writer page cache")
     ap.add_argument("--db", type=Path, default=None, help="database file (default: temp)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--store", choices=("sqlite", "cassandra"), default="sqlite")
+    ap.add_argument("--workers", type=int, default=1, help="writer processes (cassandra)")
     args = ap.parse_args()
+    if args.store == "cassandra":
+        return cassandra_main(args)
 
     tmp = None
     if args.db is None:
@@ -349,6 +365,87 @@ def main() -> int:
         f"RESULT settlement events_per_s={events_per_s:.0f} "
         f"active_p99_ms={a99:.3f} history_p99_ms={h99:.3f}"
     )
+    return 0
+
+
+def _cassandra_store(keyspace: str) -> CassandraStore:
+    hosts = os.environ.get("CASSANDRA_CONTACT_POINTS", "127.0.0.1").split(",")
+    return CassandraStore(hosts, port=int(os.environ.get("CASSANDRA_PORT", "9042")),
+                          keyspace=keyspace)
+
+
+def _cassandra_worker(args: argparse.Namespace, keyspace: str, index: int,
+                      start: mp.synchronize.Barrier, results: mp.Queue[tuple[int, int, float,
+                                                                              float, float]]
+                      ) -> None:
+    """Generate this worker's batches (untimed), then apply them after the barrier."""
+    gen = stream(args.users, args.seed, Mode())
+    mine: list[list[EngineOutput]] = []
+    events = orders = n = 0
+    while orders < args.orders:
+        batch = []
+        for _ in range(args.batch):
+            out, new_orders = next(gen)
+            batch.append(out)
+            orders += new_orders
+        if n % args.workers == index:
+            mine.append(batch)
+            events += sum(count_events(o) for o in batch)
+        n += 1
+    store = _cassandra_store(keyspace)
+    store.max_sequence()  # connect before the clock starts
+    start.wait()
+    t0 = time.time()
+    c0 = time.process_time()
+    for batch in mine:
+        store.apply(batch)
+    t1 = time.time()
+    results.put((index, events, t0, t1, time.process_time() - c0))
+    store.close()
+
+
+def cassandra_main(args: argparse.Namespace) -> int:
+    keyspace = f"bench_settlement_{os.getpid()}"
+    setup = _cassandra_store(keyspace)
+    setup.init_schema()
+    ctx = mp.get_context("fork")
+    start = ctx.Barrier(args.workers)
+    results: mp.Queue[tuple[int, int, float, float, float]] = ctx.Queue()
+    procs = [ctx.Process(target=_cassandra_worker, args=(args, keyspace, i, start, results))
+             for i in range(args.workers)]
+    for p in procs:
+        p.start()
+    done = [results.get(timeout=3600) for _ in procs]
+    for p in procs:
+        p.join()
+    events = sum(d[1] for d in done)
+    wall = max(d[3] for d in done) - min(d[2] for d in done)
+    events_per_s = events / wall
+    print(f"write: {events:,} events, {args.orders:,} orders by {args.workers} worker(s) in "
+          f"{wall:.1f} s -> {events_per_s:,.0f} events/s (batch={args.batch}); apply() CPU "
+          f"per worker {', '.join(f'{d[4]:.1f} s' for d in sorted(done))}; load average "
+          f"{os.getloadavg()[0]:.2f}")
+    rng = random.Random(args.seed + 1)
+    active_ms: list[float] = []
+    history_ms: list[float] = []
+    max_id = setup.max_sequence()
+    for _ in range(args.queries):
+        user = rng.randint(1, args.users)
+        t0 = time.perf_counter()
+        setup.active_orders(user)
+        active_ms.append((time.perf_counter() - t0) * 1000)
+        before = None if rng.random() < 0.5 else rng.randint(max_id // 4, max_id)
+        t0 = time.perf_counter()
+        setup.order_history(user, limit=100, before=before)
+        history_ms.append((time.perf_counter() - t0) * 1000)
+    a50, a99 = statistics.median(active_ms), percentile(active_ms, 0.99)
+    h50, h99 = statistics.median(history_ms), percentile(history_ms, 0.99)
+    print(f"active_orders: p50 {a50:.3f} ms, p99 {a99:.3f} ms; order_history(limit=100): "
+          f"p50 {h50:.3f} ms, p99 {h99:.3f} ms ({args.queries} queries, {args.orders:,} orders)")
+    setup.drop_keyspace()
+    setup.close()
+    print(f"RESULT settlement events_per_s={events_per_s:.0f} active_p99_ms={a99:.3f} "
+          f"history_p99_ms={h99:.3f} store=cassandra workers={args.workers}")
     return 0
 
 

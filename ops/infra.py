@@ -337,15 +337,16 @@ def cassandra_release_version(host: str, port: int, timeout_s: float = 5.0) -> s
     """``SELECT release_version FROM system.local``, or None when the node does not answer."""
     if not port_open(host, port):
         return None
-    from cassandra.cluster import Cluster
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import RoundRobinPolicy
 
-    cluster = Cluster([host], port=port, connect_timeout=timeout_s, control_connection_timeout=
-                      timeout_s, load_balancing_policy=RoundRobinPolicy(), protocol_version=5)
+    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=timeout_s)
+    cluster = Cluster([host], port=port, connect_timeout=timeout_s,
+                      control_connection_timeout=timeout_s, protocol_version=5,
+                      execution_profiles={EXEC_PROFILE_DEFAULT: profile})
     try:
         session = cluster.connect()
-        row = session.execute("SELECT release_version FROM system.local",
-                              timeout=timeout_s).one()
+        row = session.execute("SELECT release_version FROM system.local").one()
         return str(row[0]) if row is not None else None
     except Exception:  # NoHostAvailable, OperationTimedOut...: not (yet) answering
         return None
