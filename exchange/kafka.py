@@ -106,8 +106,14 @@ def fetch_wait_ms(bootstrap: str, latency: Latency = "low") -> int:
     return _FETCH_WAIT_MS[(broker_flavour(bootstrap), latency)]
 
 
-def consumer_config(bootstrap: str, group_id: str, *, latency: Latency = "low",
+def consumer_config(bootstrap: str, group_id: str, *, latency: Any = "low",
                     **overrides: Any) -> dict[str, Any]:
+    """librdkafka settings of a consumer; ``latency`` is ``"low"`` or ``"bulk"``.
+
+    (``latency`` is typed Any only so that callers can splat a dict literal of overrides.)
+    """
+    if latency not in ("low", "bulk"):
+        raise ValueError(f"latency must be 'low' or 'bulk', not {latency!r}")
     config: dict[str, Any] = {
         **_common(bootstrap),
         "group.id": group_id,
@@ -127,7 +133,7 @@ def make_producer(bootstrap: str, **overrides: Any) -> Producer:
     return Producer(producer_config(bootstrap, **overrides))
 
 
-def make_consumer(bootstrap: str, group_id: str, *, latency: Latency = "low",
+def make_consumer(bootstrap: str, group_id: str, *, latency: Any = "low",
                   **overrides: Any) -> Consumer:
     return Consumer(consumer_config(bootstrap, group_id, latency=latency, **overrides))
 
