@@ -30,7 +30,8 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import (
@@ -44,12 +45,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from engine.errors import ConfigError
-
-if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
-    from engine.events import EngineOutput
-    from exchange.settings import Settings
+from engine.events import EngineOutput
+from exchange.settings import Settings
 
 # Freshness: gateway stamp -> effect in the store. The target is 100 ms at p99, so the
 # buckets are dense below and around it (integer milliseconds: timestamps are epoch ms).
