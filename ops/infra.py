@@ -44,6 +44,7 @@ from pathlib import Path
 from types import FrameType
 
 from engine.errors import ExchangeError
+from exchange.process import die_with_parent
 from ops.versions import CASSANDRA_VERSION, KAFKA_VERSION
 
 STATE_FILE = "infra.json"
@@ -362,14 +363,11 @@ def component_answers(config: InfraConfig, name: str) -> bool:
 
 # --- processes ----------------------------------------------------------------------------
 
-def _set_pdeathsig(sig: int) -> None:
+def _clear_pdeathsig() -> None:
+    """Undo :func:`exchange.process.die_with_parent` in this process (the ready keeper)."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, sig)  # PR_SET_PDEATHSIG
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    _set_pdeathsig(signal.SIGKILL)
+        libc.prctl(1, 0)  # PR_SET_PDEATHSIG, no signal
 
 
 def pid_alive(pid: int) -> bool:
@@ -403,7 +401,7 @@ class _Jvm:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                                         stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
                                          start_new_session=True)
 
     def stop(self, grace_s: float) -> None:
@@ -533,7 +531,7 @@ class Keeper:
                 write_state(state_path, self._state(ready=False, error=str(e)))
             self._log(f"infra: start failed: {e}")
             return 1
-        _set_pdeathsig(0)  # ready: from now on the stack outlives `exchange infra up`
+        _clear_pdeathsig()  # ready: from now on the stack outlives `exchange infra up`
         write_state(state_path, self._state(ready=True))
         for line in describe(self.config):
             self._log(line)
@@ -579,7 +577,7 @@ def describe(config: InfraConfig) -> list[str]:
 # --- the commands -------------------------------------------------------------------------
 
 def keeper_argv(config: InfraConfig) -> list[str]:
-    return [sys.executable, "-m", "exchange.cli", "infra", "up", "--foreground",
+    return [sys.executable, "-m", "entrypoints.cli", "infra", "up", "--foreground",
             "--kafka-port", str(config.kafka_port),
             "--kafka-controller-port", str(config.kafka_controller_port),
             "--cassandra-port", str(config.cassandra_port),
@@ -599,7 +597,7 @@ def up(config: InfraConfig, out: Callable[[str], None] = print) -> InfraState:
     keeper_log = config.data_dir / "keeper.log"
     with open(keeper_log, "ab") as log:
         keeper = subprocess.Popen(keeper_argv(config), stdin=subprocess.DEVNULL, stdout=log,
-                                  stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                                  stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
                                   start_new_session=True)
     # The jar download has its own budget; readiness has ready_timeout_s inside the keeper.
     while True:

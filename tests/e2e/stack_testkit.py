@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exchange.broker import free_port
+from ops.broker import free_port
 
 REAL_VARIABLES = ("KAFKA_BOOTSTRAP_SERVERS", "CASSANDRA_CONTACT_POINTS")
 
@@ -64,7 +64,7 @@ def running_stack(env: dict[str, str], data: Path, ready_timeout_s: float = 180.
     """`exchange up` with ``env``; yields an HTTP client once the gateway is ready; stops the
     stack with SIGINT and asserts it exits cleanly."""
     log = open(data / "stack.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "exchange.cli", "up"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "up"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     client = httpx.Client(base_url=f"http://127.0.0.1:{env['EXCHANGE_PORT']}", timeout=10)
     try:

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from stack_testkit import running_stack, stack_env, unique_prefix
 
-from exchange.testing import read_all
 from ops.infra import InfraConfig, component_answers, read_state
 from settlement.cassandra_store import CassandraStore
+from tests.support.kafka import read_all
 
 pytestmark = pytest.mark.e2e
 
@@ -74,7 +74,7 @@ def test_faults_when_every_process_is_killed_under_load_lose_and_duplicate_nothi
     try:
         with running_stack(env, tmp_path) as api:
             load = subprocess.Popen(
-                [sys.executable, "-m", "exchange.cli", "loadgen", "--via", "kafka",
+                [sys.executable, "-m", "entrypoints.cli", "loadgen", "--via", "kafka",
                  "--rate", "200", "--duration", "60", "--users", "50", "--seed", "11"],
                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             try:
@@ -103,7 +103,7 @@ def test_faults_when_every_process_is_killed_under_load_lose_and_duplicate_nothi
             assert sequences == list(range(1, len(sequences) + 1)), "gap in the sequences"
 
             replay = subprocess.run(
-                [sys.executable, "-m", "exchange.cli", "replay", "--into",
+                [sys.executable, "-m", "entrypoints.cli", "replay", "--into",
                  str(tmp_path / "replay.sqlite3")], env=env, capture_output=True, text=True,
                 timeout=300)
             assert replay.returncode == 0, replay.stderr

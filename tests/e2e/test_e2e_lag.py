@@ -8,8 +8,8 @@ from confluent_kafka import TopicPartition
 from stack_testkit import require_real_stack
 
 from exchange.kafka import make_consumer, make_producer
-from exchange.lag import LagMonitor
 from exchange.topics import Topics
+from ops.lag import LagMonitor
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 def _exchange(args: list[str], env: dict[str, str], timeout_s: float = 300
               ) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "exchange.cli", *args], env=env,
+    done = subprocess.run([sys.executable, "-m", "entrypoints.cli", *args], env=env,
                           capture_output=True, text=True, timeout=timeout_s)
     assert done.returncode == 0, done.stdout + done.stderr
     return done

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from exchange.broker import free_port
+from ops.broker import free_port
 from ops.infra import kafka_answers, pid_alive, read_state
 
 pytestmark = pytest.mark.e2e
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 
 def _cli(args: list[str], env: dict[str, str], timeout_s: float = 400
          ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "exchange.cli", "infra", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "entrypoints.cli", "infra", *args], env=env,
                           capture_output=True, text=True, timeout=timeout_s)
 
 

@@ -27,7 +27,7 @@ def _config(tmp_path: Path) -> InfraConfig:
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "exchange.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "entrypoints.cli", *args], env=env,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -19,9 +19,8 @@ topic grows; when the previous sample's end is later, reading resumes there.
 
 *Which broker.* Apache Kafka's ListOffsets(latest) is the high watermark, exactly the end
 ``kafka-consumer-groups`` uses, so there the tail read is skipped and lag is plainly ``log end
-- committed``. Which broker answers is probed once (:func:`broker_reports_true_end`): Apache
-Kafka describes its own configuration (DescribeConfigs on the broker resource); Tansu answers
-that with no entries. Only a broker that does not is given the tail read.
+- committed``. Which broker answers is probed once (:func:`exchange.kafka.broker_flavour`,
+the cluster id); only Tansu is given the tail read.
 
 *Committed offsets and control records.* A transactional producer follows each transaction
 with a commit marker, which takes an offset but is never delivered to consumers. A consumer
@@ -50,7 +49,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from confluent_kafka import (
     Consumer,
@@ -60,16 +58,22 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec, ResourceType
+from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from rich.table import Table
 
 from engine.errors import ExchangeError
-from exchange.kafka import ReadToEnd, TopicPart, make_admin, make_consumer, where
+from exchange.kafka import (
+    BrokerFlavour,
+    ReadToEnd,
+    TopicPart,
+    broker_flavour,
+    make_admin,
+    make_consumer,
+    where,
+)
 from exchange.settings import Settings
-
-if TYPE_CHECKING:
-    from rich.table import Table
 
 log = logging.getLogger(__name__)
 
@@ -141,22 +145,6 @@ def project_groups(settings: Settings) -> dict[str, tuple[str, ...]]:
     }
 
 
-def broker_reports_true_end(admin: AdminClient, timeout_s: float = 5.0) -> bool:
-    """True when the cluster's ListOffsets(latest) can be trusted as the log end: Apache
-    Kafka (which describes its broker configuration, e.g. ``log.dirs``), not Tansu (which
-    answers DescribeConfigs on a broker with no entries)."""
-    try:
-        cluster = admin.describe_cluster(request_timeout=timeout_s).result(timeout=timeout_s)
-        node = cluster.nodes[0].id if cluster.nodes else 1
-        resource = ConfigResource(ResourceType.BROKER, str(node))
-        futures = admin.describe_configs([resource], request_timeout=timeout_s)
-        configs = futures[resource].result(timeout=timeout_s)
-    except (KafkaException, TimeoutError, IndexError) as e:
-        log.info("broker probe failed (%s); reading partition tails", e)
-        return False
-    return "log.dirs" in configs or "log.dir" in configs
-
-
 class LogEnds:
     """True log end offsets, right even where ListOffsets answers low (see the module doc).
 
@@ -178,16 +166,16 @@ class LogEnds:
     @property
     def tail_scan(self) -> bool:
         if self._tail_scan is None:
-            self._tail_scan = not broker_reports_true_end(self._admin, self._timeout_s)
+            self._tail_scan = broker_flavour(self._bootstrap) is BrokerFlavour.TANSU
             log.info("lag: %s", "reading partition tails (the broker's ListOffsets reads low)"
                      if self._tail_scan else "log end = the broker's high watermark")
         return self._tail_scan
 
     def _reader(self) -> Consumer:
         if self._consumer is None:
-            self._consumer = make_consumer(self._bootstrap, "exchange-lag-reader", **{
+            self._consumer = make_consumer(self._bootstrap, "exchange-lag-reader",
+                                           latency="bulk", **{
                 "enable.partition.eof": True,
-                "fetch.wait.max.ms": 10,  # an idle partition answers EOF at once
                 "max.partition.fetch.bytes": 1 << 20,
                 "auto.offset.reset": "latest",
             })
@@ -420,8 +408,6 @@ _EMPTY = LagSample(taken_at=0.0, partitions=(), log_ends={}, elapsed_s=0.0)
 
 def lag_table(sample: LagSample) -> Table:
     """A ``kafka-consumer-groups --describe`` style table (a rich renderable)."""
-    from rich.table import Table
-
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name in ("GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG"):
         justify = "left" if name in ("GROUP", "TOPIC") else "right"

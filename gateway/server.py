@@ -1,0 +1,115 @@
+"""The gateway wired to Kafka, and how uvicorn serves it.
+
+:func:`create_gateway_app` builds the app with its publisher and follower from a bootstrap
+address; :func:`uvicorn_config` is the production uvicorn configuration; tests and benchmarks
+serve an app with :class:`ServerThread`. The process itself (settings -> app -> uvicorn) is
+wired in :mod:`entrypoints.gateway`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+import uuid
+from types import TracebackType
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from engine.markets import Markets
+from exchange.codec import Codec
+from exchange.kafka import fetch_wait_ms, make_consumer, make_producer
+from exchange.topics import Topics
+from gateway.app import GatewayAPI, GatewayConfig, create_app
+from gateway.publisher import PRODUCER_OVERRIDES, CommandPublisher
+from gateway.results import CONSUMER_OVERRIDES, OutputFollower
+from settlement.store import SettlementStore
+
+
+def create_gateway_app(
+    *,
+    bootstrap: str,
+    topics: Topics,
+    markets: Markets,
+    codec: Codec,
+    store: SettlementStore,
+    config: GatewayConfig | None = None,
+    delivery_timeout_ms: int | None = None,
+) -> GatewayAPI:
+    """The app wired to Kafka at ``bootstrap``: the publisher and the follower are built
+    here, from the project's client settings plus the gateway's overrides."""
+    overrides = dict(PRODUCER_OVERRIDES)
+    if delivery_timeout_ms is not None:
+        overrides["message.timeout.ms"] = delivery_timeout_ms
+    ack_timeout_s = overrides["message.timeout.ms"] / 1000 + 1.0
+    publisher = CommandPublisher(
+        lambda: make_producer(bootstrap, **overrides),
+        topics.orders.name,
+        ack_timeout_s=ack_timeout_s,
+    )
+    follower = OutputFollower(
+        # A fresh group id that never commits: assign() only, nothing shared with settlement.
+        lambda **extra: make_consumer(bootstrap, f"gateway-follower-{uuid.uuid4().hex}",
+                                      **CONSUMER_OVERRIDES, **extra),
+        topics.engine_output.name,
+        codec,
+        fetch_wait=lambda: fetch_wait_ms(bootstrap),
+    )
+    return create_app(
+        markets=markets, codec=codec, publisher=publisher, follower=follower, store=store,
+        config=config,
+    )  # fmt: skip
+
+
+def uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
+    """uvicorn settings of the gateway: httptools and uvloop when installed (several times
+    faster than the pure-Python h11 and asyncio), no access log (it would cost more than
+    the request at thousands per second; put a proxy in front for access logs)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        lifespan="on",
+        access_log=False,
+        proxy_headers=False,  # no X-Forwarded-* rewriting: the API never uses client addresses
+        log_config=None,  # the process's logging, configured by the CLI
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+class ServerThread:
+    """Serve an app with uvicorn on a background thread (tests, benchmarks).
+
+    ``with ServerThread(app, port) as url:`` starts it, waits until it listens (lifespan
+    done), and stops it on exit.
+    """
+
+    def __init__(self, app: ASGIApp, port: int, host: str = "127.0.0.1") -> None:
+        self.url = f"http://{host}:{port}"
+        self.server = uvicorn.Server(uvicorn_config(app, host, port))
+        self._thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    def start(self, timeout_s: float = 15.0) -> str:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start on {self.url}")
+            time.sleep(0.01)
+        return self.url
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout_s)
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
