@@ -47,6 +47,14 @@ async def peer_ready(client: httpx.AsyncClient, url: str, timeout_s: float) -> s
     return f"{url}: {answer.status_code} {detail}".rstrip()
 
 
+def _peer_client(state: Any) -> httpx.AsyncClient:
+    """One client per app: building one per probe costs more than the probe."""
+    client = getattr(state, "peer_client", None)
+    if client is None:
+        client = state.peer_client = httpx.AsyncClient()
+    return client
+
+
 @router.get(
     "/ready",
     summary="Readiness",
@@ -66,14 +74,6 @@ async def peer_ready(client: httpx.AsyncClient, url: str, timeout_s: float) -> s
     },
     tags=["health"],
 )
-def _peer_client(state: Any) -> httpx.AsyncClient:
-    """One client per app: building one per probe costs more than the probe."""
-    client = getattr(state, "peer_client", None)
-    if client is None:
-        client = state.peer_client = httpx.AsyncClient()
-    return client
-
-
 async def ready(request: Request) -> Response:
     state = request.app.state
     publisher, follower, store, cfg = state.publisher, state.follower, state.store, state.config
