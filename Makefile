@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-unit test-integration lint bench e2e fuzz clean
+.PHONY: setup run test test-unit test-integration lint schemas bench e2e fuzz clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test-integration: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# Regenerate avro/resolved/ (self-contained top-level schemas) after editing a part in avro/.
+schemas: setup
+	$(PY) -m exchange.avro_resolved
 
 bench: setup
 	$(PY) bench/engine_core.py
