@@ -393,7 +393,7 @@ def _serialize_in_child(engine: EngineLike) -> Callable[[], bytes]:
     their threads), streams the bytes through a pipe and leaves with ``os._exit``. The
     returned function, run on the writer thread, reads them and reaps the child.
     """
-    from exchange.broker import _die_with_parent
+    from ops.broker import _die_with_parent
 
     read_fd, write_fd = os.pipe()
     pid = os.fork()
