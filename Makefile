@@ -33,7 +33,7 @@ lint: setup
 
 # Regenerate avro/resolved/ (self-contained top-level schemas) after editing a part in avro/.
 schemas: setup
-	$(PY) -m exchange.avro_resolved
+	$(PY) -m exchange.codec.resolved
 
 bench: setup
 	$(PY) bench/engine_core.py

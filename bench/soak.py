@@ -87,8 +87,8 @@ from bench.lobster_flow import (  # noqa: E402  (after the sys.path fix above)
     order_calls,
     read_messages,
 )
-from exchange.broker import free_port  # noqa: E402
 from gateway.dashboard import parse_metrics, total  # noqa: E402
+from ops.broker import free_port  # noqa: E402
 
 WINDOW_S = 10.0
 SCRAPE_S = 1.0
@@ -164,7 +164,7 @@ class Stack:
         self._up = threading.Event()
         self._log = log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exchange.cli", "up"],
+            [sys.executable, "-m", "entrypoints.cli", "up"],
             env=env,
             cwd=ROOT,
             text=True,
@@ -793,7 +793,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 [
                     sys.executable,
                     "-m",
-                    "exchange.cli",
+                    "entrypoints.cli",
                     "loadgen",
                     "--via",
                     "kafka",

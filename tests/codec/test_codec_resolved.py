@@ -27,13 +27,13 @@ from fastavro.schema import to_parsing_canonical_form
 from engine.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
 from engine.enums import OrderType, Side
 from engine.events import EngineOutput
-from exchange.avro_resolved import (
+from exchange.codec import COMMAND_SCHEMA_NAME, OUTPUT_SCHEMA_NAME, Codec, load_schemas
+from exchange.codec.resolved import (
     TOP_LEVEL_SCHEMAS,
     check_resolved,
     resolve_schema,
     resolved_path,
 )
-from exchange.codec import COMMAND_SCHEMA_NAME, OUTPUT_SCHEMA_NAME, Codec, load_schemas
 
 REPO = Path(__file__).resolve().parents[2]
 AVRO_DIR = REPO / "avro"
@@ -110,7 +110,7 @@ def test_resolved_file_when_compared_with_the_generator_is_current(fullname: str
 def test_module_check_when_run_under_another_hash_seed_passes(seed: str) -> None:
     # fastavro orders a schema's keys by hash seed; the generated text must not depend on it.
     env = {**os.environ, "PYTHONHASHSEED": seed}
-    check = [sys.executable, "-m", "exchange.avro_resolved", "--check"]
+    check = [sys.executable, "-m", "exchange.codec.resolved", "--check"]
     run = subprocess.run(check, capture_output=True, text=True, cwd=REPO, env=env)
     assert (run.returncode, run.stderr) == (0, "")
 
@@ -135,7 +135,7 @@ def test_module_check_when_resolved_files_are_stale_exits_1(tmp_path: Path) -> N
     directory = tmp_path / "avro"
     shutil.copytree(AVRO_DIR, directory)
     (directory / "resolved" / f"{OUTPUT_SCHEMA_NAME}.avsc").unlink()
-    run = [sys.executable, "-m", "exchange.avro_resolved", "--dir", str(directory)]
+    run = [sys.executable, "-m", "exchange.codec.resolved", "--dir", str(directory)]
     stale = subprocess.run([*run, "--check"], capture_output=True, text=True, cwd=REPO)
     assert stale.returncode == 1
     assert "missing; run `make schemas`" in stale.stderr
