@@ -328,16 +328,23 @@ class Scraper:
                 committed = total(lag, "kafka_consumergroup_current_offset", consumergroup=group)
                 point[f"{group}_lag"] = group_lag
                 point[f"{group}_committed"] = committed
-                self._judge(group, t, group_lag, committed)
+                self._judge(group, t, now_s() - self.t0, group_lag, committed)
         self.points.append(point)
 
-    def _judge(self, group: str, t: float, lag: float | None, committed: float | None) -> None:
-        """Behind what the log held ``stall_s`` ago -> stalled (see the module docstring)."""
+    def _judge(
+        self, group: str, t: float, t_done: float, lag: float | None, committed: float | None
+    ) -> None:
+        """Behind what the log held ``stall_s`` ago -> stalled (see the module docstring).
+
+        A sample is read between ``t`` and ``t_done`` (seconds when the broker is busy), so
+        its log end is dated ``t_done`` and a later sample's committed offset ``t``: the
+        comparison never blames a group for time the exporter spent reading.
+        """
         if lag is None or committed is None:
             return
         state = self.groups.setdefault(group, GroupState())
-        state.ends.append((t, committed + lag))  # lag = log end - committed, per partition
         earlier = [end for at, end in state.ends if at <= t - self.stall_s]
+        state.ends.append((t_done, committed + lag))  # lag = log end - committed
         if not earlier:
             return
         behind = committed < earlier[-1]
