@@ -19,6 +19,11 @@ the symbol's tick; LOBSTER prices are whole cents); a size in shares becomes
 ``first_user + 1``, ...; by ``order id % users``), and :func:`funding_calls` deposits enough
 of both assets for each of them to rest the whole day's orders (send them first).
 
+A bot knows the id the exchange answered for each of its orders and cancels by it:
+:func:`by_order_id` rewrites a cancel that way (``bench/soak.py`` does, with the ``order_id``
+of the create's answer). By ``client_order_id`` the gateway finds only open orders, so a cancel
+of an order that has already filled waits out the gateway's whole lookup (1 s) before its 404.
+
 Everything here is pure and deterministic (no clock, no I/O but reading the file), so a test
 can replay a prefix of the day and know exactly what was sent. Run it to print the first
 calls: ``.venv/bin/python bench/lobster_flow.py [--limit N]``.
@@ -172,6 +177,14 @@ def order_calls(
                 },
                 message_index=m.index,
             )
+
+
+def by_order_id(call: RestCall, order_id: str) -> RestCall:
+    """The cancel ``call`` naming its order by ``order_id`` (the create's answer) instead."""
+    if call.kind != "cancel":
+        raise ValueError(f"only a cancel names an order, not a {call.kind}")
+    body = {"user_id": call.body["user_id"], "symbol": call.body["symbol"], "order_id": order_id}
+    return RestCall(kind="cancel", path=call.path, body=body, message_index=call.message_index)
 
 
 def main() -> int:

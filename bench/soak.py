@@ -15,7 +15,8 @@ What runs, all at once, for ``--minutes``:
 * a steady ``--rate`` orders/s (500) through Kafka: ``exchange loadgen --via kafka`` as a
   subprocess (``--rate 0`` = none);
 * one sequential REST client replaying the real AMZN day (see ``bench/lobster_flow.py``), one
-  request at a time as a trading bot would, starting the day again when it ends; it runs in
+  request at a time as a trading bot would (a cancel names the order by the id the create's
+  answer gave), starting the day again when it ends; it runs in
   its own process (this script with ``--role replay``) so its work never delays the probe;
 * the probe: ``POST /api/v1/deposit?wait=true`` ``--probe-rate`` times a second (4), one at a
   time; its round trip (request to the engine's answer) is the latency measured. A probe the
@@ -83,6 +84,7 @@ if str(ROOT) not in sys.path:
 from bench.lobster_flow import (  # noqa: E402  (after the sys.path fix above)
     DEFAULT_MESSAGES,
     DEFAULT_USERS,
+    by_order_id,
     funding_calls,
     order_calls,
     read_messages,
@@ -447,16 +449,27 @@ def run_replay_role(args: argparse.Namespace) -> int:
         while not stop.is_set():
             round_no += 1
             calls = order_calls(messages, users=args.users, prefix=f"{args.prefix}r{round_no}")
+            order_ids: dict[object, str] = {}  # client_order_id -> the id the API answered
             for call in calls:
                 if stop.is_set():
                     break
+                if call.kind == "cancel":
+                    known = order_ids.pop(call.body["client_order_id"], None)
+                    if known is not None:
+                        call = by_order_id(call, known)
                 started = now_s()
                 try:
-                    status = str(client.post(call.path, json=call.body).status_code)
+                    response = client.post(call.path, json=call.body)
+                    status = str(response.status_code)
                 except httpx.HTTPError as e:
                     status = type(e).__name__
                     stop.wait(0.1)
                 latencies.append((now_s() - started) * 1000)
+                if call.kind == "create" and status in ("200", "202"):
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        order_ids[call.body["client_order_id"]] = response.json()["data"][
+                            "order_id"
+                        ]
                 statuses[status] = statuses.get(status, 0) + 1
                 kinds[call.kind] = kinds.get(call.kind, 0) + 1
                 position.update({"round": round_no, "index": call.message_index or 0})

@@ -10,6 +10,7 @@ from bench.lobster_flow import (
     DEFAULT_FIRST_USER,
     DEFAULT_MESSAGES,
     LobsterMessage,
+    by_order_id,
     funding_calls,
     order_calls,
     price_text,
@@ -51,6 +52,16 @@ def test_order_calls_when_new_then_deletion_creates_then_cancels_by_client_order
         "client_order_id": "t-77",
     }  # fmt: skip
     assert calls[1].body == {"user_id": user, "symbol": "BTC_USDT", "client_order_id": "t-77"}
+
+
+def test_by_order_id_when_the_create_was_answered_names_the_order_by_that_id() -> None:
+    create, cancel = order_calls([msg(0, 1, 77), msg(1, 3, 77)], prefix="t")
+    rewritten = by_order_id(cancel, "4242")
+    assert rewritten.body == {"user_id": cancel.body["user_id"], "symbol": "BTC_USDT",
+                              "order_id": "4242"}  # fmt: skip
+    assert (rewritten.path, rewritten.message_index) == (cancel.path, 1)
+    with pytest.raises(ValueError):
+        by_order_id(create, "4242")
 
 
 def test_order_calls_when_deleting_an_order_from_before_the_file_skips_it() -> None:
