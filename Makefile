@@ -27,9 +27,11 @@ test-unit: setup
 test-integration: setup
 	$(PY) -m pytest -q -m kafka
 
+# Style, types, and the layers (import-linter contracts in pyproject.toml).
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # Regenerate avro/resolved/ (self-contained top-level schemas) after editing a part in avro/.
 schemas: setup
