@@ -311,8 +311,13 @@ class Scraper:
         point: dict[str, Any] = {"t": round(t, 2)}
         if engine is not None:
             point["engine_sequence"] = total(engine, "exchange_engine_sequence")
+            # Stalls the service's own consumer watchdog saw (and healed), where it has one.
+            point["engine_watchdog_stalls"] = total(engine, "exchange_consumer_stalls_total")
         if settlement is not None:
             point["settled_sequence"] = total(settlement, "exchange_settlement_sequence_settled")
+            point["settlement_watchdog_stalls"] = total(
+                settlement, "exchange_consumer_stalls_total"
+            )
         self.positions.append(point)
 
     def sample_lag(self) -> None:
@@ -555,6 +560,7 @@ def window_sample(
         "orders_end": last.get("orders_end"),
         "engine_sequence": position.get("engine_sequence"),
         "settled_sequence": position.get("settled_sequence"),
+        "watchdog_stalls": {group: position.get(f"{group}_watchdog_stalls") for group in GROUPS},
         "lag_scrapes": len(scrapes),
         "lag_scrape_max_s": max(took, default=None),
         "stalls_so_far": len(scraper.stalls),
@@ -916,6 +922,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "edge_window_s": edge_s,
         "cpu_window_s": cpu_window_s,
         "probe_timeouts": sum(1 for p in probe.points if p[2] == 202),
+        "watchdog_stalls": windows[-1]["watchdog_stalls"] if windows else None,
         "verdicts": verdicts,
     }
     document = {
@@ -952,6 +959,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"stall: {episode['group']} from t={episode['start_t']} s for "
             f"{episode['seconds']} s, lag {episode['lag']}"
         )
+    if windows:
+        print(f"stalls the services' own watchdogs saw: {windows[-1]['watchdog_stalls']}")
     for name, ok in verdicts.items():
         print(f"target {name}: {'met' if ok else 'MISSED'}")
     print(
