@@ -42,7 +42,7 @@ from engine.commands import Command
 from engine.errors import ExchangeError, InvariantError
 from engine.events import EngineOutput
 from engine.service.output_log import PartitionTail, partitions_of, scan_tails, sequence_key
-from engine.service.snapshots import SnapshotError, SnapshotMeta, SnapshotStore
+from engine.service.snapshots import SnapshotMeta, SnapshotStore, SnapshotStoreError
 from exchange.dlq import send_to_dlq
 from exchange.errors import DecodeError
 from exchange.kafka import make_consumer, make_producer, where
@@ -415,7 +415,7 @@ def _serialize_in_child(engine: EngineLike) -> Callable[[], bytes]:
             data = pipe.read()
         _, status = os.waitpid(pid, 0)
         if status != 0:
-            raise SnapshotError(f"snapshot child {pid} failed (wait status {status})")
+            raise SnapshotStoreError(f"snapshot child {pid} failed (wait status {status})")
         return data
 
     return collect
