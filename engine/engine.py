@@ -978,7 +978,13 @@ class Engine:
 
     def snapshot(self) -> bytes:
         """The whole engine state as deterministic bytes (see :mod:`engine.snapshot`)."""
-        return _snapshot.dump((self._sequence, self._scales(), self._export_business()))
+        return _snapshot.frame(self.snapshot_body())
+
+    def snapshot_body(self) -> bytes:
+        """The snapshot without its header: ``engine.snapshot.frame(body)`` is
+        :meth:`snapshot`. Plain Python and ``marshal`` only (no hashing), so a forked child
+        can run it (see :mod:`engine.service.forked_snapshot`)."""
+        return _snapshot.encode_body((self._sequence, self._scales(), self._export_business()))
 
     @classmethod
     def restore(cls, data: bytes, markets: Markets) -> Engine:

@@ -68,7 +68,11 @@ def digest(state: tuple[Any, ...]) -> str:
 
 
 def dump(state: tuple[Any, ...]) -> bytes:
-    body = encode_body(state)
+    return frame(encode_body(state))
+
+
+def frame(body: bytes) -> bytes:
+    """The snapshot of an encoded body: the header (magic, version, SHA-256) + the body."""
     return _HEADER.pack(MAGIC, FORMAT_VERSION, hashlib.sha256(body).digest()) + body
 
 
