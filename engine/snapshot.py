@@ -16,9 +16,9 @@ The engine (``Engine.snapshot``) hands over ``(sequence, scales, business)``:
   restore refuses a markets config whose scales differ;
 * ``business`` - ``(next_trade_id, completed_capacity, supply, balances, books, completed)``,
   everything :meth:`Engine.state_hash` covers: per-asset supply, non-zero balances sorted by
-  (user, asset), per symbol and side one row per resting order (fields in
-  ``Engine._ORDER_ROW``; ascending price, FIFO within a level), and the completed-order memory
-  oldest first.
+  (user, asset), per symbol and side one row per resting order (fields as listed in
+  :mod:`engine.state_io`; ascending price, FIFO within a level), and the completed-order
+  memory oldest first.
 
 Enums are stored as fixed codes (the side, from the table below) or by their value (the wire
 name), never by position in the enum class, so reordering an enum cannot silently change a
