@@ -34,12 +34,13 @@ from exchange.kafka import make_producer
 from exchange.topics import Topics
 from ops.workload import command_stream
 
-# The normal suite forks up to 2,000 times within a 15 s budget (on a quiet 2-core machine
-# a fork of the test process takes a few ms; the budget keeps a loaded machine's run short).
-# A soak: FORK_STRESS_ITERATIONS=20000 FORK_STRESS_SECONDS=3600.
+# The normal suite forks up to 2,000 times within a 15 s budget: a fork of the test process
+# takes a few ms on a quiet 2-core machine, and the budget keeps a loaded machine's run short
+# (the count reached is printed; MIN_FORKS only checks that the loop ran, not the speed).
+# A soak with a fixed count: FORK_STRESS_ITERATIONS=3000 FORK_STRESS_SECONDS=3600.
 ITERATIONS = int(os.environ.get("FORK_STRESS_ITERATIONS", "2000"))
 BUDGET_S = float(os.environ.get("FORK_STRESS_SECONDS", "15"))
-MIN_FORKS = 50
+MIN_FORKS = 10
 CHILD_DEADLINE_S = 10.0
 
 
