@@ -109,10 +109,11 @@ def test_engine_when_its_consumer_stalls_heals_itself_and_applies_every_command(
 
     assert done.wait(60), f"engine still stuck at offset {service.next_offset}"
     assert service.stats.applied == COMMANDS
-    assert service.watchdog.stalls == 1
-    assert service.fetch_wait is not None and service.fetch_wait > 0
+    # One stall, or more on a loaded machine: each heal doubles the wait until listing fits.
+    assert service.watchdog.stalls >= 1
+    assert service.fetch_wait is not None and service.fetch_wait >= 50
     assert registry.get_sample_value("exchange_consumer_stalls_total",
-                                     {"service": "engine"}) == 1
+                                     {"service": "engine"}) == service.watchdog.stalls
 
 
 def test_settlement_when_its_consumer_stalls_heals_itself_and_settles_every_output(
@@ -149,9 +150,9 @@ def test_settlement_when_its_consumer_stalls_heals_itself_and_settles_every_outp
         while service.stats.records < COMMANDS and time.monotonic() < deadline:
             time.sleep(0.1)
         assert service.stats.records == COMMANDS
-        assert service.watchdog.stalls == 1
+        assert service.watchdog.stalls >= 1
         assert registry.get_sample_value("exchange_consumer_stalls_total",
-                                         {"service": "settlement"}) == 1
+                                         {"service": "settlement"}) == service.watchdog.stalls
     finally:
         stop.set()
         worker.join(30)
