@@ -1,0 +1,1 @@
+"""Operations tools: launchers and tooling around the services (the real stack's infra)."""
