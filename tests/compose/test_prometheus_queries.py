@@ -48,6 +48,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 HERE = Path(__file__).resolve().parent
+EXCHANGE = str(Path(sys.executable).with_name("exchange"))  # the console script of the venv
 
 
 def _need(tool: str | None, name: str) -> str:
@@ -112,7 +113,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env["CASSANDRA_KEYSPACE"] = f"prom_{run}"
     log = data / "stack.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "exchange.cli", "up"], env=env,
+        proc = subprocess.Popen([EXCHANGE, "up"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     api = f"http://127.0.0.1:{ports['gateway']}"
     try:
@@ -175,7 +176,7 @@ def loaded(stack: Stack, prometheus: str) -> str:
     """The stack after a short load, a rejection and one dead letter, scraped meanwhile."""
     time.sleep(6)  # a first scrape of every target before the load
     load = subprocess.run(
-        [sys.executable, "-m", "exchange.cli", "loadgen", "--via", "http", "--url", stack.api,
+        [EXCHANGE, "loadgen", "--via", "http", "--url", stack.api,
          "--rate", "200", "--duration", "15", "--users", "20"],
         env=stack.env, capture_output=True, text=True, timeout=300)
     assert load.returncode == 0, load.stdout + load.stderr
