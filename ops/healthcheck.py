@@ -18,7 +18,7 @@ from collections.abc import Sequence
 def check(url: str, expect: str | None = None, timeout_s: float = 3.0) -> str | None:
     """None when healthy, else why not (one line)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - our URL
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
             body = resp.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as e:
         return f"{url}: HTTP {e.code}"

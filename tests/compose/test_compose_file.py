@@ -12,10 +12,6 @@ import shlex
 import tomllib
 
 import pytest
-
-from exchange.cli import build_parser
-from exchange.settings import Settings, load_settings
-from ops.versions import CASSANDRA_VERSION, KAFKA_VERSION
 from compose_testkit import (
     COMPOSE_E2E_FILE,
     DOCKERFILE,
@@ -29,6 +25,10 @@ from compose_testkit import (
     project_services,
     services,
 )
+
+from exchange.cli import build_parser
+from exchange.settings import Settings, load_settings
+from ops.versions import CASSANDRA_VERSION, KAFKA_VERSION
 
 # A service without a healthcheck must be named here with the reason.
 NO_HEALTHCHECK = {"init": "a one-shot job: the others wait for its exit code, not its health"}
@@ -124,7 +124,7 @@ def test_volumes_when_mounted_are_named_or_our_config_read_only() -> None:
     used = set()
     for name, s in services().items():
         for volume in s.get("volumes", []):
-            source, target, *mode = volume.split(":")
+            source, _target, *mode = volume.split(":")
             if source.startswith("./"):  # configuration shipped in compose/
                 assert mode == ["ro"], f"{name}: {volume} should be read-only"
                 assert (ROOT / "compose" / source).exists(), f"{name}: {source} missing"

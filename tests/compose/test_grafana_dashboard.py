@@ -120,7 +120,7 @@ def test_dashboard_when_laid_out_has_unique_ids_and_fits_the_grid(path: Any) -> 
     assert len(ids) == len(set(ids))
     for p in everything:
         g = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
     for p in panels(dash):
         assert p["targets"] and all(t["expr"].strip() for t in p["targets"]), p["title"]
         refs = [t["refId"] for t in p["targets"]]
