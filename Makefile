@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 run: setup
 	$(VENV)/bin/exchange up
 
-# e2e tests need the real stack (Apache Kafka + Cassandra): `make e2e` runs them.
+# The e2e tier (the real Apache Kafka + Cassandra) is deselected, never skipped: `make e2e`.
 test: setup
 	$(PY) -m pytest -q -m "not e2e"
 
@@ -56,8 +56,8 @@ e2e: setup
 E2E_COMPOSE := docker compose -f compose/docker-compose.yml -f compose/docker-compose.e2e.yml
 e2e-compose: compose-check
 	$(E2E_COMPOSE) up -d --build --wait
-	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:29092 CASSANDRA_CONTACT_POINTS=127.0.0.1 \
-	  CASSANDRA_PORT=29042 $(PY) -m pytest -q -m e2e; \
+	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 CASSANDRA_CONTACT_POINTS=127.0.0.1 \
+	  CASSANDRA_PORT=9042 $(PY) -m pytest -q -m e2e; \
 	  rc=$$?; $(E2E_COMPOSE) down -v; exit $$rc
 
 # Without Docker: against KAFKA_BOOTSTRAP_SERVERS / CASSANDRA_* when set.
