@@ -16,7 +16,7 @@ RUN python -m venv /opt/venv
 WORKDIR /app
 # Dependencies first, so a source change does not reinstall them.
 COPY pyproject.toml README.md ./
-RUN mkdir -p engine settlement gateway exchange ops \
+RUN mkdir -p engine settlement gateway exchange ops entrypoints \
     && /opt/venv/bin/pip install --upgrade pip \
     && /opt/venv/bin/pip install .
 COPY avro ./avro
@@ -26,8 +26,9 @@ COPY settlement ./settlement
 COPY gateway ./gateway
 COPY exchange ./exchange
 COPY ops ./ops
+COPY entrypoints ./entrypoints
 # Editable on purpose: the codec and the Cassandra store find avro/ and cql/ next to their
-# packages (exchange/codec.py, settlement/cassandra_store.py), so the packages stay in /app.
+# packages (exchange/codec/, settlement/cassandra_store.py), so the packages stay in /app.
 RUN /opt/venv/bin/pip install --no-deps -e . \
     && /opt/venv/bin/python -m compileall -q /app
 

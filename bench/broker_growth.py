@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from exchange.broker import EmbeddedBroker
 from exchange.kafka import make_admin, make_consumer, make_producer
+from ops.broker import EmbeddedBroker
 
 TOPIC = "broker-growth"
 RECORD = b"x" * 200

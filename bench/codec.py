@@ -7,7 +7,7 @@ replaced (domain -> dict -> ``schemaless_writer`` and back), in the same run:
 * typical: one output over and over, a taker buy that fully fills against one resting sell
   (one trade, two order updates, one completion and four balance updates). Every value is
   seen again at once, so the fast path's memo dicts always hit: a best case.
-* stream: the engine applies a seeded workload (``exchange.workload``: resting limits,
+* stream: the engine applies a seeded workload (``ops.workload``: resting limits,
   cancels, crossing orders, market orders over many users) and each batch of 100 outputs is
   encoded, then decoded, as it comes out, as in the engine service: the objects are fresh in
   the CPU caches, ids, timestamps and balances are new, and the memos miss whenever real
@@ -54,7 +54,7 @@ from engine.events import (
     TradeExecuted,
 )
 from exchange.codec import Codec
-from exchange.workload import command_stream, funding_commands
+from ops.workload import command_stream, funding_commands
 
 TS = 1_700_000_000_000
 PASSES = 3

@@ -7,7 +7,7 @@ What it starts: ``exchange up`` as a subprocess (embedded Tansu broker, the engi
 settlement worker, the lag exporter; production settings, metrics on free ports) in a
 temporary data directory. The load generator runs in this process (its own GIL), driving
 ``orders`` directly with the codec (``exchange loadgen --via kafka``): see
-:mod:`exchange.loadgen` for how freshness is measured.
+:mod:`ops.loadgen` for how freshness is measured.
 
 Phases:
 1. flat out: ``--flat-orders`` orders, encoded before the clock starts, produced as fast as
@@ -20,7 +20,7 @@ Phases:
 3. floor: ``--floor-rate`` orders/s (1k), a rate the pipeline sustains even on a busy 2-core
    machine, for ``--floor-seconds``: the freshness the pipeline gives when it is not queueing.
 
-While it runs, a thread samples consumer lag (``exchange.lag``) twice a second. The numbers go
+While it runs, a thread samples consumer lag (``ops.lag``) twice a second. The numbers go
 to ``bench/e2e_results.json``, and a plot of lag and freshness over the run to
 ``bench/e2e_run.png`` when matplotlib is installed. On a 2-core machine the broker, both
 services and the load generator share the cores, so the numbers are a floor.
@@ -48,11 +48,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from exchange.broker import free_port  # noqa: E402  (after the sys.path fix above)
 from exchange.codec import Codec  # noqa: E402
-from exchange.lag import ENGINE_GROUP, SETTLEMENT_GROUP, LagMonitor  # noqa: E402
-from exchange.loadgen import LoadConfig, LoadGenerator, LoadReport, summary_lines  # noqa: E402
 from gateway.dashboard import buckets, histogram_quantile, parse_metrics  # noqa: E402
+from ops.broker import free_port  # noqa: E402  (after the sys.path fix above)
+from ops.lag import ENGINE_GROUP, SETTLEMENT_GROUP, LagMonitor  # noqa: E402
+from ops.loadgen import LoadConfig, LoadGenerator, LoadReport, summary_lines  # noqa: E402
 from settlement.sqlite_store import SqliteStore  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent
@@ -67,7 +67,7 @@ def start_stack(data_dir: Path, ports: dict[str, int]) -> tuple[subprocess.Popen
         "EXCHANGE_SETTLEMENT_METRICS_PORT": str(ports["settlement"]),
         "EXCHANGE_LAG_METRICS_PORT": str(ports["lag"]),
     })
-    proc = subprocess.Popen([sys.executable, "-m", "exchange.cli", "up"], env=env, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "up"], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
     assert proc.stdout is not None
     bootstrap = None

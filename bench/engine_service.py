@@ -23,20 +23,25 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
-from engine.commands import Command, PlaceOrder
-from engine.engine import Engine
-from engine.enums import OrderType, Side, TimeInForce
-from engine.markets import load_markets
-from engine.service.runner import EngineService, EngineServiceConfig
-from engine.service.snapshots import KafkaSnapshotStore
-from exchange.bootstrap import tune_gc
-from exchange.broker import kafka_for
-from exchange.codec import Codec
-from exchange.kafka import make_admin, make_producer
-from exchange.testing import produce_commands
-from exchange.topics import Topics, ensure_topics
-from exchange.workload import command_stream, funding_commands
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout: tests.support is not installed
+    sys.path.insert(0, str(ROOT))
+
+from engine.commands import Command, PlaceOrder  # noqa: E402
+from engine.engine import Engine  # noqa: E402
+from engine.enums import OrderType, Side, TimeInForce  # noqa: E402
+from engine.markets import load_markets  # noqa: E402
+from engine.service.runner import EngineService, EngineServiceConfig  # noqa: E402
+from engine.service.snapshots import KafkaSnapshotStore  # noqa: E402
+from entrypoints.bootstrap import tune_gc  # noqa: E402
+from exchange.codec import Codec  # noqa: E402
+from exchange.kafka import make_admin, make_producer  # noqa: E402
+from exchange.topics import Topics, ensure_topics  # noqa: E402
+from ops.broker import kafka_for  # noqa: E402
+from ops.workload import command_stream, funding_commands  # noqa: E402
+from tests.support.kafka import produce_commands  # noqa: E402
 
 
 def resting_stream(count: int, users: int, seed: int) -> Iterator[Command]:

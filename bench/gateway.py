@@ -5,7 +5,7 @@
 
 What it starts: an embedded broker (Tansu) with fresh topics, an empty SQLite store in a
 temp dir, and the gateway in its own process (one uvicorn worker, production settings:
-``gateway.main.uvicorn_config``). The engine is not running: the measured path is
+``gateway.server.uvicorn_config``). The engine is not running: the measured path is
 HTTP -> validation -> Avro -> Kafka acknowledgement -> 202, which is what a client waits for.
 
 The load client is not httpx: an httpx client tops out near 1-2k req/s per process, far
@@ -269,7 +269,7 @@ def serve(bootstrap: str, prefix: str, db: str, port: int) -> None:
     from engine.markets import load_markets
     from exchange.codec import Codec
     from exchange.topics import Topics
-    from gateway.main import create_gateway_app, uvicorn_config
+    from gateway.server import create_gateway_app, uvicorn_config
     from settlement.sqlite_store import SqliteStore
 
     logging.basicConfig(level=logging.WARNING)
@@ -310,10 +310,10 @@ def main() -> int:
         serve(bootstrap, prefix, db, int(port))
         return 0
 
-    from exchange.broker import EmbeddedBroker, free_port
     from exchange.kafka import make_admin
     from exchange.topics import Topics, ensure_topics
-    from gateway.main import uvicorn_config
+    from gateway.server import uvicorn_config
+    from ops.broker import EmbeddedBroker, free_port
     from settlement.sqlite_store import SqliteStore
 
     probe = uvicorn_config(None, "127.0.0.1", 1)  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
-"""Shared plumbing for the exchange services.
+"""The shared kernel of the exchange services.
 
-Settings, the Kafka client factory and topic layout, the Avro codec, the embedded broker
-launcher, the stack supervisor and the ``exchange`` CLI. The domain lives in ``engine``;
-this package never holds business rules.
+Settings, the Kafka client factory (and ReadToEnd), the topic layout, the DLQ, errors, metric
+definitions and the Avro codec (:mod:`exchange.codec`). It imports only the engine core and
+third-party libraries; the services, the operations tools (:mod:`ops`) and the composition
+root (:mod:`entrypoints`) build on it. This package never holds business rules.
 """

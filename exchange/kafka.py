@@ -3,6 +3,22 @@
 The same settings work against Apache Kafka and the embedded Tansu broker. Tansu is slow on
 the first group join unless the session timeout is short, so consumers use 6 s, which is
 also Apache Kafka's default ``group.min.session.timeout.ms`` and so is accepted there.
+
+How long a fetch may wait (``fetch.wait.max.ms``) is the one setting the two brokers need
+differently, so it depends on the broker's :class:`BrokerFlavour`, found once per process:
+
+* Apache Kafka answers a fetch as soon as data arrives, so a long poll costs no latency and
+  saves the broker from answering hundreds of empty fetches a second: 500 ms.
+* The embedded Tansu 0.6 broker (memory storage) answers a fetch by listing every record
+  batch of the partition, and stops listing when the fetch's wait runs out. Once listing a
+  partition takes longer than the consumer's wait (about 10,000 single-record batches for
+  10 ms on a busy 2-core machine), every fetch that has data to return comes back empty, for
+  good, since the log only grows: the consumer stalls at its position while its lag grows.
+  That was the engine's stall. Tansu also answers an idle long poll only at the points where
+  it looks again (after half the remaining wait each time), so a long wait costs latency
+  there. Consumers therefore start with a short wait on Tansu (25 ms for latency-sensitive
+  loops, 250 ms for readers that catch up), and their watchdog doubles it whenever the
+  consumer stalls (see :mod:`exchange.watchdog`).
 """
 
 from __future__ import annotations
@@ -10,12 +26,42 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 SESSION_TIMEOUT_MS = 6000
+
+# The cluster id Tansu reports unless started with --cluster-id (the embedded broker never is).
+TANSU_CLUSTER_ID = "tansu_cluster"
+# Longest fetch wait a watchdog may escalate to.
+MAX_FETCH_WAIT_MS = 5_000
+
+Latency = Literal["low", "bulk"]
+
+
+class BrokerFlavour(StrEnum):
+    KAFKA = "kafka"  # Apache Kafka, or any broker that answers a fetch once data arrives
+    TANSU = "tansu"  # the embedded broker: see the module docstring
+
+
+_FETCH_WAIT_MS: dict[tuple[BrokerFlavour, str], int] = {
+    (BrokerFlavour.KAFKA, "low"): 500,
+    (BrokerFlavour.KAFKA, "bulk"): 100,  # an idle partition's end-of-partition comes sooner
+    (BrokerFlavour.TANSU, "low"): 25,
+    (BrokerFlavour.TANSU, "bulk"): 250,
+}
+
+_flavours: dict[str, BrokerFlavour] = {}
 
 TopicPart = tuple[str, int]
 
@@ -42,7 +88,32 @@ def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
     return config
 
 
-def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str, Any]:
+def broker_flavour(bootstrap: str, timeout_s: float = 10.0) -> BrokerFlavour:
+    """Which broker answers at ``bootstrap``: asked once per process (a metadata request)."""
+    flavour = _flavours.get(bootstrap)
+    if flavour is None:
+        try:
+            cluster_id = make_admin(bootstrap).list_topics(timeout=timeout_s).cluster_id
+        except KafkaException:
+            return BrokerFlavour.KAFKA  # not reachable yet: ask again next time
+        flavour = BrokerFlavour.TANSU if cluster_id == TANSU_CLUSTER_ID else BrokerFlavour.KAFKA
+        _flavours[bootstrap] = flavour
+    return flavour
+
+
+def fetch_wait_ms(bootstrap: str, latency: Latency = "low") -> int:
+    """The ``fetch.wait.max.ms`` a consumer of ``bootstrap`` starts with (module docstring)."""
+    return _FETCH_WAIT_MS[(broker_flavour(bootstrap), latency)]
+
+
+def consumer_config(bootstrap: str, group_id: str, *, latency: Any = "low",
+                    **overrides: Any) -> dict[str, Any]:
+    """librdkafka settings of a consumer; ``latency`` is ``"low"`` or ``"bulk"``.
+
+    (``latency`` is typed Any only so that callers can splat a dict literal of overrides.)
+    """
+    if latency not in ("low", "bulk"):
+        raise ValueError(f"latency must be 'low' or 'bulk', not {latency!r}")
     config: dict[str, Any] = {
         **_common(bootstrap),
         "group.id": group_id,
@@ -52,9 +123,7 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
-        # Latency over broker efficiency: a caught-up consumer sees a new record within
-        # ~10 ms instead of librdkafka's default 500 ms long-poll.
-        "fetch.wait.max.ms": 10,
+        "fetch.wait.max.ms": fetch_wait_ms(bootstrap, latency),
     }
     config.update(overrides)
     return config
@@ -64,8 +133,9 @@ def make_producer(bootstrap: str, **overrides: Any) -> Producer:
     return Producer(producer_config(bootstrap, **overrides))
 
 
-def make_consumer(bootstrap: str, group_id: str, **overrides: Any) -> Consumer:
-    return Consumer(consumer_config(bootstrap, group_id, **overrides))
+def make_consumer(bootstrap: str, group_id: str, *, latency: Any = "low",
+                  **overrides: Any) -> Consumer:
+    return Consumer(consumer_config(bootstrap, group_id, latency=latency, **overrides))
 
 
 def make_admin(bootstrap: str, **overrides: Any) -> AdminClient:

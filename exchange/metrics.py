@@ -25,12 +25,14 @@ change them only together.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import (
@@ -39,14 +41,15 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from engine.errors import ConfigError
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
+    from collections.abc import Iterable as _Iterable
+    from wsgiref.types import StartResponse, WSGIEnvironment
 
     from engine.events import EngineOutput
     from exchange.settings import Settings
@@ -370,6 +373,39 @@ class GatewayMetrics:
         timer.observe(seconds)
 
 
+class WatchdogMetrics:
+    """The consumer watchdog's view of one service (see :mod:`exchange.watchdog`)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.stalled = Gauge(
+            "exchange_consumer_stalled",
+            "1 while the service's consumer has records waiting and its position has not "
+            "moved for the stall period; the service heals itself by rebuilding it.",
+            ["service"], registry=registry)
+        self.stalls = Counter(
+            "exchange_consumer_stalls", "Stall episodes detected by the consumer watchdog.",
+            ["service"], registry=registry)
+        self.lag = Gauge(
+            "exchange_consumer_lag",
+            "Records waiting for the service's consumer (high watermarks of its last fetch "
+            "responses minus its positions).", ["service"], registry=registry)
+        self.fetch_wait = Gauge(
+            "exchange_consumer_fetch_wait_ms", "The consumer's current fetch.wait.max.ms.",
+            ["service"], registry=registry)
+
+    def set_stalled(self, service: str, stalled: bool) -> None:
+        self.stalled.labels(service).set(1 if stalled else 0)
+
+    def count_stall(self, service: str) -> None:
+        self.stalls.labels(service).inc()
+
+    def set_lag(self, service: str, lag: int) -> None:
+        self.lag.labels(service).set(lag)
+
+    def set_fetch_wait(self, service: str, wait_ms: int) -> None:
+        self.fetch_wait.labels(service).set(wait_ms)
+
+
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -377,13 +413,17 @@ def _wall_ms() -> int:
 # ----------------------------------------------------------------------------- serving
 
 
+Readiness = Callable[[], tuple[bool, str]]  # (ready?, why not / what is ready)
+
+
 @dataclass(slots=True)
 class MetricsServer:
-    """A running ``/metrics`` HTTP endpoint (a daemon thread)."""
+    """A running ``/metrics`` (and ``/ready``) HTTP endpoint (a daemon thread)."""
 
-    server: WSGIServer
+    server: ThreadingWSGIServer
     thread: threading.Thread
     host: str
+    readiness: Readiness | None = None
 
     @property
     def port(self) -> int:
@@ -399,18 +439,44 @@ class MetricsServer:
         self.thread.join(5)
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes every few seconds would flood the service's log."""
+
+
 def serve_metrics(port: int, registry: CollectorRegistry, host: str = "127.0.0.1",
-                  *, setting: str = "metrics port") -> MetricsServer:
-    """Serve ``registry`` at ``http://host:port/metrics`` (port 0: any free port).
+                  *, setting: str = "metrics port",
+                  readiness: Readiness | None = None) -> MetricsServer:
+    """Serve ``registry`` at ``http://host:port/metrics`` (port 0: any free port), and the
+    service's readiness at ``/ready``: 200 ``{"ready": true, ...}`` or 503 when ``readiness``
+    says no (without ``readiness``, ready whenever the process serves).
 
     A port that cannot be bound is a configuration problem: ConfigError naming ``setting``.
     """
+    metrics_app = make_wsgi_app(registry)
+    holder: list[MetricsServer] = []
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> _Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/ready":
+            return metrics_app(environ, start_response)
+        check = holder[0].readiness if holder else None
+        ready, detail = check() if check is not None else (True, "serving")
+        body = json.dumps({"ready": ready, "detail": detail}).encode()
+        start_response("200 OK" if ready else "503 Service Unavailable",
+                       [("Content-Type", "application/json"),
+                        ("Content-Length", str(len(body)))])
+        return [body]
+
     try:
-        server, thread = start_http_server(port, addr=host, registry=registry)
+        server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
     except OSError as e:
         raise ConfigError(f"{setting}={port}: cannot listen on {host}:{port} ({e.strerror}); "
                           "choose another port, or 0 to serve no metrics") from e
-    return MetricsServer(server=server, thread=thread, host=host)
+    thread = threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True)
+    thread.start()
+    served = MetricsServer(server=server, thread=thread, host=host, readiness=readiness)
+    holder.append(served)
+    return served
 
 
 def _connect_host(host: str) -> str:

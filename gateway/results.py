@@ -50,10 +50,9 @@ from exchange.errors import DecodeError
 
 log = logging.getLogger(__name__)
 
-# Consumer settings of the follower, on top of exchange.kafka's: return fetches quickly so a
-# waiting request sees its output within milliseconds of the engine publishing it.
+# Consumer settings of the follower, on top of exchange.kafka's (whose fetch wait suits a
+# latency-sensitive loop on either broker).
 CONSUMER_OVERRIDES: dict[str, object] = {
-    "fetch.wait.max.ms": 20,
     "enable.partition.eof": False,
 }
 

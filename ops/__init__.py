@@ -1,1 +1,6 @@
-"""Operations tools: launchers and tooling around the services (the real stack's infra)."""
+"""Operations tools: the embedded broker launcher, the stack supervisor, the consumer-lag
+exporter, the load generator and its workload.
+
+They may import the services and the shared kernel, never the composition root
+(:mod:`entrypoints`).
+"""

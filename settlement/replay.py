@@ -39,8 +39,8 @@ def replay(
     def fail(_msg: Message, err: KafkaError) -> None:
         raise ReplayError(f"reading {topic}: {err}")
 
-    consumer = make_consumer(bootstrap, "settlement-replay", **{
-        "enable.partition.eof": True, "fetch.max.bytes": 32 << 20, "fetch.wait.max.ms": 10,
+    consumer = make_consumer(bootstrap, "settlement-replay", latency="bulk", **{
+        "enable.partition.eof": True, "fetch.max.bytes": 32 << 20,
     })
     reading = ReadToEnd(consumer, {(topic, p): 0 for p in range(partitions)},
                         timeout_s=timeout_s, on_error=fail, max_messages=batch_size)

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from exchange.broker import EmbeddedBroker
 from exchange.kafka import make_admin
 from exchange.topics import Topics, ensure_topics
+from ops.broker import EmbeddedBroker
 
 
 @pytest.fixture(scope="session")

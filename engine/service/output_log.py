@@ -60,8 +60,8 @@ def scan_tails(
     def fail(_msg: Message, err: KafkaError) -> None:
         raise OutputLogError(f"reading {topic}: {err}")
 
-    consumer = make_consumer(bootstrap, "engine-output-tail-scan",
-                             **{"enable.partition.eof": True, "fetch.wait.max.ms": 10,
+    consumer = make_consumer(bootstrap, "engine-output-tail-scan", latency="bulk",
+                             **{"enable.partition.eof": True,
                                 "max.partition.fetch.bytes": 8 << 20})
     tails = {p: PartitionTail(0, -1, None) for p in start_offsets}
     reading = ReadToEnd(consumer, {(topic, p): off for p, off in start_offsets.items()},

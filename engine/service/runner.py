@@ -24,6 +24,13 @@ background thread collects the bytes and writes them out.
 An ``orders`` record that cannot be decoded goes to ``orders.dlq`` with its offset and the
 error, and matching goes on. A delivery failure or an engine invariant error stops the
 process: the supervisor restarts it and recovery replays.
+
+Liveness: a :class:`~exchange.watchdog.ConsumerWatchdog` watches the ``orders`` position.
+When commands wait and the position has not moved for ``stall_after_s``, the loop rebuilds
+its consumer at the same offset with twice the fetch wait (what frees a consumer whose
+fetches the embedded broker can no longer answer in time, see :mod:`exchange.kafka`), and
+exits for a restart if that keeps failing. :meth:`EngineService.readiness` is what the
+engine's ``/ready`` answers: recovered, consuming (a fetch answered) and not stalled.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from engine.commands import Command
 from engine.errors import ExchangeError, InvariantError
@@ -45,7 +52,13 @@ from engine.service.output_log import PartitionTail, partitions_of, scan_tails, 
 from engine.service.snapshots import SnapshotError, SnapshotMeta, SnapshotStore
 from exchange.dlq import send_to_dlq
 from exchange.errors import DecodeError
-from exchange.kafka import make_consumer, make_producer, where
+from exchange.kafka import fetch_wait_ms, make_consumer, make_producer, where
+from exchange.watchdog import (
+    DEFAULT_STALL_AFTER_S,
+    ConsumerWatchdog,
+    WatchdogSink,
+    escalated_fetch_wait_ms,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +108,10 @@ class EngineServiceConfig:
     # fork only. Off: serialise inline (the pause grows with the book).
     snapshot_fork: bool = True
     commit_every_s: float = 1.0
+    # Liveness (see the module docstring): the stall period, and the fetch wait the orders
+    # consumer starts with (None: the broker's default, see exchange.kafka).
+    stall_after_s: float = DEFAULT_STALL_AFTER_S
+    fetch_wait_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -120,6 +137,7 @@ class EngineService:
         snapshots: SnapshotStore,
         on_output: Callable[[EngineOutput], None] | None = None,
         metrics: EngineMetricsSink | None = None,
+        watchdog_sink: WatchdogSink | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._cfg = config
@@ -139,6 +157,10 @@ class EngineService:
         self._delivery_errors: list[KafkaError] = []
         self._snapshot_thread: threading.Thread | None = None
         self._snapshot_failed: BaseException | None = None
+        self.watchdog = ConsumerWatchdog("engine", stall_after_s=config.stall_after_s,
+                                         sink=watchdog_sink)
+        self._fetch_wait_ms = config.fetch_wait_ms
+        self._consuming = False  # set once the orders consumer had a fetch answered
 
     @property
     def engine(self) -> EngineLike:
@@ -149,6 +171,21 @@ class EngineService:
     @property
     def next_offset(self) -> int:
         return self._next_offset
+
+    @property
+    def fetch_wait(self) -> int | None:
+        """The orders consumer's current ``fetch.wait.max.ms`` (None before it runs)."""
+        return self._fetch_wait_ms
+
+    def readiness(self) -> tuple[bool, str]:
+        """What ``/ready`` answers: ready once recovered and consuming, unless stalled."""
+        if self._engine is None:
+            return False, "recovering"
+        if not self._consuming:
+            return False, "orders consumer not answered yet"
+        if self.watchdog.stalled:
+            return False, f"orders consumer stalled at offset {self._next_offset}"
+        return True, f"consuming orders at offset {self._next_offset}"
 
     # -- recovery ---------------------------------------------------------------------------
 
@@ -196,17 +233,17 @@ class EngineService:
         if self._engine is None:
             self.recover()
         cfg = self._cfg
-        consumer = make_consumer(self._bootstrap, cfg.group_id, **{
-            "fetch.max.bytes": 32 << 20, "max.partition.fetch.bytes": 16 << 20,
-            "queued.max.messages.kbytes": 256 << 10,
-        })
+        if self._fetch_wait_ms is None:
+            self._fetch_wait_ms = fetch_wait_ms(self._bootstrap)
+        consumer = self._orders_consumer()
         producer = make_producer(self._bootstrap, **{
             "linger.ms": 5, "batch.num.messages": 10_000, "batch.size": 4 << 20,
             "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1 << 20,
             # A broker outage makes us wait, never drop: no delivery deadline.
             "message.timeout.ms": 0,
         })
-        consumer.assign([TopicPartition(cfg.orders_topic, 0, self._next_offset)])
+        orders = (cfg.orders_topic, 0)
+        watchdog = self.watchdog
         last_commit = time.monotonic()
         last_snapshot = time.monotonic()
         since_snapshot = 0
@@ -227,6 +264,14 @@ class EngineService:
                         msgs = [first, *consumer.consume(want - 1, 0)] if want > 1 else [first]
                 if msgs:
                     since_snapshot += self._process(msgs, producer)
+                if not self._consuming:
+                    marks = consumer.get_watermark_offsets(TopicPartition(*orders), cached=True)
+                    self._consuming = marks is not None and marks[1] >= 0
+                if watchdog.check(consumer, {orders: self._next_offset}) is not None:
+                    consumer.close()
+                    self._fetch_wait_ms = escalated_fetch_wait_ms(self._fetch_wait_ms)
+                    consumer = self._orders_consumer()
+                    watchdog.healed()
                 producer.poll(0)
                 if self._delivery_errors:
                     raise DeliveryError(f"output delivery failed: {self._delivery_errors[0]}")
@@ -250,8 +295,24 @@ class EngineService:
                 self._snapshot(producer)
             self._wait_snapshot()
         finally:
+            self._consuming = False
             consumer.close()
         return self.stats
+
+    def _orders_consumer(self) -> Consumer:
+        """A consumer of ``orders`` assigned at the next offset to apply."""
+        wait = self._fetch_wait_ms
+        overrides: dict[str, Any] = {
+            "fetch.max.bytes": 32 << 20, "max.partition.fetch.bytes": 16 << 20,
+            "queued.max.messages.kbytes": 256 << 10,
+        }
+        if wait is not None:
+            overrides["fetch.wait.max.ms"] = wait
+        consumer = make_consumer(self._bootstrap, self._cfg.group_id, **overrides)
+        consumer.assign([TopicPartition(self._cfg.orders_topic, 0, self._next_offset)])
+        if wait is not None:
+            self.watchdog.report_fetch_wait(wait)
+        return consumer
 
     def _process(self, msgs: list[Message], producer: Producer) -> int:
         engine = self.engine
@@ -393,7 +454,7 @@ def _serialize_in_child(engine: EngineLike) -> Callable[[], bytes]:
     their threads), streams the bytes through a pipe and leaves with ``os._exit``. The
     returned function, run on the writer thread, reads them and reaps the child.
     """
-    from exchange.broker import _die_with_parent
+    from ops.broker import _die_with_parent
 
     read_fd, write_fd = os.pipe()
     pid = os.fork()

@@ -206,9 +206,8 @@ def _read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> dict[by
     def fail(_msg: Message, err: KafkaError) -> None:
         raise SnapshotError(f"reading {topic}: {err}")
 
-    consumer = make_consumer(bootstrap, "engine-snapshot-loader",
+    consumer = make_consumer(bootstrap, "engine-snapshot-loader", latency="bulk",
                              **{"enable.partition.eof": True, "fetch.max.bytes": 64 << 20,
-                                "fetch.wait.max.ms": 10,
                                 "max.partition.fetch.bytes": 16 << 20})
     latest: dict[bytes, bytes] = {}
     reading = ReadToEnd(consumer, {(topic, 0): 0}, timeout_s=timeout_s, on_error=fail)

@@ -48,7 +48,9 @@ from engine.events import (
     OrderUpdated,
     TradeExecuted,
 )
-from exchange.avro_compiled import (
+from exchange.codec import SINGLE_OBJECT_MARKER, Codec
+from exchange.codec.codec import _OUTPUT_CLASSES
+from exchange.codec.compiled import (
     MEMO_MAX_BYTES,
     CompiledRecord,
     FastPathMiss,
@@ -58,7 +60,6 @@ from exchange.avro_compiled import (
     compile_record,
     encode_long,
 )
-from exchange.codec import _OUTPUT_CLASSES, SINGLE_OBJECT_MARKER, Codec
 from exchange.errors import DecodeError, EncodeError
 
 # --------------------------------------------------------------------------- helpers

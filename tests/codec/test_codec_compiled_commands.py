@@ -30,7 +30,8 @@ from hypothesis import strategies as st
 
 from engine.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
 from engine.enums import OrderType, Side, StpMode, TimeInForce
-from exchange.avro_compiled import (
+from exchange.codec import Codec
+from exchange.codec.compiled import (
     CompiledEnvelope,
     FastPathMiss,
     UnsupportedSchema,
@@ -39,7 +40,6 @@ from exchange.avro_compiled import (
     compile_record,
     encode_long,
 )
-from exchange.codec import Codec
 from exchange.errors import DecodeError, EncodeError
 
 BOUNDARY_LONGS = sorted({*_BOUNDARY_LONGS, TS})  # and a real timestamp

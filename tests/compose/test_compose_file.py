@@ -26,7 +26,7 @@ from compose_testkit import (
     services,
 )
 
-from exchange.cli import build_parser
+from entrypoints.cli import build_parser
 from exchange.settings import Settings, load_settings
 from ops.versions import CASSANDRA_VERSION, KAFKA_VERSION
 

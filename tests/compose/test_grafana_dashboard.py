@@ -29,7 +29,7 @@ from grafana_foundation_sdk.models import bargauge, prometheus, stat, timeseries
 from grafana_foundation_sdk.models import dashboard as schema
 
 from engine.service.runner import EngineStats
-from exchange.lag import LagCollector
+from ops.lag import LagCollector
 from exchange.metrics import EngineMetrics, GatewayMetrics, SettlementMetrics, new_registry
 from settlement.service import SettlementStats
 

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from exchange.broker import free_port
+from ops.broker import free_port
 from ops.healthcheck import check, main
 
 PAGES = {"/metrics": (200, "# HELP x\nexchange_settlement_ready 1.0\nother 2.0\n"),

@@ -40,7 +40,7 @@ from compose_testkit import (
     variable_queries,
 )
 
-from exchange.broker import free_port
+from ops.broker import free_port
 from exchange.kafka import make_producer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

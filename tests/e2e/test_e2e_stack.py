@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from exchange.broker import free_port
+from ops.broker import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -33,7 +33,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
                 "EXCHANGE_SETTLEMENT_METRICS_PORT": str(free_port()),
                 "EXCHANGE_LAG_METRICS_PORT": str(free_port())})
     log = open(data / "stack.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "exchange.cli", "up"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "up"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
     try:

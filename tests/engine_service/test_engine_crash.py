@@ -14,9 +14,9 @@ import pytest
 from engine.engine import Engine
 from engine.markets import load_markets
 from exchange.codec import Codec
-from exchange.testing import produce_commands, read_all
 from exchange.topics import Topics
-from exchange.workload import command_stream
+from ops.workload import command_stream
+from tests.support.kafka import produce_commands, read_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -56,7 +56,7 @@ def test_engine_when_killed_repeatedly_publishes_every_sequence_exactly_once(
         for attempt in range(8):
             log.flush()
             start = log_path.stat().st_size
-            proc = subprocess.Popen([sys.executable, "-m", "exchange.cli", "engine"], env=env,
+            proc = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "engine"], env=env,
                                     stdout=log, stderr=subprocess.STDOUT)
             if kills < 4:
                 if attempt == 1:

@@ -15,12 +15,12 @@ from engine.engine import Engine
 from engine.markets import load_markets
 from engine.service.runner import EngineService, EngineServiceConfig
 from engine.service.snapshots import FileSnapshotStore
-from exchange.broker import EmbeddedBroker
 from exchange.codec import Codec
 from exchange.kafka import make_admin
-from exchange.testing import produce_commands, read_all
 from exchange.topics import Topics, ensure_topics
-from exchange.workload import command_stream
+from ops.broker import EmbeddedBroker
+from ops.workload import command_stream
+from tests.support.kafka import produce_commands, read_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -13,9 +13,9 @@ from engine.service.runner import EngineService, EngineServiceConfig
 from engine.service.snapshots import FileSnapshotStore, KafkaSnapshotStore, SnapshotStore
 from exchange.codec import Codec
 from exchange.kafka import make_producer
-from exchange.testing import produce_commands, produce_raw, read_all, read_headers
 from exchange.topics import Topics
-from exchange.workload import command_stream
+from ops.workload import command_stream
+from tests.support.kafka import produce_commands, produce_raw, read_all, read_headers
 
 pytestmark = pytest.mark.kafka
 

@@ -1,10 +1,10 @@
-"""Services tune the collector once their long-lived heap is built (exchange.bootstrap)."""
+"""Services tune the collector once their long-lived heap is built (entrypoints.bootstrap)."""
 
 from __future__ import annotations
 
 import gc
 
-from exchange.bootstrap import tune_gc
+from entrypoints.bootstrap import tune_gc
 
 
 def test_tune_gc_when_heap_is_built_freezes_it_and_collects_young_objects_less_often() -> None:

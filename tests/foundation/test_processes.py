@@ -38,13 +38,13 @@ def _start(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
            if not k.startswith("EXCHANGE_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
     env["EXCHANGE_DATA_DIR"] = str(tmp_path)
     # Free ports, so a `make run` on the same machine does not collide with the test's stack.
-    from exchange.broker import free_port
+    from ops.broker import free_port
 
     for name in ("EXCHANGE_PORT", "EXCHANGE_ENGINE_METRICS_PORT",
                  "EXCHANGE_SETTLEMENT_METRICS_PORT", "EXCHANGE_LAG_METRICS_PORT"):
         env[name] = str(free_port())
     return subprocess.Popen(
-        [sys.executable, "-m", "exchange.cli", *args], env=env,
+        [sys.executable, "-m", "entrypoints.cli", *args], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
@@ -99,7 +99,7 @@ def test_topics_command_when_run_twice_reports_no_change_the_second_time(tmp_pat
         m, _ = _read_until(broker, r"export KAFKA_BOOTSTRAP_SERVERS=(\S+)")
         env = {"PATH": os.environ.get("PATH", ""), "KAFKA_BOOTSTRAP_SERVERS": m.group(1),
                "EXCHANGE_DATA_DIR": str(tmp_path)}
-        run = [sys.executable, "-m", "exchange.cli", "topics"]
+        run = [sys.executable, "-m", "entrypoints.cli", "topics"]
         first = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
         second = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
     finally:
@@ -113,7 +113,7 @@ def test_topics_command_when_run_twice_reports_no_change_the_second_time(tmp_pat
 
 
 def test_embedded_broker_when_context_exits_leaves_no_process() -> None:
-    from exchange.broker import EmbeddedBroker
+    from ops.broker import EmbeddedBroker
 
     with EmbeddedBroker() as broker:
         pid = broker.pid

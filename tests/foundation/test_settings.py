@@ -63,7 +63,7 @@ def test_load_settings_when_value_invalid_raises_one_line_naming_the_variable(
 
 def test_cli_when_setting_invalid_exits_2_with_one_clear_line(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "exchange.cli", "topics"],
+        [sys.executable, "-m", "entrypoints.cli", "topics"],
         env={"PATH": "/usr/bin:/bin", "EXCHANGE_PORT": "not-a-port",
              "EXCHANGE_DATA_DIR": str(tmp_path)},
         capture_output=True, text=True, timeout=60,

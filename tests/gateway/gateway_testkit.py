@@ -19,14 +19,14 @@ from engine.engine import Engine
 from engine.enums import OrderType, Side, TimeInForce
 from engine.events import EngineOutput
 from engine.markets import Markets
-from exchange.broker import free_port
 from exchange.codec import Codec
 from exchange.kafka import ReadToEnd, make_consumer, where
-from exchange.testing import skip_read_errors
 from exchange.topics import Topics
 from gateway.app import GatewayAPI, GatewayConfig
-from gateway.main import ServerThread, create_gateway_app
+from gateway.server import ServerThread, create_gateway_app
+from ops.broker import free_port
 from settlement.sqlite_store import SqliteStore
+from tests.support.kafka import skip_read_errors
 
 TS = 1_700_000_000_000
 SEED_BASE = 1_000_000  # command ids of seeded outputs: far above the offsets tests produce

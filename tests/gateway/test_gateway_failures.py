@@ -12,12 +12,12 @@ import pytest
 from gateway_testkit import Gateway, envelope_data, envelope_error, run_gateway
 
 from engine.markets import Markets
-from exchange.broker import EmbeddedBroker, free_port
 from exchange.codec import Codec
 from exchange.kafka import make_admin, make_producer
 from exchange.topics import Topics, ensure_topics
 from gateway.errors import BrokerUnavailable
 from gateway.publisher import CommandPublisher
+from ops.broker import EmbeddedBroker, free_port
 
 pytestmark = pytest.mark.kafka
 

@@ -14,10 +14,10 @@ import pytest
 from gateway_testkit import envelope_error
 
 from engine.markets import Markets
-from exchange.broker import free_port
 from exchange.codec import Codec
 from exchange.topics import Topics
-from gateway.main import ServerThread, create_gateway_app
+from gateway.server import ServerThread, create_gateway_app
+from ops.broker import free_port
 from settlement.sqlite_store import SqliteStore
 
 pytestmark = pytest.mark.kafka

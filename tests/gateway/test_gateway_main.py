@@ -14,11 +14,11 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.errors import ConfigError
-from exchange.broker import free_port
+from entrypoints.gateway import build_gateway
 from exchange.settings import load_settings
 from exchange.topics import Topics
 from gateway.app import GatewayAPI
-from gateway.main import build_gateway
+from ops.broker import free_port
 
 pytestmark = pytest.mark.kafka
 
@@ -95,7 +95,7 @@ def test_run_gateway_when_sigterm_serves_until_then_and_exits_0(
     port = free_port()
     env = {**os.environ, **_env(kafka_bootstrap, fresh_topics, tmp_path, port)}
     code = ("import sys; from exchange.settings import load_settings; "
-            "from gateway.main import run_gateway; sys.exit(run_gateway(load_settings()))")
+            "from entrypoints.gateway import run_gateway; sys.exit(run_gateway(load_settings()))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -18,7 +18,6 @@ from fastapi.testclient import TestClient
 
 from engine.enums import CommandKind, RejectReason
 from engine.events import CommandRejected, EngineOutput
-from exchange.broker import free_port
 from exchange.metrics import (
     EngineMetrics,
     GatewayMetrics,
@@ -33,6 +32,7 @@ from gateway.dashboard import (
     histogram_quantile,
     parse_metrics,
 )
+from ops.broker import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 

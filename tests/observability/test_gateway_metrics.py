@@ -11,11 +11,11 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.markets import Markets
-from exchange.broker import free_port
 from exchange.codec import Codec
 from exchange.topics import Topics
-from gateway.main import ServerThread, create_gateway_app
 from gateway.metrics import instrument
+from gateway.server import ServerThread, create_gateway_app
+from ops.broker import free_port
 from settlement.sqlite_store import SqliteStore
 
 pytestmark = pytest.mark.kafka

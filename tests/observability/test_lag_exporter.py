@@ -1,7 +1,7 @@
 """Consumer lag: the exported numbers equal the records a stopped group has not read.
 
 On the embedded broker (Tansu) ListOffsets(latest) answers with the last record batch's
-base offset + 1, not the log end; :mod:`exchange.lag` reads forward to the fetch's
+base offset + 1, not the log end; :mod:`ops.lag` reads forward to the fetch's
 end-of-partition event to find the real end. The flow test below would fail with the naive
 answer, and asserts that the naive answer is indeed low there (the deviation it compensates).
 """
@@ -26,12 +26,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from engine.markets import Markets
 from exchange.codec import Codec
 from exchange.kafka import make_admin
-from exchange.lag import LagCollector, LagMonitor, Tail, partition_lag
 from exchange.metrics import new_registry, serve_metrics
-from exchange.testing import produce_commands
 from exchange.topics import Topics
-from exchange.workload import command_stream
+from ops.lag import LagCollector, LagMonitor, Tail, partition_lag
+from ops.workload import command_stream
 from settlement.sqlite_store import SqliteStore
+from tests.support.kafka import produce_commands
 
 # ---------------------------------------------------------------------------- the rule
 

@@ -15,9 +15,9 @@ from engine.commands import PlaceOrder
 from engine.enums import OrderStatus
 from engine.markets import Markets
 from exchange.codec import Codec
-from exchange.loadgen import LoadConfig, LoadGenerator, summary_lines
 from exchange.topics import Topics
-from exchange.workload import command_stream
+from ops.loadgen import LoadConfig, LoadGenerator, summary_lines
+from ops.workload import command_stream
 from settlement.sqlite_store import SqliteStore
 
 USERS = 25
@@ -80,7 +80,7 @@ def test_loadgen_command_when_rate_is_negative_exits_2_with_one_line(tmp_path: P
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("EXCHANGE_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
     env["EXCHANGE_DATA_DIR"] = str(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "exchange.cli", "loadgen", "--rate", "-5",
+    done = subprocess.run([sys.executable, "-m", "entrypoints.cli", "loadgen", "--rate", "-5",
                            "--orders", "10"], env=env, capture_output=True, text=True,
                           timeout=60)
 
@@ -95,7 +95,7 @@ def test_loadgen_command_when_neither_duration_nor_orders_is_given_exits_2(
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("EXCHANGE_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
     env["EXCHANGE_DATA_DIR"] = str(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "exchange.cli", "loadgen"], env=env,
+    done = subprocess.run([sys.executable, "-m", "entrypoints.cli", "loadgen"], env=env,
                           capture_output=True, text=True, timeout=60)
 
     assert done.returncode == 2
@@ -111,8 +111,8 @@ def test_loadgen_when_run_via_http_cancels_only_ids_the_api_returned(
 
     from fastapi import FastAPI
 
-    from exchange.broker import free_port
-    from gateway.main import ServerThread, create_gateway_app
+    from gateway.server import ServerThread, create_gateway_app
+    from ops.broker import free_port
 
     _, e_run = start_engine(kafka_bootstrap, fresh_topics, codec, markets, tmp_path / "snaps")
     _, s_run = start_settlement(kafka_bootstrap, fresh_topics, codec, store)

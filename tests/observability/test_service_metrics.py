@@ -11,10 +11,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine.markets import Markets
 from exchange.codec import Codec
-from exchange.testing import produce_commands, produce_raw
 from exchange.topics import Topics
-from exchange.workload import command_stream
+from ops.workload import command_stream
 from settlement.sqlite_store import SqliteStore
+from tests.support.kafka import produce_commands, produce_raw
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 

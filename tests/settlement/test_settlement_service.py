@@ -21,12 +21,12 @@ from engine.markets import Markets, load_markets
 from engine.service.runner import EngineService, EngineServiceConfig
 from engine.service.snapshots import FileSnapshotStore
 from exchange.codec import Codec
-from exchange.testing import produce_commands
 from exchange.topics import Topics
-from exchange.workload import command_stream
+from ops.workload import command_stream
 from settlement.replay import replay
 from settlement.service import SettlementConfig, SettlementService
 from settlement.sqlite_store import SqliteStore
+from tests.support.kafka import produce_commands
 
 pytestmark = pytest.mark.kafka
 
@@ -121,7 +121,7 @@ def test_settlement_when_stream_flows_through_engine_equals_read_model_of_in_pro
     assert rebuilt.digest() == live.digest()
 
     cli = subprocess.run(
-        [sys.executable, "-m", "exchange.cli", "replay", "--into", str(tmp_path / "cli.db")],
+        [sys.executable, "-m", "entrypoints.cli", "replay", "--into", str(tmp_path / "cli.db")],
         env={**{k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")},
              "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "EXCHANGE_DATA_DIR": str(tmp_path),
              "EXCHANGE_TOPIC_ENGINE_OUTPUT": fresh_topics.engine_output.name},
@@ -211,7 +211,7 @@ def test_settlement_when_killed_repeatedly_ends_identical_to_an_uninterrupted_ru
     kills = 0
     live = SqliteStore(data / "exchange.sqlite3")
     for _ in range(4):
-        proc = subprocess.Popen([sys.executable, "-m", "exchange.cli", "settlement"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "settlement"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: (data / "exchange.sqlite3").exists(), what="store file")
         time.sleep(rng.uniform(1.5, 3.5))
@@ -222,7 +222,7 @@ def test_settlement_when_killed_repeatedly_ends_identical_to_an_uninterrupted_ru
     assert kills >= 3
     assert live.max_sequence() < n, "the kills came too late to interrupt anything"
 
-    final = subprocess.Popen([sys.executable, "-m", "exchange.cli", "settlement"], env=env,
+    final = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "settlement"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         ref = _reference_digest(markets, commands, tmp_path / "ref.sqlite3")

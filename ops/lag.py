@@ -145,9 +145,8 @@ class LogEnds:
                  timeout_s: float = 5.0) -> None:
         self._admin = admin or make_admin(bootstrap)
         self._timeout_s = timeout_s
-        self._consumer = make_consumer(bootstrap, "exchange-lag-reader", **{
+        self._consumer = make_consumer(bootstrap, "exchange-lag-reader", latency="bulk", **{
             "enable.partition.eof": True,
-            "fetch.wait.max.ms": 10,  # an idle partition answers EOF at once
             "max.partition.fetch.bytes": 1 << 20,
             "auto.offset.reset": "latest",
         })

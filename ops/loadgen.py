@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-*What it sends.* The seeded mix of :mod:`exchange.workload` (resting limits near the touch,
+*What it sends.* The seeded mix of :mod:`ops.workload` (resting limits near the touch,
 crossing limits, cancels of earlier orders, market orders) over ``users`` users and both
 default symbols, after one deposit per user and asset. ``--via kafka`` encodes each command
 with the codec and produces it straight to ``orders`` (this measures the pipeline);
@@ -59,7 +59,7 @@ from engine.commands import CancelOrder, Command, Deposit, PlaceOrder
 from engine.enums import CommandKind, OrderType
 from engine.errors import ExchangeError
 from exchange.kafka import make_consumer, make_producer
-from exchange.workload import command_stream, funding_commands
+from ops.workload import command_stream, funding_commands
 
 if TYPE_CHECKING:
     import httpx
@@ -304,7 +304,7 @@ class LoadGenerator:
 
     def run(self) -> LoadReport:
         from engine.service.output_log import partitions_of
-        from exchange.lag import LogEnds
+        from ops.lag import LogEnds
 
         cfg = self._cfg
         n_out = partitions_of(self._bootstrap, self._output_topic)

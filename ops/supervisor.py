@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from exchange.broker import EmbeddedBroker, _die_with_parent
 from exchange.kafka import make_admin
 from exchange.settings import Settings
 from exchange.topics import Topics, ensure_topics
+from ops.broker import EmbeddedBroker, _die_with_parent
 
 STACK_FILE = "stack.json"
 

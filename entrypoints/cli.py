@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from engine.errors import ConfigError, ExchangeError
 from exchange.settings import Settings, load_settings
-from exchange.supervisor import ServiceSpec, discover_bootstrap, write_stack_file
+from ops.supervisor import ServiceSpec, discover_bootstrap, write_stack_file
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -34,7 +34,7 @@ def stack_services(settings: Settings, bootstrap: str) -> list[ServiceSpec]:
     from exchange.metrics import metrics_url
 
     del bootstrap  # each service reads its settings in its own process
-    me = [sys.executable, "-m", "exchange.cli"]
+    me = [sys.executable, "-m", "entrypoints.cli"]
 
     def metrics(port: int) -> dict[str, str]:
         return {"metrics": metrics_url(settings.exchange_host, port)} if port else {}
@@ -57,7 +57,7 @@ def stack_services(settings: Settings, bootstrap: str) -> list[ServiceSpec]:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    from exchange.supervisor import Supervisor
+    from ops.supervisor import Supervisor
 
     base = f"http://{settings.exchange_host}:{settings.exchange_port}"
     banner = [
@@ -69,9 +69,9 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
-    from exchange.broker import EmbeddedBroker
     from exchange.kafka import make_admin
     from exchange.topics import Topics, ensure_topics
+    from ops.broker import EmbeddedBroker
 
     stop = _stop_on_signals()
     port = args.port if args.port is not None else settings.exchange_broker_port
@@ -134,7 +134,7 @@ def _metrics_registry(settings: Settings, port: int, variable: str, who: str
 
 
 def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
-    from exchange.bootstrap import build_engine_service, tune_gc
+    from entrypoints.bootstrap import build_engine_service, tune_gc
     from exchange.metrics import EngineMetrics
 
     stop = _stop_on_signals()  # first: a SIGTERM during recovery still stops cleanly
@@ -154,7 +154,7 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_settlement(settings: Settings, args: argparse.Namespace) -> int:
-    from exchange.bootstrap import build_settlement_service, tune_gc
+    from entrypoints.bootstrap import build_settlement_service, tune_gc
     from exchange.metrics import SettlementMetrics
 
     stop = _stop_on_signals()
@@ -173,9 +173,9 @@ def cmd_settlement(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    from entrypoints.gateway import run_gateway
     from exchange.metrics import new_registry, stack_metrics_urls
     from gateway.dashboard import dashboard_router
-    from gateway.main import run_gateway
     from gateway.metrics import instrument
 
     registry = new_registry()
@@ -191,7 +191,7 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_db_init(settings: Settings, args: argparse.Namespace) -> int:
-    from exchange.bootstrap import build_store
+    from entrypoints.bootstrap import build_store
 
     store = build_store(settings)
     store.init_schema()
@@ -208,7 +208,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from engine.service.output_log import partitions_of
-    from exchange.bootstrap import build_codec, build_store
+    from entrypoints.bootstrap import build_codec, build_store
     from settlement.replay import replay
     from settlement.store import SettlementStore
 
@@ -242,7 +242,7 @@ def cmd_lag(settings: Settings, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from exchange.lag import LagCollector, LagMonitor, lag_table, project_groups
+    from ops.lag import LagCollector, LagMonitor, lag_table, project_groups
 
     bootstrap = require_bootstrap(settings)
     groups = project_groups(settings)
@@ -285,9 +285,9 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from exchange.bootstrap import build_codec, build_markets, build_store
-    from exchange.loadgen import LoadConfig, LoadError, LoadGenerator, summary_lines
-    from exchange.supervisor import discover_data_dir
+    from entrypoints.bootstrap import build_codec, build_markets, build_store
+    from ops.loadgen import LoadConfig, LoadError, LoadGenerator, summary_lines
+    from ops.supervisor import discover_data_dir
 
     config = LoadConfig(
         via=args.via, rate=args.rate, duration_s=args.duration, orders=args.orders,

@@ -31,8 +31,8 @@ failures are bugs upstream and surface as :class:`EncodeError`.
 
 Hot path: commands and engine outputs do not go through fastavro at all when they use the
 codec's own schemas. At construction the codec hands the parsed ``EngineOutput`` schema to
-:func:`exchange.avro_compiled.compile_record`, and the ``OrderCommand`` schema to
-:func:`exchange.avro_compiled.compile_envelope`, which generate straight-line encoders and
+:func:`exchange.codec.compiled.compile_record`, and the ``OrderCommand`` schema to
+:func:`exchange.codec.compiled.compile_envelope`, which generate straight-line encoders and
 decoders (no dict in between; see that module's theory of operation). The command decoder
 dispatches on the union branch and builds the domain command directly, with ``command_id``
 (and a new order's ``order_id``) set from the offset it is given, the same rules as the
@@ -88,7 +88,7 @@ from engine.events import (
     OrderUpdated,
     TradeExecuted,
 )
-from exchange.avro_compiled import (
+from exchange.codec.compiled import (
     CompiledEnvelope,
     CompiledRecord,
     FastPathMiss,
@@ -143,12 +143,12 @@ class WireSchemas:
 
 
 def default_schema_dir() -> Path:
-    """The repository's ``avro/`` directory, found next to this package.
+    """The repository's ``avro/`` directory, found next to the ``exchange`` package.
 
     A function, not a constant: resolving the path touches the file system, and importing
     this module must do no I/O.
     """
-    return Path(__file__).resolve().parent.parent / "avro"
+    return Path(__file__).resolve().parent.parent.parent / "avro"
 
 
 def load_schemas(directory: str | os.PathLike[str] | None = None) -> WireSchemas:

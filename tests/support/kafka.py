@@ -1,4 +1,4 @@
-"""Kafka helpers for tests, benchmarks and tools: produce a command stream, read a log back."""
+"""Kafka helpers for tests and benchmarks: produce a command stream, read a log back."""
 
 from __future__ import annotations
 
