@@ -29,8 +29,8 @@ from grafana_foundation_sdk.models import bargauge, prometheus, stat, timeseries
 from grafana_foundation_sdk.models import dashboard as schema
 
 from engine.service.runner import EngineStats
-from ops.lag import LagCollector
 from exchange.metrics import EngineMetrics, GatewayMetrics, SettlementMetrics, new_registry
+from ops.lag import LagCollector
 from settlement.service import SettlementStats
 
 PLUGINS: dict[str, Any] = {"timeseries": timeseries, "stat": stat, "bargauge": bargauge}

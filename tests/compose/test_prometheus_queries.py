@@ -40,8 +40,8 @@ from compose_testkit import (
     variable_queries,
 )
 
-from ops.broker import free_port
 from exchange.kafka import make_producer
+from ops.broker import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
