@@ -209,3 +209,22 @@ def test_project_image_when_read_is_built_from_the_root_dockerfile() -> None:
     for name, s in project_services().items():
         assert s["image"].startswith(PROJECT_IMAGE + ":")
         assert s["build"] == {"context": "..", "dockerfile": "Dockerfile"}, name
+
+
+def test_grafana_when_provisioned_loads_our_dashboards_and_opens_one_as_home() -> None:
+    grafana = services()["grafana"]
+    mounts = dict(v.split(":")[:2] for v in grafana["volumes"])
+    (provider,) = load_yaml(ROOT / "compose/grafana/provisioning/dashboards/exchange.yml")[
+        "providers"]
+    assert mounts["./grafana/dashboards"] == provider["options"]["path"]
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    home = environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    folder, _, name = home.rpartition("/")
+    assert folder == provider["options"]["path"]
+    assert (ROOT / "compose/grafana/dashboards" / name).exists()
+    # Viewers open it without a login prompt.
+    assert environment(grafana)["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert environment(grafana)["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    (source,) = load_yaml(ROOT / "compose/grafana/provisioning/datasources/prometheus.yml")[
+        "datasources"]
+    assert source["url"] == "http://prometheus:9090" and "prometheus" in services()
