@@ -139,6 +139,22 @@ def _loopback_config(ports: dict[str, int]) -> dict[str, Any]:
     return dict(config)
 
 
+def _without_targets(config: dict[str, Any]) -> dict[str, Any]:
+    def targets(key: str) -> bool:
+        return key == "static_configs" or key.endswith("_sd_configs")
+
+    jobs = [{k: v for k, v in job.items() if not targets(k)} for job in config["scrape_configs"]]
+    return {**config, "scrape_configs": jobs}
+
+
+def test_loopback_config_when_built_changes_only_the_targets() -> None:
+    ports = {job["job_name"]: 1 for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    rewritten = _loopback_config(ports)
+    assert _without_targets(rewritten) == _without_targets(load_yaml(PROMETHEUS_CONFIG))
+    assert all(job["static_configs"] == [{"targets": ["127.0.0.1:1"]}]
+               for job in rewritten["scrape_configs"])
+
+
 @pytest.fixture(scope="module")
 def prometheus(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = _need(PROMETHEUS, "prometheus")
