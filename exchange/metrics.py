@@ -489,7 +489,10 @@ def metrics_url(host: str, port: int) -> str:
 
 def stack_metrics_urls(settings: Settings) -> list[str]:
     """The ``/metrics`` URLs of the engine, settlement and lag exporter of a local stack
-    (the ones whose port setting is not 0); the gateway serves its own at ``/metrics``."""
+    (the ones whose port setting is not 0); the gateway serves its own at ``/metrics``.
+    ``EXCHANGE_DASHBOARD_SOURCES``, when set, names them instead (the compose stack)."""
+    if settings.exchange_dashboard_sources is not None:
+        return list(settings.exchange_dashboard_sources)
     ports = (settings.exchange_engine_metrics_port, settings.exchange_settlement_metrics_port,
              settings.exchange_lag_metrics_port)
     return [metrics_url(settings.exchange_host, p) for p in ports if p]

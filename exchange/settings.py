@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     exchange_engine_metrics_port: MetricsPort = 9101
     exchange_settlement_metrics_port: MetricsPort = 9102
     exchange_lag_metrics_port: MetricsPort = 9103
+    # The /metrics URLs the gateway's /dashboard scrapes, comma-separated. Unset: the local
+    # stack's (EXCHANGE_HOST and the three ports above), as `exchange up` runs it; the compose
+    # stack names its containers instead.
+    exchange_dashboard_sources: Annotated[tuple[str, ...] | None, NoDecode] = None
 
     @classmethod
     def settings_customise_sources(
@@ -98,6 +102,17 @@ class Settings(BaseSettings):
             if not hosts:
                 return None
             return hosts
+        return value
+
+    @field_validator("exchange_dashboard_sources", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            urls = tuple(u.strip() for u in value.split(",") if u.strip())
+            bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+            if bad:
+                raise ValueError(f"not an http(s) URL: {bad[0]!r}")
+            return urls or None
         return value
 
     @field_validator("kafka_bootstrap_servers", mode="before")

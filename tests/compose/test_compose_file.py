@@ -228,3 +228,18 @@ def test_grafana_when_provisioned_loads_our_dashboards_and_opens_one_as_home() -
     (source,) = load_yaml(ROOT / "compose/grafana/provisioning/datasources/prometheus.yml")[
         "datasources"]
     assert source["url"] == "http://prometheus:9090" and "prometheus" in services()
+
+
+def test_gateway_dashboard_when_deployed_scrapes_every_container_by_name() -> None:
+    s = services()
+    sources = load_settings(environment(s["gateway"])).exchange_dashboard_sources
+    assert sources is not None
+    replicas = s["settlement"]["deploy"]["replicas"]
+    project = compose()["name"]
+    port = {name: environment(s[name])[var] for name, var in (
+        ("engine", "EXCHANGE_ENGINE_METRICS_PORT"), ("settlement",
+        "EXCHANGE_SETTLEMENT_METRICS_PORT"), ("lag", "EXCHANGE_LAG_METRICS_PORT"))}
+    assert set(sources) == {
+        f"http://engine:{port['engine']}/metrics", f"http://lag:{port['lag']}/metrics",
+        *(f"http://{project}-settlement-{i}:{port['settlement']}/metrics"
+          for i in range(1, replicas + 1))}
