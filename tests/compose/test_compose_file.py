@@ -243,3 +243,9 @@ def test_gateway_dashboard_when_deployed_scrapes_every_container_by_name() -> No
         f"http://engine:{port['engine']}/metrics", f"http://lag:{port['lag']}/metrics",
         *(f"http://{project}-settlement-{i}:{port['settlement']}/metrics"
           for i in range(1, replicas + 1))}
+
+
+def test_engine_when_deployed_cannot_be_scaled_past_its_single_writer() -> None:
+    engine = services()["engine"]
+    assert engine.get("container_name")  # compose refuses --scale for a named container
+    assert engine.get("deploy", {}).get("replicas", 1) == 1
