@@ -89,9 +89,9 @@ from engine.events import (
 from engine.markets import INT64_MAX, Markets, SymbolSpec
 from engine.order_state import COMPLETION_REASON, Trigger, next_status
 from engine.orders import Order, OrderView
+from engine.validation import MAX_CLIENT_ORDER_ID_LENGTH, order_shape_error
 
 DEFAULT_COMPLETED_ORDER_MEMORY: Final = 100_000
-MAX_CLIENT_ORDER_ID_LENGTH: Final = 64
 _BPS: Final = 10_000
 
 _E = TypeVar("_E")
@@ -518,20 +518,11 @@ class Engine:
             )
         order_type = cmd.order_type
         price = cmd.price
-        if order_type is _LIMIT:
-            if price is None:
-                return _R.INVALID_ORDER, "a LIMIT order needs a price"
-            if post_only and tif is not _GTC:
-                return _R.INVALID_ORDER, f"a post-only order must be GTC, not {tif}"
-        elif order_type is _MARKET:
-            if price is not None:
-                return _R.INVALID_ORDER, "a MARKET order takes no price"
-            if tif is _FOK:
-                return _R.INVALID_ORDER, "a MARKET order cannot be FOK"
-            if post_only:
-                return _R.INVALID_ORDER, "a MARKET order cannot be post-only"
-        else:
+        if order_type is not _LIMIT and order_type is not _MARKET:
             return _R.INVALID_ORDER, f"order_type must be an OrderType, got {_typed(order_type)}"
+        shape_error = order_shape_error(order_type, tif, post_only, price is not None)
+        if shape_error is not None:
+            return _R.INVALID_ORDER, shape_error
         if price is not None and (type(price) is not int or not 0 < price <= market.max_price):
             return _R.INVALID_PRICE, (
                 f"price {price} ticks is outside 1..{market.max_price} for {market.name}"

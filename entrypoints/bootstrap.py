@@ -5,31 +5,44 @@ Only the CLI entry points (one per process) call these. Nothing here runs at imp
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from engine.engine import Engine
+from engine.errors import ConfigError
+from engine.markets import Markets, load_markets
+from engine.service.runner import EngineService, EngineServiceConfig
+from engine.service.snapshots import FileSnapshotStore, KafkaSnapshotStore, SnapshotStore
+from exchange.codec import Codec
+from exchange.kafka import make_producer
+from exchange.metrics import EngineMetrics, SettlementMetrics
 from exchange.settings import Settings
 from exchange.topics import Topics
-
-if TYPE_CHECKING:
-    from engine.markets import Markets
-    from engine.service.runner import EngineService
-    from engine.service.snapshots import SnapshotStore
-    from exchange.codec import Codec
-    from exchange.metrics import EngineMetrics, SettlementMetrics
-    from settlement.service import SettlementService
-    from settlement.store import SettlementStore
+from ops.supervisor import discover_bootstrap
+from settlement.service import SettlementConfig, SettlementService
+from settlement.sqlite_store import SqliteStore
+from settlement.store import SettlementStore
 
 
 def tune_gc() -> None:
     """Call once a service has built its long-lived heap (the book, the codec caches): move
     that heap out of the collector's reach and collect the young generation less often, so
     full collections stop stalling the loop. Nothing depends on collection timing."""
-    import gc
-
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+
+
+def find_bootstrap(settings: Settings) -> str:
+    """``KAFKA_BOOTSTRAP_SERVERS``, else the broker of a running ``exchange up``/``exchange
+    broker``; ConfigError if there is none."""
+    bootstrap = discover_bootstrap(settings)
+    if not bootstrap:
+        raise ConfigError(
+            "KAFKA_BOOTSTRAP_SERVERS is not set and no `exchange up`/`exchange broker` is "
+            "running (start one, or set KAFKA_BOOTSTRAP_SERVERS)"
+        )
+    return bootstrap
 
 
 def sqlite_path(settings: Settings) -> Path:
@@ -37,20 +50,18 @@ def sqlite_path(settings: Settings) -> Path:
 
 
 def build_markets(settings: Settings) -> Markets:
-    from engine.markets import load_markets
-
     return load_markets(settings.exchange_markets_file)
 
 
 def build_codec() -> Codec:
-    from exchange.codec import Codec
-
     return Codec()
 
 
 def build_store(settings: Settings, *, readonly: bool = False) -> SettlementStore:
     """Cassandra when CASSANDRA_CONTACT_POINTS is set, else the embedded SQLite file."""
     if settings.cassandra_contact_points:
+        # Here, not at the top: the Cassandra driver is heavy to import and only this
+        # configuration needs it (the embedded stack runs on SQLite).
         from settlement.cassandra_store import CassandraStore
 
         return CassandraStore(
@@ -58,7 +69,6 @@ def build_store(settings: Settings, *, readonly: bool = False) -> SettlementStor
             port=settings.cassandra_port,
             keyspace=settings.cassandra_keyspace,
         )
-    from settlement.sqlite_store import SqliteStore
 
     path = sqlite_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,9 +76,6 @@ def build_store(settings: Settings, *, readonly: bool = False) -> SettlementStor
 
 
 def build_snapshot_store(settings: Settings, bootstrap: str) -> SnapshotStore:
-    from engine.service.snapshots import FileSnapshotStore, KafkaSnapshotStore
-    from exchange.kafka import make_producer
-
     if settings.exchange_snapshot_store == "file":
         return FileSnapshotStore(settings.exchange_data_dir / "engine-snapshots")
     producer = make_producer(bootstrap, **{"message.max.bytes": 1 << 20, "linger.ms": 20})
@@ -77,9 +84,6 @@ def build_snapshot_store(settings: Settings, bootstrap: str) -> SnapshotStore:
 
 def build_engine_service(settings: Settings, bootstrap: str,
                          metrics: EngineMetrics | None = None) -> EngineService:
-    from engine.engine import Engine
-    from engine.service.runner import EngineService, EngineServiceConfig
-
     markets = build_markets(settings)
     topics = Topics.from_settings(settings)
     service = EngineService(
@@ -106,8 +110,6 @@ def build_engine_service(settings: Settings, bootstrap: str,
 def build_settlement_service(settings: Settings, bootstrap: str,
                              store: SettlementStore | None = None,
                              metrics: SettlementMetrics | None = None) -> SettlementService:
-    from settlement.service import SettlementConfig, SettlementService
-
     topics = Topics.from_settings(settings)
     if store is None:
         store = build_store(settings)

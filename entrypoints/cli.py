@@ -12,14 +12,47 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
+
+from prometheus_client import CollectorRegistry
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from engine.errors import ConfigError, ExchangeError
+from engine.service.output_log import partitions_of
+from entrypoints.bootstrap import (
+    build_codec,
+    build_engine_service,
+    build_markets,
+    build_settlement_service,
+    build_store,
+    find_bootstrap,
+    tune_gc,
+)
+from exchange.kafka import make_admin
+from exchange.metrics import (
+    EngineMetrics,
+    SettlementMetrics,
+    metrics_url,
+    new_registry,
+    serve_metrics,
+    stack_metrics_urls,
+)
 from exchange.settings import Settings, load_settings
-from ops.supervisor import ServiceSpec, discover_bootstrap, write_stack_file
-
-if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
+from exchange.topics import TopicOutcome, Topics, ensure_topics
+from ops.broker import EmbeddedBroker
+from ops.lag import LagCollector, LagMonitor, lag_table, project_groups
+from ops.supervisor import (
+    ServiceSpec,
+    Supervisor,
+    discover_data_dir,
+    write_stack_file,
+)
+from settlement.replay import replay
+from settlement.sqlite_store import SqliteStore
+from settlement.store import SettlementStore
 
 Handler = Callable[[Settings, argparse.Namespace], int]
 
@@ -31,8 +64,6 @@ def _die(message: str, code: int = 2) -> NoReturn:
 
 def stack_services(settings: Settings, bootstrap: str) -> list[ServiceSpec]:
     """The services ``exchange up`` runs, in start order (stopped in reverse)."""
-    from exchange.metrics import metrics_url
-
     del bootstrap  # each service reads its settings in its own process
     me = [sys.executable, "-m", "entrypoints.cli"]
 
@@ -57,8 +88,6 @@ def stack_services(settings: Settings, bootstrap: str) -> list[ServiceSpec]:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    from ops.supervisor import Supervisor
-
     base = f"http://{settings.exchange_host}:{settings.exchange_port}"
     banner = [
         f"API       {base}  (docs {base}/docs, dashboard {base}/dashboard)",
@@ -69,10 +98,6 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
-    from exchange.kafka import make_admin
-    from exchange.topics import Topics, ensure_topics
-    from ops.broker import EmbeddedBroker
-
     stop = _stop_on_signals()
     port = args.port if args.port is not None else settings.exchange_broker_port
     with EmbeddedBroker(port=port, binary=settings.tansu_bin) as broker:
@@ -93,17 +118,13 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def require_bootstrap(settings: Settings) -> str:
-    bootstrap = discover_bootstrap(settings)
-    if bootstrap is None:
-        _die("KAFKA_BOOTSTRAP_SERVERS is not set and no `exchange up`/`exchange broker` is "
-             "running (start one, or set KAFKA_BOOTSTRAP_SERVERS)")
-    return bootstrap
+    try:
+        return find_bootstrap(settings)
+    except ConfigError as e:
+        _die(str(e))
 
 
 def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
-    from exchange.kafka import make_admin
-    from exchange.topics import TopicOutcome, Topics, ensure_topics
-
     bootstrap = require_bootstrap(settings)
     outcome = ensure_topics(make_admin(bootstrap), Topics.from_settings(settings).all())
     for name, result in outcome.items():
@@ -125,7 +146,6 @@ def _metrics_registry(settings: Settings, port: int, variable: str, who: str
     """A registry served at ``http://EXCHANGE_HOST:port/metrics``; None when port is 0."""
     if not port:
         return None
-    from exchange.metrics import new_registry, serve_metrics
 
     registry = new_registry()
     server = serve_metrics(port, registry, settings.exchange_host, setting=variable)
@@ -134,9 +154,6 @@ def _metrics_registry(settings: Settings, port: int, variable: str, who: str
 
 
 def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
-    from entrypoints.bootstrap import build_engine_service, tune_gc
-    from exchange.metrics import EngineMetrics
-
     stop = _stop_on_signals()  # first: a SIGTERM during recovery still stops cleanly
     bootstrap = require_bootstrap(settings)
     registry = _metrics_registry(settings, settings.exchange_engine_metrics_port,
@@ -154,9 +171,6 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_settlement(settings: Settings, args: argparse.Namespace) -> int:
-    from entrypoints.bootstrap import build_settlement_service, tune_gc
-    from exchange.metrics import SettlementMetrics
-
     stop = _stop_on_signals()
     bootstrap = require_bootstrap(settings)
     registry = _metrics_registry(settings, settings.exchange_settlement_metrics_port,
@@ -173,8 +187,9 @@ def cmd_settlement(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    # The FastAPI/uvicorn stack is imported here, not at the top: each process loads only
+    # the service it runs, so the engine and settlement processes never pay for it.
     from entrypoints.gateway import run_gateway
-    from exchange.metrics import new_registry, stack_metrics_urls
     from gateway.dashboard import dashboard_router
     from gateway.metrics import instrument
 
@@ -191,8 +206,6 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_db_init(settings: Settings, args: argparse.Namespace) -> int:
-    from entrypoints.bootstrap import build_store
-
     store = build_store(settings)
     store.init_schema()
     where = (f"Cassandra {','.join(settings.cassandra_contact_points)} keyspace "
@@ -203,20 +216,9 @@ def cmd_db_init(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from engine.service.output_log import partitions_of
-    from entrypoints.bootstrap import build_codec, build_store
-    from settlement.replay import replay
-    from settlement.store import SettlementStore
-
     bootstrap = require_bootstrap(settings)
     store: SettlementStore
     if args.into:
-        from settlement.sqlite_store import SqliteStore
-
         target_path = Path(args.into)
         if target_path.exists() and not args.force:
             _die(f"{target_path} exists; pass --force to replay into it anyway")
@@ -239,11 +241,6 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_lag(settings: Settings, args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.live import Live
-
-    from ops.lag import LagCollector, LagMonitor, lag_table, project_groups
-
     bootstrap = require_bootstrap(settings)
     groups = project_groups(settings)
     for group in args.group or ():
@@ -251,8 +248,6 @@ def cmd_lag(settings: Settings, args: argparse.Namespace) -> int:
     monitor = LagMonitor(bootstrap, groups)
     try:
         if args.serve:
-            from exchange.metrics import new_registry, serve_metrics
-
             port = settings.exchange_lag_metrics_port
             if not port:
                 _die("EXCHANGE_LAG_METRICS_PORT is 0: no port to serve lag metrics on")
@@ -280,14 +275,8 @@ def cmd_lag(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from entrypoints.bootstrap import build_codec, build_markets, build_store
+    # Only `exchange loadgen` needs the load generator and its HTTP client (httpx).
     from ops.loadgen import LoadConfig, LoadError, LoadGenerator, summary_lines
-    from ops.supervisor import discover_data_dir
 
     config = LoadConfig(
         via=args.via, rate=args.rate, duration_s=args.duration, orders=args.orders,

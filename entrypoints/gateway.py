@@ -13,13 +13,11 @@ from dataclasses import dataclass
 import uvicorn
 from starlette.types import ASGIApp
 
-from engine.errors import ConfigError
-from entrypoints.bootstrap import build_codec, build_markets, build_store
+from entrypoints.bootstrap import build_codec, build_markets, build_store, find_bootstrap
 from exchange.settings import Settings
 from exchange.topics import Topics
 from gateway.app import GatewayAPI, GatewayConfig
 from gateway.server import create_gateway_app, uvicorn_config
-from ops.supervisor import discover_bootstrap
 from settlement.store import SettlementStore
 
 
@@ -77,12 +75,7 @@ def build_gateway(
     routes to the app and return what to serve instead of it, e.g. the metrics middleware:
     ``wrap=lambda app: gateway.metrics.instrument(app)[0]``.
     """
-    bootstrap = bootstrap or discover_bootstrap(settings)
-    if not bootstrap:
-        raise ConfigError(
-            "KAFKA_BOOTSTRAP_SERVERS is not set and no `exchange up`/`exchange broker` is "
-            "running (start one, or set KAFKA_BOOTSTRAP_SERVERS)"
-        )
+    bootstrap = bootstrap or find_bootstrap(settings)
     markets = build_markets(settings)
     codec = build_codec()
     store = build_store(settings, readonly=True)

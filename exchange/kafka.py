@@ -17,7 +17,7 @@ differently, so it depends on the broker's :class:`BrokerFlavour`, found once pe
   That was the engine's stall. Tansu also answers an idle long poll only at the points where
   it looks again (after half the remaining wait each time), so a long wait costs latency
   there. Consumers therefore start with a short wait on Tansu (25 ms for latency-sensitive
-  loops, 250 ms for readers that catch up), and their watchdog doubles it whenever the
+  loops, 100 ms for readers that catch up), and their watchdog doubles it whenever the
   consumer stalls (see :mod:`exchange.watchdog`).
 """
 
@@ -58,7 +58,7 @@ _FETCH_WAIT_MS: dict[tuple[BrokerFlavour, str], int] = {
     (BrokerFlavour.KAFKA, "low"): 500,
     (BrokerFlavour.KAFKA, "bulk"): 100,  # an idle partition's end-of-partition comes sooner
     (BrokerFlavour.TANSU, "low"): 25,
-    (BrokerFlavour.TANSU, "bulk"): 250,
+    (BrokerFlavour.TANSU, "bulk"): 100,
 }
 
 _flavours: dict[str, BrokerFlavour] = {}

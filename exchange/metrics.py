@@ -31,8 +31,9 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.types import StartResponse, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import (
@@ -46,13 +47,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from engine.errors import ConfigError
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable as _Iterable
-    from wsgiref.types import StartResponse, WSGIEnvironment
-
-    from engine.events import EngineOutput
-    from exchange.settings import Settings
+from engine.events import EngineOutput
+from exchange.settings import Settings
 
 # Freshness: gateway stamp -> effect in the store. The target is 100 ms at p99, so the
 # buckets are dense below and around it (integer milliseconds: timestamps are epoch ms).
@@ -456,7 +452,7 @@ def serve_metrics(port: int, registry: CollectorRegistry, host: str = "127.0.0.1
     metrics_app = make_wsgi_app(registry)
     holder: list[MetricsServer] = []
 
-    def app(environ: WSGIEnvironment, start_response: StartResponse) -> _Iterable[bytes]:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != "/ready":
             return metrics_app(environ, start_response)
         check = holder[0].readiness if holder else None

@@ -175,6 +175,10 @@ class ConsumerWatchdog:
                     self._max_heals)
         return stall
 
+    def reset(self) -> None:
+        """The loop held back on purpose (paused): lag that sat still until now is no stall."""
+        self._behind.clear()
+
     def healed(self) -> None:
         """The loop rebuilt its consumer: give it ``stall_after_s`` again from now."""
         self._heals += 1

@@ -18,10 +18,9 @@ from __future__ import annotations
 import re
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 
-from engine.markets import AssetSpec, SymbolSpec
+from engine.markets import INT64_MAX, AssetSpec, SymbolSpec
 from gateway.errors import ApiError, ErrorCode, clip
 
-INT64_MAX = 2**63 - 1
 MAX_DECIMAL_CHARS = 64
 # A decimal exponent (``Decimal.adjusted()``) beyond +-MAX_MAGNITUDE cannot be a valid amount
 # in any sane market; refusing it first keeps "1e999999" from reaching any arithmetic.

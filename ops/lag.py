@@ -44,7 +44,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from confluent_kafka import (
     ConsumerGroupTopicPartitions,
@@ -56,13 +55,11 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from rich.table import Table
 
 from engine.errors import ExchangeError
 from exchange.kafka import ReadToEnd, TopicPart, make_admin, make_consumer, where
 from exchange.settings import Settings
-
-if TYPE_CHECKING:
-    from rich.table import Table
 
 log = logging.getLogger(__name__)
 
@@ -368,8 +365,6 @@ _EMPTY = LagSample(taken_at=0.0, partitions=(), log_ends={}, elapsed_s=0.0)
 
 def lag_table(sample: LagSample) -> Table:
     """A ``kafka-consumer-groups --describe`` style table (a rich renderable)."""
-    from rich.table import Table
-
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name in ("GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG"):
         justify = "left" if name in ("GROUP", "TOPIC") else "right"

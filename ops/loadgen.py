@@ -51,22 +51,21 @@ from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from confluent_kafka import KafkaError, TopicPartition
+import httpx
+from confluent_kafka import KafkaError, Message, TopicPartition
 
 from engine.commands import CancelOrder, Command, Deposit, PlaceOrder
 from engine.enums import CommandKind, OrderType
 from engine.errors import ExchangeError
+from engine.events import EngineOutput
+from engine.markets import Markets
+from engine.service.output_log import partitions_of
 from exchange.kafka import make_consumer, make_producer
+from ops.lag import LogEnds
 from ops.workload import command_stream, funding_commands
-
-if TYPE_CHECKING:
-    import httpx
-    from confluent_kafka import Message
-
-    from engine.events import EngineOutput
-    from engine.markets import Markets
+from settlement.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +177,6 @@ class StoreProgress:
         self._thread.join(5)
 
     def _read(self) -> int:
-        from settlement.store import StoreError
-
         try:
             return self._store.max_sequence()
         except StoreError:  # not created yet, or busy: the next poll sees it
@@ -303,9 +300,6 @@ class LoadGenerator:
     # -- top level ----------------------------------------------------------------------
 
     def run(self) -> LoadReport:
-        from engine.service.output_log import partitions_of
-        from ops.lag import LogEnds
-
         cfg = self._cfg
         n_out = partitions_of(self._bootstrap, self._output_topic)
         ends = LogEnds(self._bootstrap)
@@ -583,8 +577,6 @@ class LoadGenerator:
     # -- http ---------------------------------------------------------------------------
 
     async def _run_http(self, reader: OutputReader, progress: StoreProgress) -> _Sent:
-        import httpx
-
         cfg = self._cfg
         assert self._markets is not None
         markets = self._markets
@@ -716,8 +708,6 @@ def _cancelled_id(o: EngineOutput) -> int | None:
 async def _post(client: httpx.AsyncClient, path: str, body: dict[str, object]
                 ) -> tuple[int, dict[str, Any]]:
     """(status, data or error) of a POST; a transport failure is status 0."""
-    import httpx
-
     try:
         response = await client.post(path, json=body)
     except httpx.HTTPError as e:

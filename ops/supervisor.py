@@ -23,9 +23,10 @@ from pathlib import Path
 from types import FrameType
 
 from exchange.kafka import make_admin
+from exchange.process import die_with_parent
 from exchange.settings import Settings
 from exchange.topics import Topics, ensure_topics
-from ops.broker import EmbeddedBroker, _die_with_parent
+from ops.broker import EmbeddedBroker
 
 STACK_FILE = "stack.json"
 
@@ -159,7 +160,7 @@ class Supervisor:
         env = {**os.environ, **child.spec.env}
         child.proc = subprocess.Popen(
             child.spec.argv, env=env, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
             start_new_session=True,
         )
         where = ", ".join(f"{k} {v}" for k, v in child.spec.endpoints.items())

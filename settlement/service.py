@@ -20,6 +20,14 @@ committed until then, so nothing is lost.
 
 Rebalances are safe because the loop is synchronous: partitions can only be revoked inside
 ``poll``/``consume``, and by then the previous batch is written and committed.
+
+Liveness: a :class:`~exchange.watchdog.ConsumerWatchdog` watches the assigned partitions.
+When outputs wait and a partition's position has not moved for ``stall_after_s`` (outside a
+store outage, when the worker pauses on purpose), the worker closes its consumer (handing
+over what it wrote, as in a rebalance) and joins again with twice the fetch wait; it exits
+for a restart if that keeps failing. :meth:`SettlementService.readiness` is what the
+worker's ``/ready`` answers: assigned (a rebalance completed), the store writable, not
+stalled.
 """
 
 from __future__ import annotations
@@ -43,7 +51,13 @@ from confluent_kafka import (
 from engine.events import EngineOutput
 from exchange.dlq import send_to_dlq
 from exchange.errors import DecodeError
-from exchange.kafka import make_consumer, make_producer, where
+from exchange.kafka import TopicPart, fetch_wait_ms, make_consumer, make_producer, where
+from exchange.watchdog import (
+    DEFAULT_STALL_AFTER_S,
+    ConsumerWatchdog,
+    WatchdogSink,
+    escalated_fetch_wait_ms,
+)
 from settlement.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -67,6 +81,8 @@ class SettlementConfig:
     commit_every_ms: int = 200
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
+    stall_after_s: float = DEFAULT_STALL_AFTER_S
+    fetch_wait_ms: int | None = None  # None: the broker's default (exchange.kafka)
 
 
 @dataclass(slots=True)
@@ -89,6 +105,7 @@ class SettlementService:
         codec: OutputDecoder,
         store: StoreWriter,
         on_batch: Callable[[Sequence[EngineOutput], float], None] | None = None,
+        watchdog_sink: WatchdogSink | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._cfg = config
@@ -99,24 +116,70 @@ class SettlementService:
         # Next offset to commit per (topic, partition): written to the store, not committed.
         self._pending: dict[tuple[str, int], int] = {}
         self._last_commit = 0.0  # monotonic time of the last commit (set when run starts)
+        self.watchdog = ConsumerWatchdog("settlement", stall_after_s=config.stall_after_s,
+                                         sink=watchdog_sink)
+        self._fetch_wait_ms = config.fetch_wait_ms
+        # Next offset to read per assigned partition: from delivered records, else from the
+        # committed offset found when the partition was assigned (-1: not known yet).
+        self._positions: dict[TopicPart, int] = {}
+        self._assigned_once = False  # a rebalance completed (even with nothing assigned)
 
-    def run(self, stop: threading.Event) -> SettlementStats:
+    def readiness(self) -> tuple[bool, str]:
+        """What ``/ready`` answers: in the group, the store writable, not stalled."""
+        if not self._assigned_once:
+            return False, "waiting for the group to assign partitions"
+        if not self.stats.ready:
+            return False, "the store is not writable"
+        if self.watchdog.stalled:
+            return False, "consumer stalled"
+        return True, f"settling {len(self._positions)} partition(s)"
+
+    def _subscribed_consumer(self) -> Consumer:
         cfg = self._cfg
+        if self._fetch_wait_ms is None:
+            self._fetch_wait_ms = fetch_wait_ms(self._bootstrap)
         consumer = make_consumer(self._bootstrap, cfg.group_id, **{
             "fetch.max.bytes": 32 << 20, "partition.assignment.strategy": "cooperative-sticky",
+            "fetch.wait.max.ms": self._fetch_wait_ms,
         })
-        dlq = make_producer(self._bootstrap)
+        self.watchdog.report_fetch_wait(self._fetch_wait_ms)
+
+        def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
+            self._assigned_once = True
+            if not partitions:
+                return
+            try:
+                committed = c.committed(partitions, timeout=5.0)
+            except KafkaException:
+                committed = partitions
+            for tp in committed:
+                self._positions[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else -1
 
         def on_revoke(c: Consumer, partitions: list[TopicPartition]) -> None:
             # Runs inside poll/consume, after the last batch was written: hand over exactly
             # what this worker has settled, so the next owner starts there.
-            self._commit_pending(c, {(tp.topic, tp.partition) for tp in partitions})
+            revoked = {(tp.topic, tp.partition) for tp in partitions}
+            self._commit_pending(c, revoked)
+            for tp in revoked:
+                self._positions.pop(tp, None)
 
-        consumer.subscribe([cfg.output_topic], on_revoke=on_revoke)
+        consumer.subscribe([cfg.output_topic], on_assign=on_assign, on_revoke=on_revoke)
+        return consumer
+
+    def run(self, stop: threading.Event) -> SettlementStats:
+        cfg = self._cfg
+        consumer = self._subscribed_consumer()
+        dlq = make_producer(self._bootstrap)
         self._last_commit = time.monotonic()
         self.stats.ready = True
         try:
             while not stop.is_set():
+                if self.watchdog.check(consumer, self._positions) is not None:
+                    consumer.close()  # revokes: commits what this worker wrote
+                    self._positions.clear()
+                    self._fetch_wait_ms = escalated_fetch_wait_ms(self._fetch_wait_ms or 0)
+                    consumer = self._subscribed_consumer()
+                    self.watchdog.healed()
                 # Checked on idle turns too: the last batches of a burst must not wait for
                 # the next record to be committed (lag dashboards would show them unread).
                 if self._pending and (time.monotonic() - self._last_commit
@@ -154,6 +217,7 @@ class SettlementService:
                 continue
             topic, partition, offset = where(msg)
             next_offsets[(topic, partition)] = offset + 1
+            self._positions[(topic, partition)] = offset + 1
             try:
                 outputs.append(decode(msg.value() or b""))
             except DecodeError as e:
@@ -202,6 +266,8 @@ class SettlementService:
                 try:
                     self._store.apply(outputs)
                     self.stats.ready = True
+                    if paused:  # lag that sat still while paused was no stall
+                        self.watchdog.reset()
                     return True
                 except StoreUnavailable as e:
                     self.stats.ready = False

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, Message
 
 from engine.errors import ExchangeError
+from exchange.kafka import ReadToEnd, make_admin, make_consumer, where
 
 SEQ_KEY = struct.Struct(">Q")
 
@@ -55,8 +56,6 @@ def scan_tails(
 
     The end is the fetch's, not ListOffsets' (see :class:`exchange.kafka.ReadToEnd`).
     """
-    from exchange.kafka import ReadToEnd, make_consumer, where
-
     def fail(_msg: Message, err: KafkaError) -> None:
         raise OutputLogError(f"reading {topic}: {err}")
 
@@ -82,8 +81,6 @@ def scan_tails(
 
 
 def partitions_of(bootstrap: str, topic: str) -> int:
-    from exchange.kafka import make_admin
-
     meta = make_admin(bootstrap).list_topics(topic, timeout=15).topics.get(topic)
     if meta is None or meta.error is not None or not meta.partitions:
         raise OutputLogError(f"topic {topic!r} does not exist (run `exchange topics`)")

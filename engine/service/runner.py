@@ -53,6 +53,7 @@ from engine.service.snapshots import SnapshotError, SnapshotMeta, SnapshotStore
 from exchange.dlq import send_to_dlq
 from exchange.errors import DecodeError
 from exchange.kafka import fetch_wait_ms, make_consumer, make_producer, where
+from exchange.process import die_with_parent
 from exchange.watchdog import (
     DEFAULT_STALL_AFTER_S,
     ConsumerWatchdog,
@@ -454,15 +455,13 @@ def _serialize_in_child(engine: EngineLike) -> Callable[[], bytes]:
     their threads), streams the bytes through a pipe and leaves with ``os._exit``. The
     returned function, run on the writer thread, reads them and reaps the child.
     """
-    from ops.broker import _die_with_parent
-
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child; its effect is checked by the tests
         code = 0
         try:
             os.close(read_fd)
-            _die_with_parent()
+            die_with_parent()
             view = memoryview(engine.snapshot())
             while view:
                 view = view[os.write(write_fd, view):]

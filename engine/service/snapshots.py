@@ -27,6 +27,7 @@ from typing import Protocol
 from confluent_kafka import KafkaError, Message, Producer
 
 from engine.errors import ExchangeError
+from exchange.kafka import ReadToEnd, make_consumer
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +202,6 @@ def _read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> dict[by
 
     The end is the fetch's, not ListOffsets' (see :class:`exchange.kafka.ReadToEnd`).
     """
-    from exchange.kafka import ReadToEnd, make_consumer
-
     def fail(_msg: Message, err: KafkaError) -> None:
         raise SnapshotError(f"reading {topic}: {err}")
 

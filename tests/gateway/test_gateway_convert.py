@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from engine.markets import AssetSpec, Markets, SymbolSpec
-from gateway.app import parse_json
+from gateway.bodies import parse_json
 from gateway.convert import (
     INT64_MAX,
     amount_to_minor,

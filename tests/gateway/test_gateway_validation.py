@@ -21,9 +21,11 @@ import pytest
 from gateway_testkit import Gateway, envelope_error, run_gateway
 
 from engine.markets import Markets
+from engine.validation import MAX_CLIENT_ORDER_ID_LENGTH
 from exchange.codec import Codec
 from exchange.kafka import make_admin
 from exchange.topics import Topics, ensure_topics
+from gateway.schemas import PlaceOrderRequest
 
 pytestmark = pytest.mark.kafka
 
@@ -110,7 +112,8 @@ CASES: list[tuple[str, str, bytes, int, str]] = [
     ("create", "", _with(ORDER, post_only="yes"), 400, "INVALID_REQUEST"),
     ("create", "", _with(ORDER, post_only=1), 400, "INVALID_REQUEST"),
     # client order ids
-    ("create", "", _with(ORDER, client_order_id="a" * 37), 400, "INVALID_REQUEST"),
+    ("create", "", _with(ORDER, client_order_id="a" * (MAX_CLIENT_ORDER_ID_LENGTH + 1)), 400,
+     "INVALID_REQUEST"),
     ("create", "", _with(ORDER, client_order_id=""), 400, "INVALID_REQUEST"),
     ("create", "", _with(ORDER, client_order_id="a b"), 400, "INVALID_REQUEST"),
     ("create", "", _with(ORDER, client_order_id="é"), 400, "INVALID_REQUEST"),
@@ -263,3 +266,10 @@ def test_command_when_body_is_chunked_without_length_is_read_and_bounded(gw: Gat
     assert ok.status_code == 202, ok.text
     too_big = gw.client.post("/api/v1/deposit", content=chunks(100_000))
     assert envelope_error(too_big) == (413, "REQUEST_TOO_LARGE")
+
+
+def test_place_request_when_client_order_id_is_the_engines_longest_is_accepted() -> None:
+    """One rule on both sides: the gateway takes exactly the ids the engine takes (64)."""
+    body = {**ORDER, "client_order_id": "a" * MAX_CLIENT_ORDER_ID_LENGTH}
+    assert PlaceOrderRequest.model_validate(body).client_order_id == body["client_order_id"]
+    assert MAX_CLIENT_ORDER_ID_LENGTH == 64
