@@ -25,6 +25,11 @@ Races and bounds:
   produced well before the follower started (``skip_older_than_ms``, by their timestamp) are
   skipped without decoding, and any other unknown command id only lands in the bounded
   cache. No correctness rests on the start position.
+* Liveness: a :class:`~exchange.watchdog.ConsumerWatchdog` watches the follower's
+  positions; when outputs wait and a position has not moved for ``stall_after_s`` the
+  follower rebuilds its consumer (at the end, with twice the fetch wait: waits in flight
+  time out into 202s, nothing else depends on what it skips). :meth:`OutputFollower.ready`
+  is what the gateway's ``/ready`` asks: following, and not stalled.
 """
 
 from __future__ import annotations
@@ -47,6 +52,13 @@ from confluent_kafka import (
 
 from engine.events import EngineOutput
 from exchange.errors import DecodeError
+from exchange.kafka import TopicPart
+from exchange.watchdog import (
+    DEFAULT_STALL_AFTER_S,
+    ConsumerWatchdog,
+    WatchdogSink,
+    escalated_fetch_wait_ms,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +76,15 @@ class OutputDecoder(Protocol):
 class OutputFollower:
     """Follows ``topic`` and resolves waits for outputs by command id.
 
-    ``consumer_factory`` builds a consumer (called again after a failure). The waiting API
+    ``consumer_factory`` builds a consumer with the ``fetch.wait.max.ms`` it is given as a
+    keyword (called again after a failure or a stall); ``fetch_wait`` gives the first one
+    (see :func:`exchange.kafka.fetch_wait_ms`). The waiting API
     (:meth:`try_begin`, :meth:`wait`, :meth:`end`) is for the event loop thread only.
     """
 
     def __init__(
         self,
-        consumer_factory: Callable[[], Consumer],
+        consumer_factory: Callable[..., Consumer],
         topic: str,
         codec: OutputDecoder,
         *,
@@ -78,6 +92,9 @@ class OutputFollower:
         cache_size: int = 10_000,
         skip_older_than_ms: int = 60_000,
         batch_size: int = 1_000,
+        stall_after_s: float = DEFAULT_STALL_AFTER_S,
+        watchdog_sink: WatchdogSink | None = None,
+        fetch_wait: Callable[[], int] = lambda: 25,
     ) -> None:
         self._factory = consumer_factory
         self._topic = topic
@@ -97,6 +114,11 @@ class OutputFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.assigned = threading.Event()  # set once the partitions are assigned
+        self.watchdog = ConsumerWatchdog("gateway-follower", stall_after_s=stall_after_s,
+                                         sink=watchdog_sink)
+        self._default_fetch_wait = fetch_wait  # asked on the follower thread (may do I/O)
+        self._fetch_wait_ms: int | None = None
+        self._positions: dict[TopicPart, int] = {}
         # Counters written only by the follower thread (observability and tests).
         self.consumed = 0  # records fetched
         self.decoded = 0  # outputs decoded and handed to the loop
@@ -113,6 +135,14 @@ class OutputFollower:
             target=self._follow_forever, name="gateway-output-follower", daemon=True
         )
         self._thread.start()
+
+    def ready(self) -> str | None:
+        """None when following and not stalled; else what is wrong (for ``/ready``)."""
+        if not self.assigned.is_set():
+            return "engine-output follower: not following yet"
+        if self.watchdog.stalled:
+            return "engine-output follower: stalled"
+        return None
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
@@ -183,6 +213,8 @@ class OutputFollower:
             try:
                 self._follow()
                 return
+            except _Rebuild:
+                continue  # at once: the watchdog already waited out the stall
             except Exception:  # keep following whatever happens; waits meanwhile time out
                 log.exception("engine-output follower failed; restarting in %.1fs", backoff)
                 self.assigned.clear()
@@ -190,7 +222,12 @@ class OutputFollower:
                 backoff = min(backoff * 2, 10.0)
 
     def _follow(self) -> None:
-        consumer = self._factory()
+        if self._fetch_wait_ms is None:
+            self._fetch_wait_ms = self._default_fetch_wait()
+        wait = self._fetch_wait_ms
+        consumer = self._factory(**{"fetch.wait.max.ms": wait})
+        self.watchdog.report_fetch_wait(wait)
+        self._positions.clear()
         try:
             self._assign(consumer)
             if self._stop.is_set():
@@ -198,11 +235,25 @@ class OutputFollower:
             # One fetch round first: it resolves the start positions, so an output published
             # once we report ready cannot fall before them.
             self.consumed += len(consumer.consume(self._batch_size, 0.1))
+            # Until a record arrives, a partition's position is where it started: the end
+            # its first fetch response reported (so a follower that never receives a record
+            # still shows lag, and the watchdog sees it).
+            for tp in consumer.assignment():
+                high = consumer.get_watermark_offsets(tp, cached=True)[1]
+                if high >= 0:
+                    self._positions.setdefault((tp.topic, tp.partition), high)
             self.assigned.set()
             decode = self._decode
             stop = self._stop
             batch = self._batch_size
+            positions = self._positions
+            watchdog = self.watchdog
             while not stop.is_set():
+                if watchdog.check(consumer, positions) is not None:
+                    self._fetch_wait_ms = escalated_fetch_wait_ms(wait)
+                    watchdog.report_fetch_wait(self._fetch_wait_ms)
+                    watchdog.healed()
+                    raise _Rebuild
                 # Block for the first record only (poll returns as soon as one is there;
                 # consume(n, t) would wait out t unless n records came), then take the rest.
                 msgs = consumer.consume(batch, 0)
@@ -212,7 +263,11 @@ class OutputFollower:
                         continue
                     msgs = [first, *consumer.consume(batch - 1, 0)] if batch > 1 else [first]
                 self.consumed += len(msgs)
-                if not msgs or self._interest == 0:
+                for msg in msgs:  # in order within a partition: the last one wins
+                    offset = msg.offset()
+                    if offset is not None and offset >= 0:
+                        positions[(msg.topic() or "", msg.partition() or 0)] = offset + 1
+                if self._interest == 0:
                     continue
                 floor = self._floor_ms
                 outputs: list[EngineOutput] = []
@@ -250,3 +305,8 @@ class OutputFollower:
                 )
                 return
             self._stop.wait(1.0)
+
+
+
+class _Rebuild(Exception):
+    """Raised inside the follow loop to restart it with a new consumer."""

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp
 
 from engine.markets import Markets
 from exchange.codec import Codec
-from exchange.kafka import make_consumer, make_producer
+from exchange.kafka import fetch_wait_ms, make_consumer, make_producer
 from exchange.topics import Topics
 from gateway.app import GatewayAPI, GatewayConfig, create_app
 from gateway.publisher import PRODUCER_OVERRIDES, CommandPublisher
@@ -50,10 +50,11 @@ def create_gateway_app(
     )
     follower = OutputFollower(
         # A fresh group id that never commits: assign() only, nothing shared with settlement.
-        lambda: make_consumer(bootstrap, f"gateway-follower-{uuid.uuid4().hex}",
-                              **CONSUMER_OVERRIDES),
+        lambda **extra: make_consumer(bootstrap, f"gateway-follower-{uuid.uuid4().hex}",
+                                      **CONSUMER_OVERRIDES, **extra),
         topics.engine_output.name,
         codec,
+        fetch_wait=lambda: fetch_wait_ms(bootstrap),
     )
     return create_app(
         markets=markets, codec=codec, publisher=publisher, follower=follower, store=store,

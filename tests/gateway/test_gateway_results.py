@@ -16,7 +16,7 @@ from engine.enums import CommandKind, OrderStatus, OrderType, Side, TimeInForce
 from engine.events import EngineOutput, OrderUpdated
 from engine.service.output_log import sequence_key
 from exchange.codec import Codec
-from exchange.kafka import make_consumer, make_producer
+from exchange.kafka import BrokerFlavour, broker_flavour, make_consumer, make_producer
 from exchange.topics import Topics
 from gateway.results import CONSUMER_OVERRIDES, OutputFollower
 
@@ -48,7 +48,8 @@ async def _until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None
 def _follow(bootstrap: str, topics: Topics, codec: Codec,
             scenario: Callable[[OutputFollower], Awaitable[T]], **kwargs: Any) -> T:
     follower = OutputFollower(
-        lambda: make_consumer(bootstrap, "gateway-follower-test", **CONSUMER_OVERRIDES),
+        lambda **extra: make_consumer(bootstrap, "gateway-follower-test",
+                                      **CONSUMER_OVERRIDES, **extra),
         topics.engine_output.name, codec, **kwargs)
 
     async def run() -> T:
@@ -129,6 +130,37 @@ def test_follower_when_nobody_waits_skips_outputs_without_caching_them(
             f.end()
 
     assert _follow(kafka_bootstrap, fresh_topics, codec, scenario) is None
+
+
+def test_follower_when_its_consumer_stalls_rebuilds_it_and_answers_waits_again(
+    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec
+) -> None:
+    if broker_flavour(kafka_bootstrap) is not BrokerFlavour.TANSU:
+        pytest.skip("the 1 ms fetch wait stalls only the embedded broker (Tansu)")
+    outputs = 10_000  # single-record batches: listing them outlasts a 1 ms fetch wait
+
+    async def scenario(f: OutputFollower) -> EngineOutput | None:
+        producer = make_producer(kafka_bootstrap, **{"batch.num.messages": 1, "linger.ms": 0})
+        parts = fresh_topics.engine_output.partitions
+        for seq in range(1, outputs + 1):
+            producer.produce(fresh_topics.engine_output.name,
+                             codec.encode_output(_output(seq, seq)), partition=seq % parts)
+            producer.poll(0)
+        assert producer.flush(30) == 0
+        await _until(lambda: f.watchdog.stalls == 1, 30)
+        await _until(lambda: f.ready() is None, 30)
+        assert f.try_begin()
+        try:
+            waiting = asyncio.ensure_future(f.wait(outputs + 1, 10))
+            await asyncio.sleep(0.2)
+            _publish(kafka_bootstrap, fresh_topics, codec, _output(outputs + 1, outputs + 1))
+            return await waiting
+        finally:
+            f.end()
+
+    got = _follow(kafka_bootstrap, fresh_topics, codec, scenario, stall_after_s=1.0,
+                  fetch_wait=lambda: 1)
+    assert got is not None and got.command_id == outputs + 1
 
 
 def test_try_begin_when_waiters_at_capacity_refuses_until_one_ends(
