@@ -18,6 +18,7 @@ from exchange.kafka import make_producer
 from exchange.metrics import EngineMetrics, SettlementMetrics
 from exchange.settings import Settings
 from exchange.topics import Topics
+from exchange.watchdog import WatchdogSink
 from ops.supervisor import discover_bootstrap
 from settlement.service import SettlementConfig, SettlementService
 from settlement.sqlite_store import SqliteStore
@@ -83,7 +84,8 @@ def build_snapshot_store(settings: Settings, bootstrap: str) -> SnapshotStore:
 
 
 def build_engine_service(settings: Settings, bootstrap: str,
-                         metrics: EngineMetrics | None = None) -> EngineService:
+                         metrics: EngineMetrics | None = None,
+                         watchdog_sink: WatchdogSink | None = None) -> EngineService:
     markets = build_markets(settings)
     topics = Topics.from_settings(settings)
     service = EngineService(
@@ -95,12 +97,14 @@ def build_engine_service(settings: Settings, bootstrap: str,
             batch_size=settings.exchange_engine_batch_size,
             snapshot_every_commands=settings.exchange_snapshot_every_commands,
             snapshot_every_s=settings.exchange_snapshot_every_seconds,
+            stall_after_s=settings.exchange_stall_after_seconds,
         ),
         codec=build_codec(),
         new_engine=lambda: Engine(markets),
         restore_engine=lambda data: Engine.restore(data, markets),
         snapshots=build_snapshot_store(settings, bootstrap),
         metrics=metrics,
+        watchdog_sink=watchdog_sink,
     )
     if metrics is not None:
         metrics.watch(service.stats)
@@ -109,7 +113,8 @@ def build_engine_service(settings: Settings, bootstrap: str,
 
 def build_settlement_service(settings: Settings, bootstrap: str,
                              store: SettlementStore | None = None,
-                             metrics: SettlementMetrics | None = None) -> SettlementService:
+                             metrics: SettlementMetrics | None = None,
+                             watchdog_sink: WatchdogSink | None = None) -> SettlementService:
     topics = Topics.from_settings(settings)
     if store is None:
         store = build_store(settings)
@@ -122,10 +127,12 @@ def build_settlement_service(settings: Settings, bootstrap: str,
             batch_max_records=settings.exchange_settlement_batch_max_records,
             batch_max_ms=settings.exchange_settlement_batch_max_ms,
             commit_every_ms=settings.exchange_settlement_commit_every_ms,
+            stall_after_s=settings.exchange_stall_after_seconds,
         ),
         codec=build_codec(),
         store=store,
         on_batch=metrics.on_batch if metrics is not None else None,
+        watchdog_sink=watchdog_sink,
     )
     if metrics is not None:
         metrics.watch(service.stats)

@@ -34,7 +34,9 @@ from entrypoints.bootstrap import (
 from exchange.kafka import make_admin
 from exchange.metrics import (
     EngineMetrics,
+    MetricsServer,
     SettlementMetrics,
+    WatchdogMetrics,
     metrics_url,
     new_registry,
     serve_metrics,
@@ -94,7 +96,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         f"try       curl -s -X POST {base}/api/v1/deposit -H 'content-type: application/json' "
         """-d '{"user_id": 1, "asset": "USDT", "amount": "1000"}'""",
     ]
-    return Supervisor(settings, stack_services, banner=banner).run()
+    return Supervisor(settings, stack_services, banner=banner, ready_url=f"{base}/ready").run()
 
 
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
@@ -142,24 +144,29 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _metrics_registry(settings: Settings, port: int, variable: str, who: str
-                      ) -> CollectorRegistry | None:
-    """A registry served at ``http://EXCHANGE_HOST:port/metrics``; None when port is 0."""
+                      ) -> tuple[CollectorRegistry, MetricsServer] | tuple[None, None]:
+    """A registry served at ``http://EXCHANGE_HOST:port/metrics`` (and the service's
+    readiness at ``/ready``, once the caller sets it); (None, None) when port is 0."""
     if not port:
-        return None
+        return None, None
 
     registry = new_registry()
-    server = serve_metrics(port, registry, settings.exchange_host, setting=variable)
-    print(f"{who}: metrics at {server.url}", flush=True)
-    return registry
+    server = serve_metrics(port, registry, settings.exchange_host, setting=variable,
+                           readiness=lambda: (False, "starting"))
+    print(f"{who}: metrics at {server.url}, readiness at {server.url[:-8]}/ready", flush=True)
+    return registry, server
 
 
 def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
     stop = _stop_on_signals()  # first: a SIGTERM during recovery still stops cleanly
     bootstrap = require_bootstrap(settings)
-    registry = _metrics_registry(settings, settings.exchange_engine_metrics_port,
-                                 "EXCHANGE_ENGINE_METRICS_PORT", "engine")
-    service = build_engine_service(settings, bootstrap,
-                                   EngineMetrics(registry) if registry is not None else None)
+    registry, server = _metrics_registry(settings, settings.exchange_engine_metrics_port,
+                                         "EXCHANGE_ENGINE_METRICS_PORT", "engine")
+    service = build_engine_service(
+        settings, bootstrap, EngineMetrics(registry) if registry is not None else None,
+        WatchdogMetrics(registry) if registry is not None else None)
+    if server is not None:
+        server.readiness = service.readiness
     service.recover()
     tune_gc()
     print(f"engine: consuming {settings.exchange_topic_orders} from offset "
@@ -173,10 +180,13 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_settlement(settings: Settings, args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     bootstrap = require_bootstrap(settings)
-    registry = _metrics_registry(settings, settings.exchange_settlement_metrics_port,
-                                 "EXCHANGE_SETTLEMENT_METRICS_PORT", "settlement")
+    registry, server = _metrics_registry(settings, settings.exchange_settlement_metrics_port,
+                                         "EXCHANGE_SETTLEMENT_METRICS_PORT", "settlement")
     service = build_settlement_service(
-        settings, bootstrap, metrics=SettlementMetrics(registry) if registry is not None else None)
+        settings, bootstrap, metrics=SettlementMetrics(registry) if registry is not None else None,
+        watchdog_sink=WatchdogMetrics(registry) if registry is not None else None)
+    if server is not None:
+        server.readiness = service.readiness
     tune_gc()
     print(f"settlement: consuming {settings.exchange_topic_engine_output} "
           f"(group settlement)", flush=True)
@@ -198,6 +208,7 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     def wrap(app: Any) -> Any:
         app.include_router(dashboard_router(stack_metrics_urls(settings),
                                             registries=[registry]))
+        app.state.follower.watchdog.sink = WatchdogMetrics(registry)
         return instrument(app, registry)[0]
 
     print(f"gateway: serving http://{settings.exchange_host}:{settings.exchange_port} "

@@ -85,7 +85,7 @@ def build_gateway(
         markets=markets,
         codec=codec,
         store=store,
-        config=config,
+        config=config or GatewayConfig(ready_urls=settings.ready_urls),
     )
     asgi: ASGIApp = wrap(app) if wrap is not None else app
     server = GatewayServer(uvicorn_config(asgi, settings.exchange_host, settings.exchange_port))

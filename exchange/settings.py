@@ -79,8 +79,16 @@ class Settings(BaseSettings):
     exchange_lag_metrics_port: MetricsPort = 9103
     # The /metrics URLs the gateway's /dashboard scrapes, comma-separated. Unset: the local
     # stack's (EXCHANGE_HOST and the three ports above), as `exchange up` runs it; the compose
-    # stack names its containers instead.
+    # stack names its containers instead; empty: none.
     exchange_dashboard_sources: Annotated[tuple[str, ...] | None, NoDecode] = None
+
+    # Liveness: a consumer with records waiting whose position has not moved for this long
+    # is stalled (reported, healed; see exchange.watchdog).
+    exchange_stall_after_seconds: float = Field(default=5.0, gt=0, le=3600)
+    # What the gateway's /ready requires besides itself: the /ready URLs of the engine and
+    # the settlement workers. Unset: those of this host's engine and settlement metrics
+    # ports (the layout of `exchange up`); empty: none.
+    exchange_ready_urls: Annotated[tuple[str, ...] | None, NoDecode] = None
 
     @classmethod
     def settings_customise_sources(
@@ -104,7 +112,7 @@ class Settings(BaseSettings):
             return hosts
         return value
 
-    @field_validator("exchange_dashboard_sources", mode="before")
+    @field_validator("exchange_ready_urls", "exchange_dashboard_sources", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
         if isinstance(value, str):
@@ -112,7 +120,7 @@ class Settings(BaseSettings):
             bad = [u for u in urls if not u.startswith(("http://", "https://"))]
             if bad:
                 raise ValueError(f"not an http(s) URL: {bad[0]!r}")
-            return urls or None
+            return urls
         return value
 
     @field_validator("kafka_bootstrap_servers", mode="before")
@@ -129,6 +137,15 @@ class Settings(BaseSettings):
     @property
     def embedded_store(self) -> bool:
         return self.cassandra_contact_points is None
+
+    @property
+    def ready_urls(self) -> tuple[str, ...]:
+        """The /ready URLs the gateway's /ready requires (see ``exchange_ready_urls``)."""
+        if self.exchange_ready_urls is not None:
+            return self.exchange_ready_urls
+        host = "127.0.0.1" if self.exchange_host in ("0.0.0.0", "", "::") else self.exchange_host
+        ports = (self.exchange_engine_metrics_port, self.exchange_settlement_metrics_port)
+        return tuple(f"http://{host}:{port}/ready" for port in ports if port)
 
 
 def _known_exchange_variables() -> set[str]:

@@ -107,7 +107,7 @@ class ConsumerWatchdog:
         self._stall_after_s = stall_after_s
         self._interval_s = min(interval_s, stall_after_s / 2)
         self._max_heals = max_heals
-        self._sink = sink
+        self.sink = sink  # settable: a process may attach its metrics after wiring
         self._clock = clock
         self._next_check = 0.0
         # Per partition: (position, since when it has been behind at that position).
@@ -154,8 +154,8 @@ class ConsumerWatchdog:
                 waiting[tp] = (position, high)
         self._behind = behind
         self.lag = lag
-        if self._sink is not None:
-            self._sink.set_lag(self.service, lag)
+        if self.sink is not None:
+            self.sink.set_lag(self.service, lag)
         if not waiting:
             if self._stalled or self._heals:
                 log.warning("%s: consumer moving again", self.service)
@@ -166,8 +166,8 @@ class ConsumerWatchdog:
         stall = Stall(self.service, waiting, stuck_for, self._heals)
         if not self._stalled:
             self.stalls += 1
-            if self._sink is not None:
-                self._sink.count_stall(self.service)
+            if self.sink is not None:
+                self.sink.count_stall(self.service)
             self._set_stalled(True)
         if self._heals >= self._max_heals:
             raise ConsumerStalled(f"{stall.describe()}; {self._heals} heals did not help")
@@ -186,12 +186,12 @@ class ConsumerWatchdog:
         self._behind = {tp: (pos, now) for tp, (pos, _) in self._behind.items()}
 
     def report_fetch_wait(self, wait_ms: int) -> None:
-        if self._sink is not None:
-            self._sink.set_fetch_wait(self.service, wait_ms)
+        if self.sink is not None:
+            self.sink.set_fetch_wait(self.service, wait_ms)
 
     def _set_stalled(self, stalled: bool) -> None:
-        if stalled != self._stalled and self._sink is not None:
-            self._sink.set_stalled(self.service, stalled)
+        if stalled != self._stalled and self.sink is not None:
+            self.sink.set_stalled(self.service, stalled)
         self._stalled = stalled
 
 

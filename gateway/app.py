@@ -56,6 +56,9 @@ class GatewayConfig:
     # How long a cancel looks for an order the store does not show yet (the store lags).
     cancel_lookup_s: float = 1.0
     ready_timeout_s: float = 2.0
+    # The /ready URLs of the services the pipeline needs (engine, settlement workers): the
+    # gateway is ready only when each of them is (see exchange.settings, EXCHANGE_READY_URLS).
+    ready_urls: tuple[str, ...] = ()
     title: str = "Exchange gateway"
 
 

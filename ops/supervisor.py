@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+import httpx
+
 from exchange.kafka import make_admin
 from exchange.process import die_with_parent
 from exchange.settings import Settings
@@ -96,8 +98,14 @@ class Supervisor:
         out: Callable[[str], None] = print,
         grace_s: float = 10.0,
         banner: Sequence[str] = (),
+        ready_url: str | None = None,
     ) -> None:
         self._banner = tuple(banner)
+        # The gateway's /ready: "ready" is printed when it first answers 200 (and again
+        # after it stopped), so a user or a script knows when commands are taken.
+        self._ready_url = ready_url
+        self._ready: bool | None = None
+        self._next_ready_check = 0.0
         self._settings = settings
         self._services = services
         self._out = out
@@ -151,10 +159,27 @@ class Supervisor:
                 self._out(line)
             while not self._stopping:
                 self._watch()
+                self._watch_readiness()
                 time.sleep(0.2)
             return 0
         finally:
             self._shutdown()
+
+    def _watch_readiness(self) -> None:
+        now = time.monotonic()
+        if self._ready_url is None or now < self._next_ready_check:
+            return
+        self._next_ready_check = now + 0.5
+        try:
+            answer = httpx.get(self._ready_url, timeout=2.0)
+            ready, why = answer.status_code == 200, answer.text[:300]
+        except httpx.HTTPError as e:
+            ready, why = False, f"{type(e).__name__}"
+        if ready and self._ready is not True:
+            self._out(f"ready     the pipeline takes commands ({self._ready_url} is 200)")
+        elif not ready and self._ready is True:
+            self._out(f"not ready {self._ready_url}: {why}")
+        self._ready = ready
 
     def _start(self, child: _Child) -> None:
         env = {**os.environ, **child.spec.env}

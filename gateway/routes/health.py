@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import httpx
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -30,18 +31,38 @@ async def health() -> Response:
     return ok({"status": "ok"})
 
 
+async def peer_ready(url: str, timeout_s: float) -> str | None:
+    """None when the service at ``url`` (its ``/ready``) answers 200; else why not."""
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            answer = await client.get(url)
+    except httpx.HTTPError as e:
+        return f"{url}: unreachable ({type(e).__name__})"
+    if answer.status_code == 200:
+        return None
+    try:
+        detail = str(answer.json().get("detail", ""))
+    except ValueError:
+        detail = answer.text[:200]
+    return f"{url}: {answer.status_code} {detail}".rstrip()
+
+
 @router.get(
     "/ready",
     summary="Readiness",
     description=(
-        "200 when the broker and the store answer and the engine-output follower behind "
-        "`?wait=true` is in place; 503 `NOT_READY` otherwise."
+        "200 only when the pipeline takes commands: the broker and the store answer, the "
+        "engine-output follower behind `?wait=true` follows and is not stalled, and every "
+        "service in EXCHANGE_READY_URLS (the engine: recovered and consuming; settlement: "
+        "assigned and able to write) answers its own `/ready` with 200. 503 `NOT_READY`, "
+        "naming what is not ready, otherwise."
     ),
     response_model=None,
     responses={
         200: {"model": Envelope[ReadyOut]},
-        503: error_doc("NOT_READY: the broker or the store is unreachable, or the "
-                       "engine-output follower has not started yet."),
+        503: error_doc("NOT_READY: the broker or the store is unreachable, the "
+                       "engine-output follower is not following, or the engine or a "
+                       "settlement worker is not ready."),
     },
     tags=["health"],
 )
@@ -59,11 +80,13 @@ async def ready(request: Request) -> Response:
     problems = await asyncio.gather(
         check("broker", lambda: publisher.ping(cfg.ready_timeout_s)),
         check("store", store.ping),
+        *(peer_ready(url, cfg.ready_timeout_s) for url in cfg.ready_urls),
     )
     failed = [p for p in problems if p is not None]
-    if not follower.assigned.is_set():
-        # Until then ?wait=true answers 202 at once: not what a ready gateway does.
-        failed.append("engine-output follower: not following yet")
+    # Until the follower follows, ?wait=true answers 202 at once: not what a ready gateway does.
+    following = follower.ready()
+    if following is not None:
+        failed.append(following)
     if failed:
         raise ApiError(ErrorCode.NOT_READY, "; ".join(failed))
     return ok({"broker": "ok", "store": "ok"})

@@ -230,9 +230,10 @@ def test_grafana_when_provisioned_loads_our_dashboards_and_opens_one_as_home() -
     assert source["url"] == "http://prometheus:9090" and "prometheus" in services()
 
 
-def test_gateway_dashboard_when_deployed_scrapes_every_container_by_name() -> None:
+def test_gateway_when_deployed_requires_and_scrapes_every_container_by_name() -> None:
     s = services()
-    sources = load_settings(environment(s["gateway"])).exchange_dashboard_sources
+    settings = load_settings(environment(s["gateway"]))
+    sources = settings.exchange_dashboard_sources
     assert sources is not None
     replicas = s["settlement"]["deploy"]["replicas"]
     project = compose()["name"]
@@ -242,6 +243,10 @@ def test_gateway_dashboard_when_deployed_scrapes_every_container_by_name() -> No
     assert set(sources) == {
         f"http://engine:{port['engine']}/metrics", f"http://lag:{port['lag']}/metrics",
         *(f"http://{project}-settlement-{i}:{port['settlement']}/metrics"
+          for i in range(1, replicas + 1))}
+    assert set(settings.ready_urls) == {
+        f"http://engine:{port['engine']}/ready",
+        *(f"http://{project}-settlement-{i}:{port['settlement']}/ready"
           for i in range(1, replicas + 1))}
 
 
