@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-unit test-integration lint bench e2e e2e-compose e2e-local compose-check fuzz clean
+.PHONY: setup run test test-unit test-integration lint schemas bench soak e2e e2e-compose e2e-local compose-check fuzz clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ lint: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# Regenerate avro/resolved/ (self-contained top-level schemas) after editing a part in avro/.
+schemas: setup
+	$(PY) -m exchange.codec.resolved
+
 bench: setup
 	$(PY) bench/engine_core.py
 	$(PY) bench/codec.py
@@ -42,6 +46,12 @@ bench: setup
 	$(PY) bench/gateway.py
 	$(PY) bench/end_to_end.py
 	$(PY) bench/broker_growth.py
+
+# The issue-17 soak: embedded stack, 500 orders/s plus the LOBSTER replay, for SOAK_MINUTES
+# (30); samples and plot under data/soak/. Not in `make bench`: its meaningful run is long.
+SOAK_MINUTES ?= 30
+soak: setup
+	$(PY) bench/soak.py --minutes $(SOAK_MINUTES)
 
 # A longer schemathesis run over the gateway's OpenAPI spec (about 9,000 cases).
 fuzz: setup
