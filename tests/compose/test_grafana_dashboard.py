@@ -29,7 +29,13 @@ from grafana_foundation_sdk.models import bargauge, prometheus, stat, timeseries
 from grafana_foundation_sdk.models import dashboard as schema
 
 from engine.service.runner import EngineStats
-from exchange.metrics import EngineMetrics, GatewayMetrics, SettlementMetrics, new_registry
+from exchange.metrics import (
+    EngineMetrics,
+    GatewayMetrics,
+    SettlementMetrics,
+    WatchdogMetrics,
+    new_registry,
+)
 from ops.lag import LagCollector
 from settlement.service import SettlementStats
 
@@ -65,16 +71,19 @@ def _datasource_uid() -> str:
 
 def _exported_names() -> set[str]:
     """Every metric name the services and our lag exporter export (sample names)."""
-    engine, settlement, gateway = new_registry(), new_registry(), new_registry()
+    engine, settlement, gateway, watchdog = (new_registry() for _ in range(4))
     EngineMetrics(engine).watch(EngineStats())
     SettlementMetrics(settlement).watch(SettlementStats())
     GatewayMetrics(gateway)
+    WatchdogMetrics(watchdog)
     names: set[str] = set()
-    for registry in (engine, settlement, gateway):
+    for registry in (engine, settlement, gateway, watchdog):
         for m in registry.collect():
             names |= {s.name for s in m.samples}
             # Labelled counters and histograms show no sample until first used.
-            if m.type == "counter":
+            if m.type == "gauge":
+                names.add(m.name)
+            elif m.type == "counter":
                 names.add(m.name + "_total")
             elif m.type == "histogram":
                 names |= {m.name + suffix for suffix in ("_bucket", "_sum", "_count")}
