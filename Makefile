@@ -28,9 +28,10 @@ test-unit: setup
 test-integration: setup
 	$(PY) -m pytest -q -m "kafka and not e2e"
 
-# Style, types, and the layers (import-linter contracts in pyproject.toml).
+# Style, formatting, types, and the layers (import-linter contracts in pyproject.toml).
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
