@@ -81,8 +81,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from exchange.process import die_with_parent  # noqa: E402
-
 from bench.lobster_flow import (  # noqa: E402  (after the sys.path fix above)
     DEFAULT_MESSAGES,
     DEFAULT_USERS,
@@ -92,7 +90,7 @@ from bench.lobster_flow import (  # noqa: E402  (after the sys.path fix above)
     read_messages,
 )
 from gateway.dashboard import parse_metrics, total  # noqa: E402
-from ops.broker import free_port  # noqa: E402
+from ops.broker import die_with_parent, free_port  # noqa: E402
 
 WINDOW_S = 10.0
 SCRAPE_S = 1.0
