@@ -869,16 +869,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         meter = CpuMeter()
         pids = {**stack.pids, "soak": os.getpid()}
         meter.read(pids, 0)  # baseline ticks
-        for k in range(1, int(total_s / WINDOW_S) + 1):
-            time.sleep(max(0.0, t0 + k * WINDOW_S - now_s()))
-            pids = {**stack.pids, "soak": os.getpid()}
-            if loadgen is not None:
-                pids["loadgen"] = loadgen.pid
-            if replay.proc is not None:
-                pids["replay"] = replay.proc.pid
-            cpu = meter.read(pids, WINDOW_S)
-            windows.append(window_sample(k, now_s() - t0, probe, replay, scraper, cpu))
-            print(summary_line(windows[-1]), flush=True)
+        try:
+            for k in range(1, int(total_s / WINDOW_S) + 1):
+                time.sleep(max(0.0, t0 + k * WINDOW_S - now_s()))
+                pids = {**stack.pids, "soak": os.getpid()}
+                if loadgen is not None:
+                    pids["loadgen"] = loadgen.pid
+                if replay.proc is not None:
+                    pids["replay"] = replay.proc.pid
+                cpu = meter.read(pids, WINDOW_S)
+                windows.append(window_sample(k, now_s() - t0, probe, replay, scraper, cpu))
+                print(summary_line(windows[-1]), flush=True)
+        except KeyboardInterrupt:  # Ctrl-C: stop everything, report the windows so far
+            print(f"interrupted after {len(windows)} windows", flush=True)
+            total_s = len(windows) * WINDOW_S
+            edge_s, cpu_window_s = min(60.0, total_s / 2), min(300.0, total_s / 2)
     finally:
         probe.stop.set()
         scraper.stop.set()
