@@ -25,10 +25,9 @@ from types import FrameType
 import httpx
 
 from exchange.kafka import make_admin
-from exchange.process import die_with_parent
 from exchange.settings import Settings
 from exchange.topics import Topics, ensure_topics
-from ops.broker import EmbeddedBroker
+from ops.broker import EmbeddedBroker, die_with_parent
 
 STACK_FILE = "stack.json"
 
