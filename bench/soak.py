@@ -23,7 +23,9 @@ What runs, all at once, for ``--minutes``:
   engine does not answer within 5 s comes back 202 and counts as a timeout (its 5 s count too);
 * a scraper, every second: the lag exporter's ``kafka_consumergroup_lag_sum`` and
   ``kafka_consumergroup_current_offset`` per group, the ``orders`` log end, the engine's
-  ``exchange_engine_sequence`` and settlement's ``exchange_settlement_sequence_settled``.
+  ``exchange_engine_sequence`` and settlement's ``exchange_settlement_sequence_settled``, and
+  the stall episodes each service's own consumer watchdog counted
+  (``exchange_consumer_stalls_total`` of the engine, settlement and the gateway's follower).
 
 Every 10 s a sample is recorded: probe and replay round trips (p50/p99/max), replay
 requests/s and statuses, the CPU (% of one core, from ``/proc/<pid>/stat``) of the broker, of
@@ -259,6 +261,15 @@ class Probe:
             self.stop.wait(next_at - now_s())
 
 
+def watchdog_stalls(scrape: dict[Any, Any] | None) -> float | None:
+    """Stall episodes a service's own consumer watchdog counted (None: no watchdog, or no
+    answer). Its counter has a series only after the first stall, so a watchdog that exports
+    its fetch wait and no counter has counted none."""
+    if scrape is None or total(scrape, "exchange_consumer_fetch_wait_ms") is None:
+        return None
+    return total(scrape, "exchange_consumer_stalls_total") or 0.0
+
+
 @dataclass(slots=True)
 class GroupState:
     ends: list[tuple[float, float]] = field(default_factory=list)  # (t, log end) per sample
@@ -276,7 +287,7 @@ class Scraper:
 
     client: httpx.Client
     t0: float
-    urls: dict[str, str]  # lag, engine, settlement -> /metrics URL
+    urls: dict[str, str]  # lag, engine, settlement, gateway -> /metrics URL
     stall_s: float
     points: list[dict[str, Any]] = field(default_factory=list)  # lag exporter samples
     positions: list[dict[str, Any]] = field(default_factory=list)  # engine/settlement
@@ -309,16 +320,14 @@ class Scraper:
         t = now_s() - self.t0
         engine = self._scrape(self.urls["engine"], 5)
         settlement = self._scrape(self.urls["settlement"], 5)
+        gateway = self._scrape(self.urls["gateway"], 5)
         point: dict[str, Any] = {"t": round(t, 2)}
         if engine is not None:
             point["engine_sequence"] = total(engine, "exchange_engine_sequence")
-            # Stalls the service's own consumer watchdog saw (and healed), where it has one.
-            point["engine_watchdog_stalls"] = total(engine, "exchange_consumer_stalls_total")
         if settlement is not None:
             point["settled_sequence"] = total(settlement, "exchange_settlement_sequence_settled")
-            point["settlement_watchdog_stalls"] = total(
-                settlement, "exchange_consumer_stalls_total"
-            )
+        for name, scrape in (("engine", engine), ("settlement", settlement), ("gateway", gateway)):
+            point[f"{name}_watchdog_stalls"] = watchdog_stalls(scrape)
         self.positions.append(point)
 
     def sample_lag(self) -> None:
@@ -416,7 +425,12 @@ def start_replay(url: str, args: argparse.Namespace, prefix: str, log: IO[str]) 
         str(args.messages),
     ]
     proc = subprocess.Popen(
-        argv, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+        argv,
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
         preexec_fn=die_with_parent,
     )
     replay = Replay(proc, now_s())
@@ -562,7 +576,10 @@ def window_sample(
         "orders_end": last.get("orders_end"),
         "engine_sequence": position.get("engine_sequence"),
         "settled_sequence": position.get("settled_sequence"),
-        "watchdog_stalls": {group: position.get(f"{group}_watchdog_stalls") for group in GROUPS},
+        "watchdog_stalls": {
+            name: position.get(f"{name}_watchdog_stalls")
+            for name in ("engine", "settlement", "gateway")
+        },
         "lag_scrapes": len(scrapes),
         "lag_scrape_max_s": max(took, default=None),
         "stalls_so_far": len(scraper.stalls),
@@ -783,6 +800,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     urls = {
         name: f"http://127.0.0.1:{ports[name]}/metrics" for name in ("lag", "engine", "settlement")
     }
+    urls["gateway"] = f"{base}/metrics"
     stack = Stack(env, out / "stack.log")
     loadgen: subprocess.Popen[bytes] | None = None
     replay: Replay | None = None
@@ -859,16 +877,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         meter = CpuMeter()
         pids = {**stack.pids, "soak": os.getpid()}
         meter.read(pids, 0)  # baseline ticks
-        for k in range(1, int(total_s / WINDOW_S) + 1):
-            time.sleep(max(0.0, t0 + k * WINDOW_S - now_s()))
-            pids = {**stack.pids, "soak": os.getpid()}
-            if loadgen is not None:
-                pids["loadgen"] = loadgen.pid
-            if replay.proc is not None:
-                pids["replay"] = replay.proc.pid
-            cpu = meter.read(pids, WINDOW_S)
-            windows.append(window_sample(k, now_s() - t0, probe, replay, scraper, cpu))
-            print(summary_line(windows[-1]), flush=True)
+        try:
+            for k in range(1, int(total_s / WINDOW_S) + 1):
+                time.sleep(max(0.0, t0 + k * WINDOW_S - now_s()))
+                pids = {**stack.pids, "soak": os.getpid()}
+                if loadgen is not None:
+                    pids["loadgen"] = loadgen.pid
+                if replay.proc is not None:
+                    pids["replay"] = replay.proc.pid
+                cpu = meter.read(pids, WINDOW_S)
+                windows.append(window_sample(k, now_s() - t0, probe, replay, scraper, cpu))
+                print(summary_line(windows[-1]), flush=True)
+        except KeyboardInterrupt:  # Ctrl-C: stop everything, report the windows so far
+            print(f"interrupted after {len(windows)} windows", flush=True)
+            total_s = len(windows) * WINDOW_S
+            edge_s, cpu_window_s = min(60.0, total_s / 2), min(300.0, total_s / 2)
     finally:
         probe.stop.set()
         scraper.stop.set()
