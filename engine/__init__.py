@@ -35,7 +35,7 @@ from engine.events import (
 from engine.markets import AssetSpec, Markets, SymbolSpec, load_markets, parse_markets
 from engine.order_state import TRANSITIONS, Trigger, next_status
 from engine.orders import Order, OrderView
-from engine.snapshot import SnapshotError
+from engine.snapshot import SnapshotFormatError
 
 __all__ = [
     "DEFAULT_COMPLETED_ORDER_MEMORY",
@@ -67,7 +67,7 @@ __all__ = [
     "PlaceOrder",
     "RejectReason",
     "Side",
-    "SnapshotError",
+    "SnapshotFormatError",
     "StpMode",
     "SymbolSpec",
     "TimeInForce",

@@ -55,16 +55,14 @@ Rules where the spec leaves a choice (the tests pin every one of them):
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable
-from enum import StrEnum
-from operator import attrgetter
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, cast
 
 from engine import snapshot as _snapshot
+from engine import state_io
 from engine.balances import Balance, Ledger
-from engine.book import Level, OrderBook
+from engine.book import Level
 from engine.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
 from engine.enums import (
     CommandKind,
@@ -86,50 +84,17 @@ from engine.events import (
     OrderUpdated,
     TradeExecuted,
 )
-from engine.markets import INT64_MAX, Markets, SymbolSpec
+from engine.fastbuild import positional_constructor
+from engine.market_state import MarketState
+from engine.markets import INT64_MAX, Markets
 from engine.order_state import COMPLETION_REASON, Trigger, next_status
 from engine.orders import Order, OrderView
-from engine.validation import MAX_CLIENT_ORDER_ID_LENGTH, order_shape_error
+from engine.validation import check_amount, check_place, shown
 
 DEFAULT_COMPLETED_ORDER_MEMORY: Final = 100_000
 _BPS: Final = 10_000
 
-_E = TypeVar("_E")
-
-
-def _positional_constructor(cls: type[_E], names: tuple[str, ...]) -> Callable[..., _E]:
-    """A constructor for a frozen slotted dataclass that takes its fields positionally.
-
-    Why: a frozen dataclass's ``__init__`` pays one ``object.__setattr__`` call per field
-    (about 3.8 us for OrderUpdated on the reference machine), which alone would cap the
-    engine far below its throughput target. The generated function allocates an instance of
-    a plain class with the identical slot layout, assigns the slots directly, and relabels it
-    as ``cls`` (CPython allows ``__class__`` assignment between layout-identical classes): about
-    0.5 us. The result *is* a ``cls`` instance, equal to one built the normal way (a test checks
-    every event type).
-
-    ``names`` is the parameter order the engine's call sites use; it must equal the
-    dataclass's field order, or the import fails loudly instead of mislabelling fields.
-    """
-    fields = tuple(f.name for f in dataclasses.fields(cast(Any, cls)))
-    if fields != names or getattr(cls, "__slots__", None) != names:
-        raise InvariantError(
-            f"{cls.__name__} fields are {fields}, the engine builds {names}: update engine.engine"
-        )
-    twin = type(f"_{cls.__name__}Layout", (), {"__slots__": names})
-    source = (
-        f"def build_{cls.__name__}({', '.join(names)}):\n"
-        "    obj = _allocate(_twin)\n"
-        + "".join(f"    obj.{name} = {name}\n" for name in names)
-        + "    obj.__class__ = _target\n"
-        "    return obj\n"
-    )
-    namespace: dict[str, Any] = {"_allocate": object.__new__, "_twin": twin, "_target": cls}
-    exec(source, namespace)  # the same technique dataclasses itself uses to build __init__
-    return cast(Callable[..., _E], namespace[f"build_{cls.__name__}"])
-
-
-_new_trade = _positional_constructor(
+_new_trade = positional_constructor(
     TradeExecuted,
     (
         "trade_id",
@@ -149,7 +114,7 @@ _new_trade = _positional_constructor(
         "executed_at",
     ),
 )
-_new_placed = _positional_constructor(
+_new_placed = positional_constructor(
     OrderPlaced,
     (
         "order_id",
@@ -165,7 +130,7 @@ _new_placed = _positional_constructor(
         "created_at",
     ),
 )
-_new_updated = _positional_constructor(
+_new_updated = positional_constructor(
     OrderUpdated,
     (
         "order_id",
@@ -189,15 +154,15 @@ _new_updated = _positional_constructor(
         "updated_at",
     ),
 )
-_new_completed = _positional_constructor(
+_new_completed = positional_constructor(
     OrderCompleted, ("order_id", "user_id", "symbol", "reason", "completed_at")
 )
-_new_balance = _positional_constructor(BalanceUpdated, ("user_id", "asset", "available", "locked"))
-_new_rejected = _positional_constructor(
+_new_balance = positional_constructor(BalanceUpdated, ("user_id", "asset", "available", "locked"))
+_new_rejected = positional_constructor(
     CommandRejected,
     ("command_id", "kind", "user_id", "reason", "order_id", "client_order_id", "message"),
 )
-_new_output = _positional_constructor(
+_new_output = positional_constructor(
     EngineOutput,
     (
         "sequence",
@@ -266,18 +231,6 @@ def _report(order: Order, qptl: int, last_price: int, last_quantity: int) -> Ord
     )
 
 
-def _shown(value: object) -> str:
-    """A value for a rejection message. Only plain values are shown: the repr of an arbitrary
-    object may hold its memory address, and messages must be identical on every replay."""
-    if value is None or type(value) in (str, int, bool) or isinstance(value, StrEnum):
-        return repr(str(value) if isinstance(value, StrEnum) else value)
-    return f"a {type(value).__name__}"
-
-
-def _typed(value: object) -> str:
-    return f"{_shown(value)} of type {type(value).__name__}"
-
-
 def _balance_updates(touched: _Touched) -> tuple[BalanceUpdated, ...]:
     return tuple(
         [
@@ -286,39 +239,6 @@ def _balance_updates(touched: _Touched) -> tuple[BalanceUpdated, ...]:
             if before != (b.available, b.locked)
         ]
     )
-
-
-class _Market:
-    """One symbol's spec, book and the integers the hot path reads, flattened for speed."""
-
-    __slots__ = (
-        "base",
-        "book",
-        "bpl",
-        "maker_fee_bps",
-        "max_price",
-        "max_quantity",
-        "min_quantity",
-        "name",
-        "qptl",
-        "quote",
-        "spec",
-        "taker_fee_bps",
-    )
-
-    def __init__(self, spec: SymbolSpec) -> None:
-        self.spec = spec
-        self.name = spec.name
-        self.base = spec.base
-        self.quote = spec.quote
-        self.qptl = spec.quote_per_tick_lot
-        self.bpl = spec.base_per_lot
-        self.maker_fee_bps = spec.maker_fee_bps
-        self.taker_fee_bps = spec.taker_fee_bps
-        self.min_quantity = spec.min_quantity
-        self.max_quantity = spec.max_quantity
-        self.max_price = spec.max_price
-        self.book = OrderBook(spec.name)
 
 
 class Engine:
@@ -332,7 +252,9 @@ class Engine:
         self._markets_config = markets
         self._fee_account = markets.fee_account
         self._assets = {code: spec for code, spec in sorted(markets.assets.items())}
-        self._markets = {name: _Market(markets.symbols[name]) for name in sorted(markets.symbols)}
+        self._markets = {
+            name: MarketState(markets.symbols[name]) for name in sorted(markets.symbols)
+        }
         self._ledger = Ledger(list(self._assets))
         self._orders: dict[int, Order] = {}  # every open (resting) order
         self._client_ids: dict[tuple[int, str], Order] = {}  # (user_id, client_order_id)
@@ -379,9 +301,9 @@ class Engine:
         market = self._markets.get(cmd.symbol)
         if market is None:
             return self._reject_place(
-                cmd, sequence, _R.UNKNOWN_SYMBOL, f"unknown symbol {_shown(cmd.symbol)}"
+                cmd, sequence, _R.UNKNOWN_SYMBOL, f"unknown symbol {shown(cmd.symbol)}"
             )
-        refusal = self._check_place(cmd, market)
+        refusal = check_place(cmd, market, self._client_ids, self._ledger)
         if refusal is not None:
             return self._reject_place(cmd, sequence, refusal[0], refusal[1])
 
@@ -491,73 +413,7 @@ class Engine:
             (),
         )
 
-    def _check_place(self, cmd: PlaceOrder, market: _Market) -> tuple[RejectReason, str] | None:
-        """Every validation of a place, in the documented order; None when acceptable."""
-        side = cmd.side
-        if side is not _BUY and side is not _SELL:
-            return _R.INVALID_ORDER, f"side must be a Side member, got {_typed(side)}"
-        tif = cmd.time_in_force
-        if tif is not _GTC and tif is not _IOC and tif is not _FOK:
-            return _R.INVALID_ORDER, f"time_in_force must be a TimeInForce, got {_typed(tif)}"
-        stp = cmd.stp_mode
-        # Identity, not equality: a plain "EXPIRE_MAKER" string would compare equal to the
-        # member yet fail every ``is`` test in the matching loop.
-        if stp is not None and type(stp) is not StpMode:
-            return _R.INVALID_ORDER, f"stp_mode must be a StpMode or None, got {_typed(stp)}"
-        post_only = cmd.post_only
-        if post_only is not True and post_only is not False:
-            return _R.INVALID_ORDER, "post_only must be a bool"
-        client_order_id = cmd.client_order_id
-        if client_order_id is not None and (
-            type(client_order_id) is not str
-            or not client_order_id
-            or len(client_order_id) > MAX_CLIENT_ORDER_ID_LENGTH
-        ):
-            return _R.INVALID_ORDER, (
-                f"client_order_id must be 1 to {MAX_CLIENT_ORDER_ID_LENGTH} characters"
-            )
-        order_type = cmd.order_type
-        price = cmd.price
-        if order_type is not _LIMIT and order_type is not _MARKET:
-            return _R.INVALID_ORDER, f"order_type must be an OrderType, got {_typed(order_type)}"
-        shape_error = order_shape_error(order_type, tif, post_only, price is not None)
-        if shape_error is not None:
-            return _R.INVALID_ORDER, shape_error
-        if price is not None and (type(price) is not int or not 0 < price <= market.max_price):
-            return _R.INVALID_PRICE, (
-                f"price {price} ticks is outside 1..{market.max_price} for {market.name}"
-            )
-        quantity = cmd.quantity
-        if type(quantity) is not int or not (
-            market.min_quantity <= quantity <= market.max_quantity
-        ):
-            return _R.INVALID_QUANTITY, (
-                f"quantity {quantity} lots is outside "
-                f"{market.min_quantity}..{market.max_quantity} for {market.name}"
-            )
-        user_id = cmd.user_id
-        if client_order_id is not None and (user_id, client_order_id) in self._client_ids:
-            return _R.DUPLICATE_CLIENT_ORDER_ID, (
-                f"client_order_id {client_order_id!r} is already used by an open order"
-            )
-        if side is _BUY:
-            if order_type is _LIMIT:
-                needed = quantity * cast(int, price) * market.qptl
-                available = self._ledger.available(user_id, market.quote)
-                if available < needed:
-                    return _R.INSUFFICIENT_FUNDS, (
-                        f"needs {needed} {market.quote}, {available} available"
-                    )
-        else:
-            needed = quantity * market.bpl
-            available = self._ledger.available(user_id, market.base)
-            if available < needed:
-                return _R.INSUFFICIENT_FUNDS, f"needs {needed} {market.base}, {available} available"
-        if post_only and market.book.would_take(side is _BUY, cast(int, price)):
-            return _R.POST_ONLY_WOULD_TAKE, "a post-only order would take liquidity"
-        return None
-
-    def _fok_can_fill(self, taker: Order, market: _Market) -> bool:
+    def _fok_can_fill(self, taker: Order, market: MarketState) -> bool:
         """Could ``taker`` fill completely right now? Reads the book, changes nothing."""
         book = market.book
         is_buy = taker.is_buy
@@ -582,7 +438,7 @@ class Engine:
     def _match(
         self,
         taker: Order,
-        market: _Market,
+        market: MarketState,
         ts: int,
         trades: list[TradeExecuted],
         updates: list[OrderUpdated],
@@ -775,7 +631,7 @@ class Engine:
         order: Order,
         level: Level,
         ts: int,
-        market: _Market,
+        market: MarketState,
         updates: list[OrderUpdated],
         completions: list[OrderCompleted],
         touched: _Touched,
@@ -796,7 +652,7 @@ class Engine:
             _new_completed(order.order_id, order.user_id, order.symbol, _C_CANCELLED, ts)
         )
 
-    def _rest(self, order: Order, market: _Market) -> None:
+    def _rest(self, order: Order, market: MarketState) -> None:
         """Lock what the remainder could spend and put it in the book and the indexes."""
         balance = order.lock_balance
         amount = order.remaining * order.lock_per_lot
@@ -838,7 +694,7 @@ class Engine:
         message = ""
         order: Order | None = None
         if market is None:
-            reason, message = _R.UNKNOWN_SYMBOL, f"unknown symbol {_shown(cmd.symbol)}"
+            reason, message = _R.UNKNOWN_SYMBOL, f"unknown symbol {shown(cmd.symbol)}"
         elif (order_id is None) == (client_order_id is None):
             reason = _R.INVALID_ORDER
             message = "a cancel names exactly one of order_id and client_order_id"
@@ -898,17 +754,10 @@ class Engine:
 
     # ------------------------------------------------------------------ funds
 
-    def _check_amount(self, asset: str, amount: int) -> tuple[RejectReason, str] | None:
-        if asset not in self._assets:
-            return _R.UNKNOWN_ASSET, f"unknown asset {_shown(asset)}"
-        if type(amount) is not int or amount <= 0:
-            return _R.INVALID_AMOUNT, f"amount must be a positive integer, got {_shown(amount)}"
-        return None
-
     def _deposit(self, cmd: Deposit, sequence: int) -> EngineOutput:
         asset = cmd.asset
         amount = cmd.amount
-        refusal = self._check_amount(asset, amount)
+        refusal = check_amount(asset, amount, self._assets)
         if refusal is None and self._ledger.supply[asset] + amount > INT64_MAX:
             refusal = _R.INVALID_AMOUNT, f"total {asset} would exceed a signed 64-bit integer"
         if refusal is not None:
@@ -931,7 +780,7 @@ class Engine:
     def _withdraw(self, cmd: Withdraw, sequence: int) -> EngineOutput:
         asset = cmd.asset
         amount = cmd.amount
-        refusal = self._check_amount(asset, amount)
+        refusal = check_amount(asset, amount, self._assets)
         if refusal is None:
             available = self._ledger.available(cmd.user_id, asset)
             if available < amount:
@@ -1109,7 +958,7 @@ class Engine:
         """Whether ``order_id`` is in the bounded memory of completed accepted orders."""
         return order_id in self._completed
 
-    def _market(self, symbol: str) -> _Market:
+    def _market(self, symbol: str) -> MarketState:
         market = self._markets.get(symbol)
         if market is None:
             raise KeyError(symbol)
@@ -1129,7 +978,13 @@ class Engine:
 
     def snapshot(self) -> bytes:
         """The whole engine state as deterministic bytes (see :mod:`engine.snapshot`)."""
-        return _snapshot.dump((self._sequence, self._scales(), self._export_business()))
+        return _snapshot.frame(self.snapshot_body())
+
+    def snapshot_body(self) -> bytes:
+        """The snapshot without its header: ``engine.snapshot.frame(body)`` is
+        :meth:`snapshot`. Plain Python and ``marshal`` only (no hashing), so a forked child
+        can run it (see :mod:`engine.service.forked_snapshot`)."""
+        return _snapshot.encode_body((self._sequence, self._scales(), self._export_business()))
 
     @classmethod
     def restore(cls, data: bytes, markets: Markets) -> Engine:
@@ -1141,7 +996,7 @@ class Engine:
         try:
             sequence, scales, business = state
         except ValueError as e:
-            raise _snapshot.SnapshotError("snapshot body has the wrong shape") from e
+            raise _snapshot.SnapshotFormatError("snapshot body has the wrong shape") from e
         engine = cls(markets)
         if scales != engine._scales():
             raise ConfigError("the markets config does not match the snapshot's assets and scales")
@@ -1150,242 +1005,17 @@ class Engine:
         return engine
 
     def _scales(self) -> tuple[Any, ...]:
-        return (
-            self._fee_account,
-            [(code, spec.decimals) for code, spec in self._assets.items()],
-            [
-                (m.name, m.base, m.quote, m.qptl, m.bpl, str(m.spec.tick_size))
-                for m in self._markets.values()
-            ],
-        )
-
-    # One row per resting order. Only LIMIT GTC orders rest (an invariant the checker
-    # enforces) and their status follows from ``filled``, so neither is stored; stp_mode is
-    # stored by its value, the same name the wire uses. (Columns load faster but cost a
-    # transpose on the way out; rows keep both directions under 3 s for a million orders.)
-    _ORDER_ROW: Final = (
-        "order_id",
-        "client_order_id",
-        "user_id",
-        "post_only",
-        "price",
-        "quantity",
-        "filled",
-        "cumulative_quote",
-        "created_at",
-        "updated_at",
-        "stp_mode._value_",
-    )
+        return state_io.scales(self._fee_account, self._assets, self._markets)
 
     def _export_business(self) -> tuple[Any, ...]:
-        side_code = _snapshot.SIDE_CODE
-        # One C-level getter per order: with a million orders scattered in memory, touching
-        # each order only once is what matters.
-        row_of = attrgetter(*self._ORDER_ROW)
-        books = []
-        for market in self._markets.values():
-            for side, side_book in ((_BUY, market.book.bids), (_SELL, market.book.asks)):
-                # Ascending price, FIFO within a level: rebuilding in this order restores
-                # every level's time priority.
-                orders = (o for level in side_book.values() for o in level.orders.values())
-                books.append((market.name, side_code[side], list(map(row_of, orders))))
-        return (
-            self._next_trade_id,
+        return state_io.export_business(
+            self._markets, self._ledger, self._completed, self._next_trade_id,
             self._completed_capacity,
-            sorted(self._ledger.supply.items()),
-            self.balances(),
-            books,
-            [(oid, user, symbol) for oid, (user, symbol) in self._completed.items()],
-        )
+        )  # fmt: skip
 
     def _import_business(self, business: tuple[Any, ...]) -> None:
-        try:
-            next_trade_id, capacity, supply, balances, books, completed = business
-        except ValueError as e:
-            raise _snapshot.SnapshotError("snapshot business state has the wrong shape") from e
-        self._next_trade_id = next_trade_id
-        self._completed_capacity = capacity
-        ledger = self._ledger
-        for asset, amount in supply:
-            ledger.supply[asset] = amount
-        for user_id, asset, available, locked in balances:
-            balance = ledger.get_or_create(user_id, asset)
-            balance.available = available
-            balance.locked = locked
-        stp_of = {mode.value: mode for mode in StpMode}
-        orders = self._orders
-        client_ids = self._client_ids
-        get_or_create = ledger.get_or_create
-        partially_filled = OrderStatus.PARTIALLY_FILLED
-        for symbol, side_code, rows in books:
-            market = self._markets.get(symbol)
-            if market is None:
-                raise ConfigError(f"the snapshot has orders for unknown symbol {symbol!r}")
-            side = _snapshot.SIDE_FROM_CODE[side_code]
-            is_buy = side is _BUY
-            qptl = market.qptl
-            bpl = market.bpl
-            base_asset = market.base
-            quote_asset = market.quote
-            user_balances: dict[int, tuple[Balance, Balance]] = {}
-            levels: dict[int, Level] = {}
-            level = Level(0)
-            for (
-                order_id,
-                client_order_id,
-                user_id,
-                post_only,
-                price,
-                quantity,
-                filled,
-                cumulative_quote,
-                created_at,
-                updated_at,
-                stp,
-            ) in rows:
-                pair = user_balances.get(user_id)
-                if pair is None:
-                    pair = user_balances[user_id] = (
-                        get_or_create(user_id, base_asset),
-                        get_or_create(user_id, quote_asset),
-                    )
-                order = Order(
-                    order_id,
-                    client_order_id,
-                    user_id,
-                    symbol,
-                    side,
-                    _LIMIT,
-                    _GTC,
-                    post_only,
-                    price,
-                    quantity,
-                    stp_of[stp],
-                    created_at,
-                    pair[0],
-                    pair[1],
-                    price * qptl if is_buy else bpl,
-                )
-                if filled:
-                    order.filled = filled
-                    order.remaining = quantity - filled
-                    order.cumulative_quote = cumulative_quote
-                    order.status = partially_filled
-                order.updated_at = updated_at
-                if price != level.price:  # rows come sorted by price
-                    level = levels[price] = Level(price)
-                level.orders[order_id] = order
-                level.total += order.remaining
-                orders[order_id] = order
-                if client_order_id is not None:
-                    client_ids[(user_id, client_order_id)] = order
-            if levels:
-                (market.book.bids if is_buy else market.book.asks).update(levels)
-        self._completed = OrderedDict(
-            (order_id, (user_id, symbol)) for order_id, user_id, symbol in completed
+        self._next_trade_id, self._completed_capacity, self._completed = (
+            state_io.import_business(
+                business, self._markets, self._ledger, self._orders, self._client_ids
+            )
         )
-
-    # ------------------------------------------------------------------ invariants
-
-    def _check_invariants(self) -> None:
-        """Every structural and money invariant; for tests after each step, never the hot path.
-
-        Raises InvariantError describing the first violation found.
-        """
-
-        def fail(message: str) -> None:
-            raise InvariantError(message)
-
-        expected_locked: dict[tuple[int, str], int] = {}
-        seen_ids: set[int] = set()
-        with_client_id = 0
-        for name, market in self._markets.items():
-            book = market.book
-            for is_buy, side_book in ((True, book.bids), (False, book.asks)):
-                keys = list(side_book.keys())
-                if keys != sorted(keys):
-                    fail(f"{name}: price levels out of order")
-                for price, level in side_book.items():
-                    if level.price != price:
-                        fail(f"{name}: level {level.price} filed under {price}")
-                    if not level.orders:
-                        fail(f"{name}: empty level {price}")
-                    total = 0
-                    for order_id, o in level.orders.items():
-                        if o.order_id != order_id or self._orders.get(order_id) is not o:
-                            fail(f"{name}: order {order_id} missing from the index")
-                        if order_id in seen_ids:
-                            fail(f"order {order_id} rests twice")
-                        seen_ids.add(order_id)
-                        if o.symbol != name or o.is_buy is not is_buy or o.price != price:
-                            fail(f"order {order_id} is on the wrong book, side or level")
-                        if o.is_buy is not (o.side is _BUY):
-                            fail(f"order {order_id}: is_buy disagrees with side")
-                        if o.remaining <= 0 or o.filled < 0:
-                            fail(f"order {order_id}: remaining {o.remaining}, filled {o.filled}")
-                        if o.filled + o.remaining != o.quantity:
-                            fail(f"order {order_id}: filled + remaining != quantity")
-                        expected_status = (
-                            OrderStatus.PARTIALLY_FILLED if o.filled else OrderStatus.NEW
-                        )
-                        if o.status is not expected_status:
-                            fail(f"order {order_id}: status {o.status} with filled {o.filled}")
-                        if o.order_type is not _LIMIT or o.time_in_force is not _GTC:
-                            fail(f"order {order_id}: only LIMIT GTC orders rest")
-                        if o.cumulative_quote < o.filled * market.qptl:
-                            fail(f"order {order_id}: cumulative quote below one tick per lot")
-                        lock_per_lot = price * market.qptl if is_buy else market.bpl
-                        asset = market.quote if is_buy else market.base
-                        if o.lock_per_lot != lock_per_lot:
-                            fail(f"order {order_id}: lock per lot {o.lock_per_lot}")
-                        if o.lock_balance is not self._ledger.get(o.user_id, asset):
-                            fail(f"order {order_id}: lock balance is not the ledger's")
-                        if o.base_balance is not self._ledger.get(
-                            o.user_id, market.base
-                        ) or o.quote_balance is not self._ledger.get(o.user_id, market.quote):
-                            fail(f"order {order_id}: balance references are stale")
-                        key = (o.user_id, asset)
-                        expected_locked[key] = expected_locked.get(key, 0) + o.remaining * (
-                            lock_per_lot
-                        )
-                        if o.client_order_id is not None:
-                            with_client_id += 1
-                            if self._client_ids.get((o.user_id, o.client_order_id)) is not o:
-                                fail(f"order {order_id}: client order id not indexed")
-                        if order_id in self._completed:
-                            fail(f"order {order_id} is both open and completed")
-                        total += o.remaining
-                    if total != level.total:
-                        fail(f"{name}: level {price} total {level.total}, orders sum to {total}")
-            if book.bids and book.asks and book.bids.peekitem(-1)[0] >= book.asks.peekitem(0)[0]:
-                fail(f"{name}: book is crossed")
-        if len(seen_ids) != len(self._orders):
-            fail("the order index holds orders that are not in any book")
-        if with_client_id != len(self._client_ids):
-            fail("the client order id index holds stale entries")
-        if len(self._completed) > self._completed_capacity:
-            fail("the completed-order memory is over capacity")
-
-        totals: dict[str, int] = {asset: 0 for asset in self._assets}
-        for b in self._ledger:
-            if b.asset not in totals:
-                fail(f"balance in unknown asset {b.asset!r}")
-            if b.available < 0 or b.locked < 0:
-                fail(f"negative balance: {b!r}")
-            if b.locked != expected_locked.get((b.user_id, b.asset), 0):
-                fail(
-                    f"{b!r}: locked should be {expected_locked.get((b.user_id, b.asset), 0)}, "
-                    "what its open orders need"
-                )
-            totals[b.asset] += b.available + b.locked
-        for key in expected_locked:
-            if self._ledger.get(*key) is None:
-                fail(f"open orders lock funds of a missing balance {key}")
-        for asset, total in totals.items():
-            supply = self._ledger.supply[asset]
-            if total != supply:
-                fail(f"{asset}: balances sum to {total}, deposits - withdrawals is {supply}")
-            if not 0 <= supply <= INT64_MAX:
-                fail(f"{asset}: supply {supply} outside int64")
-        if self._next_trade_id < 1:
-            fail("trade ids start at 1")

@@ -16,9 +16,9 @@ The engine (``Engine.snapshot``) hands over ``(sequence, scales, business)``:
   restore refuses a markets config whose scales differ;
 * ``business`` - ``(next_trade_id, completed_capacity, supply, balances, books, completed)``,
   everything :meth:`Engine.state_hash` covers: per-asset supply, non-zero balances sorted by
-  (user, asset), per symbol and side one row per resting order (fields in
-  ``Engine._ORDER_ROW``; ascending price, FIFO within a level), and the completed-order memory
-  oldest first.
+  (user, asset), per symbol and side one row per resting order (fields as listed in
+  :mod:`engine.state_io`; ascending price, FIFO within a level), and the completed-order
+  memory oldest first.
 
 Enums are stored as fixed codes (the side, from the table below) or by their value (the wire
 name), never by position in the enum class, so reordering an enum cannot silently change a
@@ -42,7 +42,7 @@ _MARSHAL_VERSION: Final = 2
 _HEADER = struct.Struct(">8sH32s")
 
 
-class SnapshotError(ExchangeError):
+class SnapshotFormatError(ExchangeError):
     """A snapshot is unreadable: wrong magic, unknown version, corrupt body."""
 
 
@@ -60,7 +60,7 @@ def encode_body(state: tuple[Any, ...]) -> bytes:
     try:
         return marshal.dumps(state, _MARSHAL_VERSION)
     except ValueError as e:  # an object marshal cannot represent: a bug in the exporter
-        raise SnapshotError(f"state is not plain data: {e}") from e
+        raise SnapshotFormatError(f"state is not plain data: {e}") from e
 
 
 def digest(state: tuple[Any, ...]) -> str:
@@ -68,27 +68,31 @@ def digest(state: tuple[Any, ...]) -> str:
 
 
 def dump(state: tuple[Any, ...]) -> bytes:
-    body = encode_body(state)
+    return frame(encode_body(state))
+
+
+def frame(body: bytes) -> bytes:
+    """The snapshot of an encoded body: the header (magic, version, SHA-256) + the body."""
     return _HEADER.pack(MAGIC, FORMAT_VERSION, hashlib.sha256(body).digest()) + body
 
 
 def load(data: bytes) -> tuple[Any, ...]:
     if len(data) < _HEADER.size:
-        raise SnapshotError("snapshot is truncated (no header)")
+        raise SnapshotFormatError("snapshot is truncated (no header)")
     magic, version, checksum = _HEADER.unpack_from(data)
     if magic != MAGIC:
-        raise SnapshotError("not an engine snapshot (bad magic)")
+        raise SnapshotFormatError("not an engine snapshot (bad magic)")
     if version != FORMAT_VERSION:
-        raise SnapshotError(
+        raise SnapshotFormatError(
             f"snapshot format version {version}, this engine reads {FORMAT_VERSION}"
         )
     body = memoryview(data)[_HEADER.size :]
     if hashlib.sha256(body).digest() != checksum:
-        raise SnapshotError("snapshot body does not match its checksum")
+        raise SnapshotFormatError("snapshot body does not match its checksum")
     try:
         state = marshal.loads(body)
     except (EOFError, ValueError, TypeError) as e:
-        raise SnapshotError(f"snapshot body is unreadable: {e}") from e
+        raise SnapshotFormatError(f"snapshot body is unreadable: {e}") from e
     if not isinstance(state, tuple):
-        raise SnapshotError("snapshot body is not a tuple")
+        raise SnapshotFormatError("snapshot body is not a tuple")
     return state

@@ -21,7 +21,7 @@ as ``<unmatched>``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -76,8 +76,20 @@ class MetricsMiddleware:
 
 
 def _static_paths(routes: Iterable[object]) -> frozenset[str]:
-    paths = (getattr(r, "path", None) for r in routes)
-    return frozenset(p for p in paths if isinstance(p, str) and "{" not in p)
+    return frozenset(p for p in _route_paths(routes) if "{" not in p)
+
+
+def _route_paths(routes: Iterable[object]) -> Iterator[str]:
+    """Every route path, also those of included routers: FastAPI keeps an included router as
+    one entry holding its ``original_router`` (the gateway's routers have no prefix, so their
+    routes' paths are the app's)."""
+    for route in routes:
+        path = getattr(route, "path", None)
+        if isinstance(path, str):
+            yield path
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _route_paths(getattr(included, "routes", ()))
 
 
 def metrics_router(registry: CollectorRegistry) -> APIRouter:

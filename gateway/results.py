@@ -122,6 +122,7 @@ class OutputFollower:
         # Counters written only by the follower thread (observability and tests).
         self.consumed = 0  # records fetched
         self.decoded = 0  # outputs decoded and handed to the loop
+        self.delivered = 0  # outputs the loop has taken (written on the loop only)
 
     # ---- lifecycle -----------------------------------------------------------------
 
@@ -204,6 +205,7 @@ class OutputFollower:
             cache[output.command_id] = output
             if len(cache) > self._cache_size:
                 cache.popitem(last=False)
+        self.delivered += len(outputs)
 
     # ---- consuming (follower thread) ---------------------------------------------------
 

@@ -11,9 +11,12 @@ Ctrl-C reaches only the supervisor, which then stops everything in order.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +24,6 @@ from types import TracebackType
 
 from engine.errors import ConfigError, ExchangeError
 from exchange.kafka import make_admin
-from exchange.process import die_with_parent
 
 
 class BrokerError(ExchangeError):
@@ -50,6 +52,18 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in a forked child
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux; elsewhere a no-op).
+
+    Meant for ``preexec_fn`` of a child process, or the first call of a forked child: a child
+    must never outlive the process that started it.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def wait_for_kafka(bootstrap: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None

@@ -57,33 +57,60 @@ COMPONENTS = ("kafka", "cassandra")
 # reflective access to JDK internals under Java 17).
 CASSANDRA_JAVA17_OPTIONS: tuple[str, ...] = (
     "-Djdk.attach.allowAttachSelf=true",
-    "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
-    "--add-exports", "java.base/jdk.internal.ref=ALL-UNNAMED",
-    "--add-exports", "java.base/sun.nio.ch=ALL-UNNAMED",
-    "--add-exports", "java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED",
-    "--add-exports", "java.rmi/sun.rmi.registry=ALL-UNNAMED",
-    "--add-exports", "java.rmi/sun.rmi.server=ALL-UNNAMED",
-    "--add-exports", "java.sql/java.sql=ALL-UNNAMED",
-    "--add-exports", "java.base/java.lang.ref=ALL-UNNAMED",
-    "--add-exports", "jdk.unsupported/sun.misc=ALL-UNNAMED",
-    "--add-opens", "java.base/java.lang.module=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.loader=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.ref=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.reflect=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.math=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.module=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.util.jar=ALL-UNNAMED",
-    "--add-opens", "jdk.management/com.sun.management.internal=ALL-UNNAMED",
-    "--add-opens", "java.base/sun.nio.ch=ALL-UNNAMED",
-    "--add-opens", "java.base/java.io=ALL-UNNAMED",
-    "--add-opens", "java.base/java.nio=ALL-UNNAMED",
-    "--add-opens", "java.base/java.util.concurrent=ALL-UNNAMED",
-    "--add-opens", "java.base/java.util=ALL-UNNAMED",
-    "--add-opens", "java.base/java.util.concurrent.atomic=ALL-UNNAMED",
-    "--add-opens", "java.base/java.lang=ALL-UNNAMED",
-    "--add-opens", "java.base/java.math=ALL-UNNAMED",
-    "--add-opens", "java.base/java.lang.reflect=ALL-UNNAMED",
-    "--add-opens", "java.base/java.net=ALL-UNNAMED",
+    "--add-exports",
+    "java.base/jdk.internal.misc=ALL-UNNAMED",
+    "--add-exports",
+    "java.base/jdk.internal.ref=ALL-UNNAMED",
+    "--add-exports",
+    "java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-exports",
+    "java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED",
+    "--add-exports",
+    "java.rmi/sun.rmi.registry=ALL-UNNAMED",
+    "--add-exports",
+    "java.rmi/sun.rmi.server=ALL-UNNAMED",
+    "--add-exports",
+    "java.sql/java.sql=ALL-UNNAMED",
+    "--add-exports",
+    "java.base/java.lang.ref=ALL-UNNAMED",
+    "--add-exports",
+    "jdk.unsupported/sun.misc=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.lang.module=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.loader=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.ref=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.reflect=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.math=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.module=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.util.jar=ALL-UNNAMED",
+    "--add-opens",
+    "jdk.management/com.sun.management.internal=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.io=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.nio=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.util.concurrent=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.util=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.util.concurrent.atomic=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.lang=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.math=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.lang.reflect=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.net=ALL-UNNAMED",
 )
 
 
@@ -130,12 +157,15 @@ def default_pom() -> Path:
 
 # --- provisioning -------------------------------------------------------------------------
 
+
 def require_tool(name: str) -> str:
     """The path of ``java`` or ``mvn``, or one line saying what to install."""
     path = shutil.which(name)
     if path is None:
-        what = {"java": "a Java 17 runtime (Debian: apt-get install openjdk-17-jre-headless)",
-                "mvn": "Maven (Debian: apt-get install maven)"}[name]
+        what = {
+            "java": "a Java 17 runtime (Debian: apt-get install openjdk-17-jre-headless)",
+            "mvn": "Maven (Debian: apt-get install maven)",
+        }[name]
         raise InfraError(f"`{name}` not found on PATH: install {what}")
     return path
 
@@ -157,19 +187,32 @@ def ensure_jars(config: InfraConfig, product: str, log: Callable[[str], None] = 
     if not config.pom.is_file():
         raise InfraError(f"{config.pom} is missing: run from a checkout of the project")
     version = product_version(product)
-    log(f"infra: downloading {product} {version} jars from Maven Central into {target} "
-        "(first run only)")
+    log(
+        f"infra: downloading {product} {version} jars from Maven Central into {target} "
+        "(first run only)"
+    )
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    argv = [mvn, "-q", "-B", "-f", str(config.pom), "-P", product,
-            f"-D{product}.version={version}", "dependency:copy-dependencies",
-            f"-DoutputDirectory={partial}"]
+    argv = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(config.pom),
+        "-P",
+        product,
+        f"-D{product}.version={version}",
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={partial}",
+    ]
     done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
-        raise InfraError(f"mvn could not resolve {product} {version} (exit {done.returncode}):\n"
-                         + "\n".join(tail))
+        raise InfraError(
+            f"mvn could not resolve {product} {version} (exit {done.returncode}):\n"
+            + "\n".join(tail)
+        )
     (partial / ".complete").write_text(version + "\n")
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
@@ -178,6 +221,7 @@ def ensure_jars(config: InfraConfig, product: str, log: Callable[[str], None] = 
 
 # --- configuration files ------------------------------------------------------------------
 
+
 def kafka_properties(config: InfraConfig) -> str:
     h, log_dir = config.host, config.data_dir / "kafka" / "log"
     lines = {
@@ -185,7 +229,7 @@ def kafka_properties(config: InfraConfig) -> str:
         "node.id": "1",
         "controller.quorum.voters": f"1@{h}:{config.kafka_controller_port}",
         "listeners": f"PLAINTEXT://{h}:{config.kafka_port},"
-                     f"CONTROLLER://{h}:{config.kafka_controller_port}",
+        f"CONTROLLER://{h}:{config.kafka_controller_port}",
         "advertised.listeners": f"PLAINTEXT://{h}:{config.kafka_port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
@@ -270,23 +314,43 @@ def _heap(size: str) -> list[str]:
 
 def kafka_argv(config: InfraConfig, java: str, jars: Path) -> list[str]:
     conf = config.data_dir / "kafka" / "conf"
-    return [java, *_heap(config.kafka_heap), "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError",
-            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={conf / 'log4j2.properties'}",
-            "-cp", f"{jars}/*", KAFKA_MAIN, str(conf / "server.properties")]
+    return [
+        java,
+        *_heap(config.kafka_heap),
+        "-XX:+UseG1GC",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={conf / 'log4j2.properties'}",
+        "-cp",
+        f"{jars}/*",
+        KAFKA_MAIN,
+        str(conf / "server.properties"),
+    ]
 
 
 def cassandra_argv(config: InfraConfig, java: str, jars: Path) -> list[str]:
     d = config.data_dir / "cassandra"
     jamm = sorted(jars.glob("jamm-*.jar"))
     agent = [f"-javaagent:{jamm[0]}"] if jamm else []
-    return [java, *_heap(config.cassandra_heap), "-Xss256k", "-XX:+UseG1GC",
-            "-XX:+ExitOnOutOfMemoryError", *CASSANDRA_JAVA17_OPTIONS, *agent,
-            f"-Dcassandra.config=file://{d / 'conf' / 'cassandra.yaml'}",
-            f"-Dcassandra.storagedir={d}", f"-Dcassandra.logdir={d / 'logs'}",
-            f"-Dlogback.configurationFile={d / 'conf' / 'logback.xml'}",
-            "-Dcassandra-foreground=yes", "-Dcassandra.skip_wait_for_gossip_to_settle=0",
-            "-Dcassandra.ring_delay_ms=0",
-            "-cp", f"{jars}/*", CASSANDRA_MAIN]
+    return [
+        java,
+        *_heap(config.cassandra_heap),
+        "-Xss256k",
+        "-XX:+UseG1GC",
+        "-XX:+ExitOnOutOfMemoryError",
+        *CASSANDRA_JAVA17_OPTIONS,
+        *agent,
+        f"-Dcassandra.config=file://{d / 'conf' / 'cassandra.yaml'}",
+        f"-Dcassandra.storagedir={d}",
+        f"-Dcassandra.logdir={d / 'logs'}",
+        f"-Dlogback.configurationFile={d / 'conf' / 'logback.xml'}",
+        "-Dcassandra-foreground=yes",
+        "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+        "-Dcassandra.ring_delay_ms=0",
+        "-cp",
+        f"{jars}/*",
+        CASSANDRA_MAIN,
+    ]
 
 
 def write_kafka_config(config: InfraConfig, java: str, jars: Path) -> None:
@@ -298,9 +362,19 @@ def write_kafka_config(config: InfraConfig, java: str, jars: Path) -> None:
     if (root / "log" / "meta.properties").is_file():
         return
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    argv = [java, "-Xmx256m", f"-Dlog4j2.configurationFile={root / 'conf' / 'log4j2.properties'}",
-            "-cp", f"{jars}/*", KAFKA_STORAGE_TOOL, "format", "-t", cluster_id,
-            "-c", str(root / "conf" / "server.properties")]
+    argv = [
+        java,
+        "-Xmx256m",
+        f"-Dlog4j2.configurationFile={root / 'conf' / 'log4j2.properties'}",
+        "-cp",
+        f"{jars}/*",
+        KAFKA_STORAGE_TOOL,
+        "format",
+        "-t",
+        cluster_id,
+        "-c",
+        str(root / "conf" / "server.properties"),
+    ]
     done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if done.returncode != 0:
         raise InfraError(f"formatting Kafka storage failed: {(done.stdout + done.stderr)[-800:]}")
@@ -315,6 +389,7 @@ def write_cassandra_config(config: InfraConfig) -> None:
 
 
 # --- readiness ----------------------------------------------------------------------------
+
 
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
     try:
@@ -342,9 +417,14 @@ def cassandra_release_version(host: str, port: int, timeout_s: float = 5.0) -> s
     from cassandra.policies import RoundRobinPolicy
 
     profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=timeout_s)
-    cluster = Cluster([host], port=port, connect_timeout=timeout_s,
-                      control_connection_timeout=timeout_s, protocol_version=5,
-                      execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+    cluster = Cluster(
+        [host],
+        port=port,
+        connect_timeout=timeout_s,
+        control_connection_timeout=timeout_s,
+        protocol_version=5,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+    )
     try:
         session = cluster.connect()
         row = session.execute("SELECT release_version FROM system.local").one()
@@ -362,6 +442,7 @@ def component_answers(config: InfraConfig, name: str) -> bool:
 
 
 # --- processes ----------------------------------------------------------------------------
+
 
 def _clear_pdeathsig() -> None:
     """Undo :func:`exchange.process.die_with_parent` in this process (the ready keeper)."""
@@ -400,9 +481,14 @@ class _Jvm:
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+                start_new_session=True,
+            )
 
     def stop(self, grace_s: float) -> None:
         proc, self.proc = self.proc, None
@@ -468,12 +554,16 @@ class Keeper:
     def _state(self, *, ready: bool, error: str | None = None) -> InfraState:
         c = self.config
         return InfraState(
-            keeper_pid=os.getpid(), ready=ready, host=c.host,
+            keeper_pid=os.getpid(),
+            ready=ready,
+            host=c.host,
             kafka_port=c.kafka_port if "kafka" in c.components else None,
             cassandra_port=c.cassandra_port if "cassandra" in c.components else None,
             pids={n: j.proc.pid for n, j in self._jvms.items() if j.proc is not None},
             restarts={n: j.restarts for n, j in self._jvms.items()},
-            data_dir=str(c.data_dir), error=error)
+            data_dir=str(c.data_dir),
+            error=error,
+        )
 
     def prepare(self) -> None:
         c = self.config
@@ -482,17 +572,23 @@ class Keeper:
         for name in c.components:
             port = c.kafka_port if name == "kafka" else c.cassandra_port
             if port_open(c.host, port):
-                raise InfraError(f"{name}: {c.host}:{port} is already in use (another "
-                                 f"{name} running? `exchange infra status`, or pick another port)")
+                raise InfraError(
+                    f"{name}: {c.host}:{port} is already in use (another "
+                    f"{name} running? `exchange infra status`, or pick another port)"
+                )
         jars = {name: ensure_jars(c, name, self._log) for name in c.components}
         if "kafka" in jars:
             write_kafka_config(c, java, jars["kafka"])
-            self._jvms["kafka"] = _Jvm("kafka", kafka_argv(c, java, jars["kafka"]),
-                                       c.data_dir / "kafka" / "kafka.log")
+            self._jvms["kafka"] = _Jvm(
+                "kafka", kafka_argv(c, java, jars["kafka"]), c.data_dir / "kafka" / "kafka.log"
+            )
         if "cassandra" in jars:
             write_cassandra_config(c)
-            self._jvms["cassandra"] = _Jvm("cassandra", cassandra_argv(c, java, jars["cassandra"]),
-                                           c.data_dir / "cassandra" / "cassandra.log")
+            self._jvms["cassandra"] = _Jvm(
+                "cassandra",
+                cassandra_argv(c, java, jars["cassandra"]),
+                c.data_dir / "cassandra" / "cassandra.log",
+            )
 
     def _wait_ready(self, names: Sequence[str]) -> None:
         deadline = time.monotonic() + self.config.ready_timeout_s
@@ -504,14 +600,16 @@ class Keeper:
                 jvm = self._jvms[name]
                 if jvm.proc is None or jvm.proc.poll() is not None:
                     code = jvm.proc.returncode if jvm.proc else None
-                    raise InfraError(f"{name} exited with code {code} while starting; see "
-                                     f"{jvm.log_path}")
+                    raise InfraError(
+                        f"{name} exited with code {code} while starting; see {jvm.log_path}"
+                    )
                 if component_answers(self.config, name):
                     waiting.remove(name)
                     self._log(f"infra: {name} answers (pid {jvm.proc.pid})")
             if waiting and time.monotonic() > deadline:
-                raise InfraError(f"{', '.join(waiting)} did not answer within "
-                                 f"{self.config.ready_timeout_s:.0f}s")
+                raise InfraError(
+                    f"{', '.join(waiting)} did not answer within {self.config.ready_timeout_s:.0f}s"
+                )
             if waiting:
                 time.sleep(0.5)
 
@@ -549,8 +647,7 @@ class Keeper:
             for jvm in self._jvms.values():
                 if self._stopping or jvm.proc is None or jvm.proc.poll() is None:
                     continue
-                self._log(f"infra: {jvm.name} exited with code {jvm.proc.returncode}; "
-                          "restarting")
+                self._log(f"infra: {jvm.name} exited with code {jvm.proc.returncode}; restarting")
                 jvm.restarts += 1
                 time.sleep(min(5.0, 0.5 * jvm.restarts))
                 jvm.start()
@@ -566,23 +663,40 @@ class Keeper:
 def describe(config: InfraConfig) -> list[str]:
     lines = []
     if "kafka" in config.components:
-        lines.append(f"kafka     {KAFKA_VERSION} at {config.kafka_bootstrap} "
-                     f"(KRaft broker+controller; data {config.data_dir / 'kafka'})")
+        lines.append(
+            f"kafka     {KAFKA_VERSION} at {config.kafka_bootstrap} "
+            f"(KRaft broker+controller; data {config.data_dir / 'kafka'})"
+        )
     if "cassandra" in config.components:
-        lines.append(f"cassandra {CASSANDRA_VERSION} at {config.host}:{config.cassandra_port} "
-                     f"(data {config.data_dir / 'cassandra'})")
+        lines.append(
+            f"cassandra {CASSANDRA_VERSION} at {config.host}:{config.cassandra_port} "
+            f"(data {config.data_dir / 'cassandra'})"
+        )
     return lines
 
 
 # --- the commands -------------------------------------------------------------------------
 
+
 def keeper_argv(config: InfraConfig) -> list[str]:
-    return [sys.executable, "-m", "entrypoints.cli", "infra", "up", "--foreground",
-            "--kafka-port", str(config.kafka_port),
-            "--kafka-controller-port", str(config.kafka_controller_port),
-            "--cassandra-port", str(config.cassandra_port),
-            "--cassandra-storage-port", str(config.cassandra_storage_port),
-            "--only", ",".join(config.components)]
+    return [
+        sys.executable,
+        "-m",
+        "entrypoints.cli",
+        "infra",
+        "up",
+        "--foreground",
+        "--kafka-port",
+        str(config.kafka_port),
+        "--kafka-controller-port",
+        str(config.kafka_controller_port),
+        "--cassandra-port",
+        str(config.cassandra_port),
+        "--cassandra-storage-port",
+        str(config.cassandra_storage_port),
+        "--only",
+        ",".join(config.components),
+    ]
 
 
 def up(config: InfraConfig, out: Callable[[str], None] = print) -> InfraState:
@@ -590,15 +704,21 @@ def up(config: InfraConfig, out: Callable[[str], None] = print) -> InfraState:
     require_tool("java")
     existing = read_state(config.state_path)
     if existing is not None and pid_alive(existing.keeper_pid):
-        raise InfraError(f"already running (keeper pid {existing.keeper_pid}); "
-                         "`exchange infra down` first")
+        raise InfraError(
+            f"already running (keeper pid {existing.keeper_pid}); `exchange infra down` first"
+        )
     config.data_dir.mkdir(parents=True, exist_ok=True)
     config.state_path.unlink(missing_ok=True)
     keeper_log = config.data_dir / "keeper.log"
     with open(keeper_log, "ab") as log:
-        keeper = subprocess.Popen(keeper_argv(config), stdin=subprocess.DEVNULL, stdout=log,
-                                  stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
-                                  start_new_session=True)
+        keeper = subprocess.Popen(
+            keeper_argv(config),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+            start_new_session=True,
+        )
     # The jar download has its own budget; readiness has ready_timeout_s inside the keeper.
     while True:
         state = read_state(config.state_path)
@@ -651,9 +771,14 @@ def status(config: InfraConfig) -> tuple[InfraState | None, list[ComponentStatus
     state = read_state(config.state_path)
     if state is None:
         return None, []
-    probe = InfraConfig(data_dir=config.data_dir, cache_dir=config.cache_dir, pom=config.pom,
-                        host=state.host, kafka_port=state.kafka_port or 0,
-                        cassandra_port=state.cassandra_port or 0)
+    probe = InfraConfig(
+        data_dir=config.data_dir,
+        cache_dir=config.cache_dir,
+        pom=config.pom,
+        host=state.host,
+        kafka_port=state.kafka_port or 0,
+        cassandra_port=state.cassandra_port or 0,
+    )
     out = []
     for name in COMPONENTS:
         port = state.kafka_port if name == "kafka" else state.cassandra_port
@@ -661,8 +786,11 @@ def status(config: InfraConfig) -> tuple[InfraState | None, list[ComponentStatus
             continue
         pid = state.pids.get(name)
         alive = pid is not None and pid_alive(pid)
-        out.append(ComponentStatus(name, pid, alive, alive and component_answers(probe, name),
-                                   f"{state.host}:{port}"))
+        out.append(
+            ComponentStatus(
+                name, pid, alive, alive and component_answers(probe, name), f"{state.host}:{port}"
+            )
+        )
     return state, out
 
 

@@ -25,10 +25,9 @@ from types import FrameType
 import httpx
 
 from exchange.kafka import make_admin
-from exchange.process import die_with_parent
 from exchange.settings import Settings
 from exchange.topics import Topics, ensure_topics
-from ops.broker import EmbeddedBroker
+from ops.broker import EmbeddedBroker, die_with_parent
 
 STACK_FILE = "stack.json"
 
@@ -106,6 +105,7 @@ class Supervisor:
         self._ready_url = ready_url
         self._ready: bool | None = None
         self._next_ready_check = 0.0
+        self._http: httpx.Client | None = None
         self._settings = settings
         self._services = services
         self._out = out
@@ -169,9 +169,12 @@ class Supervisor:
         now = time.monotonic()
         if self._ready_url is None or now < self._next_ready_check:
             return
-        self._next_ready_check = now + 0.5
+        # Often until ready, then every few seconds (each check asks every service).
+        self._next_ready_check = now + (5.0 if self._ready else 0.5)
+        if self._http is None:
+            self._http = httpx.Client(timeout=2.0)
         try:
-            answer = httpx.get(self._ready_url, timeout=2.0)
+            answer = self._http.get(self._ready_url)
             ready, why = answer.status_code == 200, answer.text[:300]
         except httpx.HTTPError as e:
             ready, why = False, f"{type(e).__name__}"

@@ -19,7 +19,8 @@ appears exactly once on the log.
 Snapshots are taken every N commands or T seconds, after flushing the producer (so every
 output up to the snapshot's sequence is on the log). The state is serialised by a forked
 copy-on-write child, so matching pauses only for the fork (measured and exported); a
-background thread collects the bytes and writes them out.
+background thread collects the bytes and writes them out. Why that child cannot deadlock is
+in :mod:`engine.service.forked_snapshot`.
 
 An ``orders`` record that cannot be decoded goes to ``orders.dlq`` with its offset and the
 error, and matching goes on. A delivery failure or an engine invariant error stops the
@@ -48,12 +49,12 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from engine.commands import Command
 from engine.errors import ExchangeError, InvariantError
 from engine.events import EngineOutput
+from engine.service.forked_snapshot import serialize_in_child
 from engine.service.output_log import PartitionTail, partitions_of, scan_tails, sequence_key
-from engine.service.snapshots import SnapshotError, SnapshotMeta, SnapshotStore
+from engine.service.snapshots import SnapshotMeta, SnapshotStore
 from exchange.dlq import send_to_dlq
 from exchange.errors import DecodeError
 from exchange.kafka import fetch_wait_ms, make_consumer, make_producer, where
-from exchange.process import die_with_parent
 from exchange.watchdog import (
     DEFAULT_STALL_AFTER_S,
     ConsumerWatchdog,
@@ -71,6 +72,8 @@ class EngineLike(Protocol):
     def apply(self, command: Command) -> EngineOutput: ...
 
     def snapshot(self) -> bytes: ...
+
+    def snapshot_body(self) -> bytes: ...
 
     def state_hash(self) -> str: ...
 
@@ -416,7 +419,7 @@ class EngineService:
             sequence=engine.sequence, output_scan_from=dict(self._scan_from),
         )
         if self._cfg.snapshot_fork and hasattr(os, "fork"):
-            serialized = _serialize_in_child(engine)
+            serialized = serialize_in_child(engine)
         else:
             data = engine.snapshot()
 
@@ -445,41 +448,6 @@ class EngineService:
     def _wait_snapshot(self) -> None:
         if self._snapshot_thread is not None:
             self._snapshot_thread.join()
-
-
-def _serialize_in_child(engine: EngineLike) -> Callable[[], bytes]:
-    """Serialise the engine in a forked child: a copy-on-write image of this instant.
-
-    Matching pauses only for the fork (page tables, not the heap), not for the full
-    serialisation. The child runs pure Python only (it never touches the Kafka clients or
-    their threads), streams the bytes through a pipe and leaves with ``os._exit``. The
-    returned function, run on the writer thread, reads them and reaps the child.
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child; its effect is checked by the tests
-        code = 0
-        try:
-            os.close(read_fd)
-            die_with_parent()
-            view = memoryview(engine.snapshot())
-            while view:
-                view = view[os.write(write_fd, view):]
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-
-    def collect() -> bytes:
-        with os.fdopen(read_fd, "rb") as pipe:
-            data = pipe.read()
-        _, status = os.waitpid(pid, 0)
-        if status != 0:
-            raise SnapshotError(f"snapshot child {pid} failed (wait status {status})")
-        return data
-
-    return collect
 
 
 def _last_sequence_in_partition(sequence: int, partition: int, partitions: int) -> int:

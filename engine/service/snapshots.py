@@ -35,7 +35,7 @@ CHUNK_SIZE = 512 * 1024
 _ID = struct.Struct(">q")
 
 
-class SnapshotError(ExchangeError):
+class SnapshotStoreError(ExchangeError):
     """A snapshot could not be written or read."""
 
 
@@ -147,7 +147,7 @@ class KafkaSnapshotStore:
         self._produce(f"{slot}/manifest".encode(), meta.to_json(), on_delivery)
         remaining = self._producer.flush(120)
         if remaining or errors:
-            raise SnapshotError(f"snapshot {meta.snapshot_id} not fully written: "
+            raise SnapshotStoreError(f"snapshot {meta.snapshot_id} not fully written: "
                                 f"{remaining} undelivered, errors {errors[:3]}")
 
     def _next_slot(self) -> str:
@@ -203,7 +203,7 @@ def _read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> dict[by
     The end is the fetch's, not ListOffsets' (see :class:`exchange.kafka.ReadToEnd`).
     """
     def fail(_msg: Message, err: KafkaError) -> None:
-        raise SnapshotError(f"reading {topic}: {err}")
+        raise SnapshotStoreError(f"reading {topic}: {err}")
 
     consumer = make_consumer(bootstrap, "engine-snapshot-loader", latency="bulk",
                              **{"enable.partition.eof": True, "fetch.max.bytes": 64 << 20,
@@ -218,5 +218,5 @@ def _read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> dict[by
     finally:
         consumer.close()
     if reading.pending:
-        raise SnapshotError(f"could not read {topic} to its end in {timeout_s}s")
+        raise SnapshotStoreError(f"could not read {topic} to its end in {timeout_s}s")
     return latest

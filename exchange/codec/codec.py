@@ -88,12 +88,12 @@ from engine.events import (
     OrderUpdated,
     TradeExecuted,
 )
+from engine.fastbuild import slot_twin
 from exchange.codec.compiled import (
     CompiledEnvelope,
     CompiledRecord,
     FastPathMiss,
     UnsupportedSchema,
-    _twin,
     compile_envelope,
     compile_record,
 )
@@ -287,9 +287,10 @@ _COMMAND_TO_WIRE: dict[type, Callable[[Any], tuple[str, dict[str, Any]]]] = {
 # Building a frozen, slotted command through its __init__ costs ~5 us (one
 # object.__setattr__ per field) on the engine's hot path. A plain class with the same slot
 # layout, filled directly and then relabelled, gives an equal, equally frozen object for ~1 us
-# (the engine builds its events the same way). Without a twin (layout changed), __init__.
-_PLACE_TWIN = _twin(PlaceOrder)
-_CANCEL_TWIN = _twin(CancelOrder)
+# (engine.fastbuild.slot_twin, as the engine does for its events). Without a twin (layout
+# changed), __init__.
+_PLACE_TWIN = slot_twin(PlaceOrder)
+_CANCEL_TWIN = slot_twin(CancelOrder)
 
 
 def _place_from_wire(r: dict[str, Any], command_id: int, timestamp_ms: int) -> PlaceOrder:

@@ -33,8 +33,9 @@ Frozen ``slots`` dataclasses are slow to build: their ``__init__`` goes through
 ``object.__setattr__`` for every field (about 4 us for a 19-field event). The decoder instead
 fills a *twin*, a plain class with the same ``__slots__``, and then assigns the real class to
 the instance's ``__class__`` (CPython allows that between classes with identical slot
-layouts; ``engine.engine`` builds its events the same way). The result is an ordinary
-instance of the dataclass, about seven times cheaper to build. A class with a
+layouts; :func:`engine.fastbuild.slot_twin` is the one copy of the trick, which the engine
+uses for its events too). The result is an ordinary instance of the dataclass, about seven
+times cheaper to build. A class with a
 ``__post_init__``, or whose layout does not match, is built through its constructor instead.
 
 Envelopes: :func:`compile_envelope` handles a record that wraps a union of records (the
@@ -71,6 +72,7 @@ from enum import Enum
 from typing import Any
 
 from engine.errors import ExchangeError
+from engine.fastbuild import slot_twin
 
 __all__ = [
     "CompiledEnvelope",
@@ -689,7 +691,7 @@ class _Generator:
             raise UnsupportedSchema(f"recursive record {name}")
         self._active.add(name)
         cls_name = self.constant("C", cls)
-        twin = _twin(cls)
+        twin = slot_twin(cls)
         obj = self.fresh("r")
         decoded = [*branch["fields"], *trailing]
         if twin is not None:
@@ -849,7 +851,7 @@ class _Generator:
         self._active.add(name)
         cls = self.record_class(record)
         cls_name = self.constant("C", cls)
-        twin = _twin(cls)
+        twin = slot_twin(cls)
         obj = self.fresh("r")
         if twin is not None:
             twin_name = self.constant("TW", twin)
@@ -1043,21 +1045,3 @@ def _function(name: str, argument: str, body: _Block, failure: str) -> str:
         f"    except Exception as error:\n"
         f"        raise FastPathMiss({failure!r}) from error\n"
     )
-
-
-def _twin(cls: type) -> type | None:
-    """A plain class with ``cls``'s slot layout, or None when ``cls`` must use its __init__."""
-    if hasattr(cls, "__post_init__"):  # validation the twin would skip
-        return None
-    slots = cls.__dict__.get("__slots__")
-    if not isinstance(slots, tuple) or cls.__bases__ != (object,):
-        return None
-    if sorted(slots) != sorted(f.name for f in dataclasses.fields(cls)):
-        return None
-    twin = type(f"_{cls.__name__}Twin", (), {"__slots__": slots, "__module__": __name__})
-    probe: Any = object.__new__(twin)
-    try:
-        probe.__class__ = cls
-    except TypeError:  # layouts differ after all
-        return None
-    return twin

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 from fastapi import APIRouter, Request
@@ -31,11 +32,10 @@ async def health() -> Response:
     return ok({"status": "ok"})
 
 
-async def peer_ready(url: str, timeout_s: float) -> str | None:
+async def peer_ready(client: httpx.AsyncClient, url: str, timeout_s: float) -> str | None:
     """None when the service at ``url`` (its ``/ready``) answers 200; else why not."""
     try:
-        async with httpx.AsyncClient(timeout=timeout_s) as client:
-            answer = await client.get(url)
+        answer = await client.get(url, timeout=timeout_s)
     except httpx.HTTPError as e:
         return f"{url}: unreachable ({type(e).__name__})"
     if answer.status_code == 200:
@@ -45,6 +45,14 @@ async def peer_ready(url: str, timeout_s: float) -> str | None:
     except ValueError:
         detail = answer.text[:200]
     return f"{url}: {answer.status_code} {detail}".rstrip()
+
+
+def _peer_client(state: Any) -> httpx.AsyncClient:
+    """One client per app: building one per probe costs more than the probe."""
+    client = getattr(state, "peer_client", None)
+    if client is None:
+        client = state.peer_client = httpx.AsyncClient()
+    return client
 
 
 @router.get(
@@ -80,7 +88,7 @@ async def ready(request: Request) -> Response:
     problems = await asyncio.gather(
         check("broker", lambda: publisher.ping(cfg.ready_timeout_s)),
         check("store", store.ping),
-        *(peer_ready(url, cfg.ready_timeout_s) for url in cfg.ready_urls),
+        *(peer_ready(_peer_client(state), url, cfg.ready_timeout_s) for url in cfg.ready_urls),
     )
     failed = [p for p in problems if p is not None]
     # Until the follower follows, ?wait=true answers 202 at once: not what a ready gateway does.

@@ -40,32 +40,49 @@ def unique_prefix() -> str:
 
 def stack_env(data: Path, *, real: bool, prefix: str | None = None) -> dict[str, str]:
     """The environment of an `exchange up` with its own ports, data dir, topics, keyspace."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("EXCHANGE_", "KAFKA_", "CASSANDRA_"))}
-    env.update({"EXCHANGE_DATA_DIR": str(data), "EXCHANGE_PORT": str(free_port()),
-                "EXCHANGE_ENGINE_METRICS_PORT": str(free_port()),
-                "EXCHANGE_SETTLEMENT_METRICS_PORT": str(free_port()),
-                "EXCHANGE_LAG_METRICS_PORT": str(free_port())})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("EXCHANGE_", "KAFKA_", "CASSANDRA_"))
+    }
+    env.update(
+        {
+            "EXCHANGE_DATA_DIR": str(data),
+            "EXCHANGE_PORT": str(free_port()),
+            "EXCHANGE_ENGINE_METRICS_PORT": str(free_port()),
+            "EXCHANGE_SETTLEMENT_METRICS_PORT": str(free_port()),
+            "EXCHANGE_LAG_METRICS_PORT": str(free_port()),
+        }
+    )
     if real:
         env.update(require_real_stack())
         p = prefix or unique_prefix()
-        env.update({"CASSANDRA_KEYSPACE": p,
-                    "EXCHANGE_TOPIC_ORDERS": f"{p}.orders",
-                    "EXCHANGE_TOPIC_ENGINE_OUTPUT": f"{p}.engine-output",
-                    "EXCHANGE_TOPIC_ORDERS_DLQ": f"{p}.orders.dlq",
-                    "EXCHANGE_TOPIC_ENGINE_OUTPUT_DLQ": f"{p}.engine-output.dlq",
-                    "EXCHANGE_TOPIC_ENGINE_SNAPSHOTS": f"{p}.engine-snapshots"})
+        env.update(
+            {
+                "CASSANDRA_KEYSPACE": p,
+                "EXCHANGE_TOPIC_ORDERS": f"{p}.orders",
+                "EXCHANGE_TOPIC_ENGINE_OUTPUT": f"{p}.engine-output",
+                "EXCHANGE_TOPIC_ORDERS_DLQ": f"{p}.orders.dlq",
+                "EXCHANGE_TOPIC_ENGINE_OUTPUT_DLQ": f"{p}.engine-output.dlq",
+                "EXCHANGE_TOPIC_ENGINE_SNAPSHOTS": f"{p}.engine-snapshots",
+            }
+        )
     return env
 
 
 @contextmanager
-def running_stack(env: dict[str, str], data: Path, ready_timeout_s: float = 180.0
-                  ) -> Iterator[httpx.Client]:
+def running_stack(
+    env: dict[str, str], data: Path, ready_timeout_s: float = 180.0
+) -> Iterator[httpx.Client]:
     """`exchange up` with ``env``; yields an HTTP client once the gateway is ready; stops the
     stack with SIGINT and asserts it exits cleanly."""
     log = open(data / "stack.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "up"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "entrypoints.cli", "up"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     client = httpx.Client(base_url=f"http://127.0.0.1:{env['EXCHANGE_PORT']}", timeout=10)
     try:
         deadline = time.monotonic() + ready_timeout_s

@@ -3,14 +3,17 @@ the engine, a settlement worker, the gateway (each restarted by `exchange up`), 
 broker and the Cassandra node (each restarted by `exchange infra`'s keeper). Afterwards no
 order is lost, no output is duplicated (sequences gap-free), and the store equals a replay.
 
-The broker and node are found through E2E_INFRA_STATE (`make e2e` exports the path of
-`exchange infra`'s state file).
+The broker and node are killed through E2E_INFRA_STATE (`make e2e-local` exports the path
+of `exchange infra`'s state file; its keeper restarts them) or, under the compose stack,
+E2E_COMPOSE (the `docker compose -f ...` command `make e2e-compose` runs: `kill -s SIGKILL`
+then `start` of the kafka / cassandra service).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -47,9 +50,14 @@ def _kill_infra(state_path: Path, name: str) -> None:
     assert state is not None, state_path
     pid = state.pids[name]
     os.kill(pid, signal.SIGKILL)
-    probe = InfraConfig(data_dir=state_path.parent, cache_dir=state_path.parent,
-                        pom=state_path, host=state.host, kafka_port=state.kafka_port or 0,
-                        cassandra_port=state.cassandra_port or 0)
+    probe = InfraConfig(
+        data_dir=state_path.parent,
+        cache_dir=state_path.parent,
+        pom=state_path,
+        host=state.host,
+        kafka_port=state.kafka_port or 0,
+        cassandra_port=state.cassandra_port or 0,
+    )
     deadline = time.monotonic() + 240
     while True:
         now = read_state(state_path)
@@ -59,13 +67,34 @@ def _kill_infra(state_path: Path, name: str) -> None:
         time.sleep(1.0)
 
 
+def _kill_compose(compose: str, name: str, env: dict[str, str]) -> None:
+    for action in (["kill", "-s", "SIGKILL", name], ["start", name]):
+        subprocess.run([*shlex.split(compose), *action], check=True, timeout=120)
+    host, port = env["KAFKA_BOOTSTRAP_SERVERS"].split(",")[0].rsplit(":", 1)
+    probe = InfraConfig(
+        data_dir=Path("."),
+        cache_dir=Path("."),
+        pom=Path("."),
+        host=host,
+        kafka_port=int(port),
+        cassandra_port=int(env.get("CASSANDRA_PORT", "9042")),
+    )
+    deadline = time.monotonic() + 240
+    while not component_answers(probe, name):
+        assert time.monotonic() < deadline, f"{name} not back"
+        time.sleep(1.0)
+
+
 def test_faults_when_every_process_is_killed_under_load_lose_and_duplicate_nothing(
     tmp_path: Path,
 ) -> None:
-    state_path = Path(os.environ.get("E2E_INFRA_STATE", ""))
-    if not state_path.is_file():
-        pytest.fail("E2E_INFRA_STATE must name `exchange infra`'s state file (make e2e sets "
-                    "it when it runs the infra stack)")
+    state_path = Path(os.environ.get("E2E_INFRA_STATE", "/nonexistent"))
+    compose = os.environ.get("E2E_COMPOSE", "")
+    if not state_path.is_file() and not compose:
+        pytest.fail(
+            "set E2E_INFRA_STATE (exchange infra's state file) or E2E_COMPOSE (the "
+            "compose command): `make e2e` does"
+        )
     prefix = unique_prefix()
     env = stack_env(tmp_path, real=True, prefix=prefix)
     log = tmp_path / "stack.log"
@@ -74,16 +103,37 @@ def test_faults_when_every_process_is_killed_under_load_lose_and_duplicate_nothi
     try:
         with running_stack(env, tmp_path) as api:
             load = subprocess.Popen(
-                [sys.executable, "-m", "entrypoints.cli", "loadgen", "--via", "kafka",
-                 "--rate", "200", "--duration", "60", "--users", "50", "--seed", "11"],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "entrypoints.cli",
+                    "loadgen",
+                    "--via",
+                    "kafka",
+                    "--rate",
+                    "200",
+                    "--duration",
+                    "60",
+                    "--users",
+                    "50",
+                    "--seed",
+                    "11",
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             try:
                 time.sleep(5)
                 for name in ("engine", "settlement", "gateway"):
                     _kill_service(log, name)
                     time.sleep(3)
-                _kill_infra(state_path, "kafka")
-                _kill_infra(state_path, "cassandra")
+                for name in ("kafka", "cassandra"):
+                    if state_path.is_file():
+                        _kill_infra(state_path, name)
+                    else:
+                        _kill_compose(compose, name, env)
                 out, _ = load.communicate(timeout=400)
             finally:
                 if load.poll() is None:
@@ -96,16 +146,27 @@ def test_faults_when_every_process_is_killed_under_load_lose_and_duplicate_nothi
             assert int(settled.group(1)) == int(sent.group(1)) > 0, out
             assert ", 0 not seen)" in out, out
 
-            outputs = read_all(env["KAFKA_BOOTSTRAP_SERVERS"], f"{prefix}.engine-output", 4,
-                               timeout_s=120)
+            outputs = read_all(
+                env["KAFKA_BOOTSTRAP_SERVERS"], f"{prefix}.engine-output", 4, timeout_s=120
+            )
             sequences = sorted(seq for seq, _, _ in outputs)
             assert len(sequences) == len(set(sequences)), "duplicated outputs"
             assert sequences == list(range(1, len(sequences) + 1)), "gap in the sequences"
 
             replay = subprocess.run(
-                [sys.executable, "-m", "entrypoints.cli", "replay", "--into",
-                 str(tmp_path / "replay.sqlite3")], env=env, capture_output=True, text=True,
-                timeout=300)
+                [
+                    sys.executable,
+                    "-m",
+                    "entrypoints.cli",
+                    "replay",
+                    "--into",
+                    str(tmp_path / "replay.sqlite3"),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert replay.returncode == 0, replay.stderr
             digest = re.search(r"store digest (\S+)", replay.stdout)
             assert digest, replay.stdout

@@ -24,7 +24,8 @@ def _produce(bootstrap: str, topic: str, partition: int, count: int) -> None:
 
 
 def test_lag_when_broker_is_apache_kafka_equals_log_end_minus_committed_without_tail_scan(
-    kafka_bootstrap: str, fresh_topics: Topics,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
 ) -> None:
     require_real_stack()
     orders, output = fresh_topics.orders.name, fresh_topics.engine_output.name
@@ -33,8 +34,14 @@ def test_lag_when_broker_is_apache_kafka_equals_log_end_minus_committed_without_
     for partition, count in enumerate((500, 301, 7, 0)):
         _produce(kafka_bootstrap, output, partition, count)
     committer = make_consumer(kafka_bootstrap, group)
-    committer.commit(offsets=[TopicPartition(orders, 0, 1000), TopicPartition(output, 0, 500),
-                              TopicPartition(output, 1, 1)], asynchronous=False)
+    committer.commit(
+        offsets=[
+            TopicPartition(orders, 0, 1000),
+            TopicPartition(output, 0, 500),
+            TopicPartition(output, 1, 1),
+        ],
+        asynchronous=False,
+    )
 
     monitor = LagMonitor(kafka_bootstrap, {group: (orders, output)})
     try:
@@ -52,5 +59,10 @@ def test_lag_when_broker_is_apache_kafka_equals_log_end_minus_committed_without_
     committer.close()
     got = {(p.topic, p.partition): p.lag for p in sample.partitions}
     assert got == expected
-    assert got == {(orders, 0): 234, (output, 0): 0, (output, 1): 300, (output, 2): 7,
-                   (output, 3): 0}
+    assert got == {
+        (orders, 0): 234,
+        (output, 0): 0,
+        (output, 1): 300,
+        (output, 2): 7,
+        (output, 3): 0,
+    }

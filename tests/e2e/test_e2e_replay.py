@@ -18,10 +18,16 @@ from settlement.cassandra_store import CassandraStore
 pytestmark = pytest.mark.e2e
 
 
-def _exchange(args: list[str], env: dict[str, str], timeout_s: float = 300
-              ) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "entrypoints.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout_s)
+def _exchange(
+    args: list[str], env: dict[str, str], timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
@@ -43,8 +49,22 @@ def test_replay_when_load_has_settled_into_cassandra_gives_the_live_digest(
     replayed = CassandraStore(hosts, port=port, keyspace=f"{prefix}r")
     try:
         with running_stack(env, tmp_path):
-            load = _exchange(["loadgen", "--via", "kafka", "--orders", "3000", "--rate", "0",
-                              "--users", "50", "--seed", "7"], env)
+            load = _exchange(
+                [
+                    "loadgen",
+                    "--via",
+                    "kafka",
+                    "--orders",
+                    "3000",
+                    "--rate",
+                    "0",
+                    "--users",
+                    "50",
+                    "--seed",
+                    "7",
+                ],
+                env,
+            )
             assert ", 0 not seen)" in load.stdout, load.stdout  # every order settled
 
             into_cassandra = _exchange(["replay"], {**env, "CASSANDRA_KEYSPACE": f"{prefix}r"})

@@ -6,13 +6,14 @@ the supervisor's child processes, exactly as `make run` starts them; the test ta
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from stack_testkit import running_stack, stack_env
+
+from tests.support.eventually import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -42,16 +43,6 @@ def _error(resp: httpx.Response, status: int, code: str) -> None:
     assert body == {"success": False, "error": {"code": code, "message": body["error"]["message"]}}
 
 
-def _eventually(check: Callable[[], Any], timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
 
 def _deposit(api: httpx.Client, user: int, asset: str, amount: str) -> None:
     data = _ok(api.post("/api/v1/deposit?wait=true",
@@ -80,7 +71,7 @@ def _history(api: httpx.Client, user: int) -> dict[str, Any]:
 
 
 def _in_history(api: httpx.Client, user: int, order_id: str) -> dict[str, Any]:
-    """The order's history row; an AssertionError (retried by _eventually) until it is
+    """The order's history row; an AssertionError (retried by eventually) until it is
     there: ?wait=true can answer before settlement has written the row."""
     history = _history(api, user)
     assert order_id in history, f"order {order_id} not in history yet: {sorted(history)}"
@@ -97,7 +88,7 @@ def test_order_lifecycle_when_placed_then_cancelled_moves_from_active_to_history
 
     def visible() -> None:
         assert _active_ids(api, 1001) == [order_id]
-    _eventually(visible)
+    eventually(visible)
     assert _balances(api, 1001)["USDT"] == ("99500.00000000", "500.00000000")
 
     cancel = api.post("/api/v1/order/cancel",
@@ -107,7 +98,7 @@ def test_order_lifecycle_when_placed_then_cancelled_moves_from_active_to_history
     def gone() -> None:
         assert _active_ids(api, 1001) == []
         assert _in_history(api, 1001, order_id)["status"] == "CANCELLED"
-    _eventually(gone)
+    eventually(gone)
     assert _balances(api, 1001)["USDT"] == ("100000.00000000", "0.00000000")
 
 
@@ -130,7 +121,7 @@ def test_fill_when_buyer_limit_above_maker_price_trades_at_maker_price_and_refun
                                          "BTC": ("0.01000000", "0.00000000")}
         assert _balances(api, seller) == {"BTC": ("0.99000000", "0.00000000"),
                                           "USDT": ("500.00000000", "0.00000000")}
-    _eventually(settled)
+    eventually(settled)
     trades = _ok(api.get("/api/v1/trades", params={"user_id": buyer}))
     assert [(t["side"], t["price"], t["quantity"], t["is_maker"]) for t in trades] == [
         ("BUY", "50000.00", "0.01000", False)]
@@ -151,7 +142,7 @@ def test_resting_order_when_filled_in_two_steps_goes_partial_then_filled(
         active = _ok(api.get("/api/v1/order/active", params={"user_id": maker}))
         assert [(o["order_id"], o["status"], o["filled_quantity"], o["remaining_quantity"])
                 for o in active] == [(order_id, "PARTIALLY_FILLED", "0.01000", "0.01000")]
-    _eventually(partial)
+    eventually(partial)
 
     _order(api, user_id=taker, side="BUY", price="30000.00", quantity="0.01000")
 
@@ -160,7 +151,7 @@ def test_resting_order_when_filled_in_two_steps_goes_partial_then_filled(
         order = _in_history(api, maker, order_id)
         assert (order["status"], order["filled_quantity"]) == ("FILLED", "0.02000")
         assert order["avg_fill_price"] == "30000.00"
-    _eventually(filled)
+    eventually(filled)
     detail = _ok(api.get(f"/api/v1/order/{order_id}", params={"user_id": maker}))
     assert [u["status"] for u in detail["updates"]] == ["NEW", "PARTIALLY_FILLED", "FILLED"]
 
@@ -174,7 +165,7 @@ def test_order_when_funds_are_insufficient_is_rejected_and_never_active(
 
     def in_history() -> None:
         assert _in_history(api, 4001, placed["order_id"])["status"] == "REJECTED"
-    _eventually(in_history)
+    eventually(in_history)
     assert _active_ids(api, 4001) == []
 
 
@@ -203,7 +194,7 @@ def test_ioc_order_when_nothing_matches_expires_without_fills(api: httpx.Client)
                  time_in_force="IOC")
 
     assert (ioc["status"], ioc["filled_quantity"], ioc["fills"]) == ("EXPIRED", "0.00000", [])
-    _eventually(lambda: _assert_equal(_balances(api, 6001)["USDT"],
+    eventually(lambda: _assert_equal(_balances(api, 6001)["USDT"],
                                       ("1000.00000000", "0.00000000")))
 
 
@@ -212,7 +203,7 @@ def test_cancel_when_order_belongs_to_another_user_is_refused_with_404(
 ) -> None:
     _deposit(api, 7001, "USDT", "1000")
     placed = _order(api, user_id=7001, side="BUY", price="100.00", quantity="0.01000")
-    _eventually(lambda: _assert_equal(_active_ids(api, 7001), [placed["order_id"]]))
+    eventually(lambda: _assert_equal(_active_ids(api, 7001), [placed["order_id"]]))
 
     resp = api.post("/api/v1/order/cancel", json={"user_id": 7002, "symbol": "BTC_USDT",
                                                   "order_id": placed["order_id"]})

@@ -19,21 +19,38 @@ from ops.infra import kafka_answers, pid_alive, read_state
 pytestmark = pytest.mark.e2e
 
 
-def _cli(args: list[str], env: dict[str, str], timeout_s: float = 400
-         ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "entrypoints.cli", "infra", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout_s)
+def _cli(
+    args: list[str], env: dict[str, str], timeout_s: float = 400
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli", "infra", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("EXCHANGE_", "KAFKA_", "CASSANDRA_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("EXCHANGE_", "KAFKA_", "CASSANDRA_"))
+    }
     return {**env, "EXCHANGE_DATA_DIR": str(tmp_path)}
 
 
 def _ports() -> list[str]:
-    return ["--kafka-port", str(free_port()), "--kafka-controller-port", str(free_port()),
-            "--cassandra-port", str(free_port()), "--cassandra-storage-port", str(free_port())]
+    return [
+        "--kafka-port",
+        str(free_port()),
+        "--kafka-controller-port",
+        str(free_port()),
+        "--cassandra-port",
+        str(free_port()),
+        "--cassandra-storage-port",
+        str(free_port()),
+    ]
 
 
 def _ours(tmp_path: Path) -> list[int]:
@@ -72,9 +89,11 @@ def test_infra_when_up_answers_status_env_and_down_leaves_no_process(tmp_path: P
         assert status.stdout.count(": answers") == 2, status.stdout
 
         exports = _cli(["env"], env, 60).stdout.splitlines()
-        assert exports == [f"export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{state.kafka_port}",
-                           "export CASSANDRA_CONTACT_POINTS=127.0.0.1",
-                           f"export CASSANDRA_PORT={state.cassandra_port}"]
+        assert exports == [
+            f"export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{state.kafka_port}",
+            "export CASSANDRA_CONTACT_POINTS=127.0.0.1",
+            f"export CASSANDRA_PORT={state.cassandra_port}",
+        ]
     finally:
         down = _cli(["down"], env, 120)
 
@@ -90,8 +109,18 @@ def test_infra_when_broker_killed_restarts_it_and_when_keeper_killed_nothing_sur
     env = _env(tmp_path)
     kafka_port = free_port()
     try:
-        up = _cli(["up", "--only", "kafka", "--kafka-port", str(kafka_port),
-                   "--kafka-controller-port", str(free_port())], env)
+        up = _cli(
+            [
+                "up",
+                "--only",
+                "kafka",
+                "--kafka-port",
+                str(kafka_port),
+                "--kafka-controller-port",
+                str(free_port()),
+            ],
+            env,
+        )
         assert up.returncode == 0, up.stdout + up.stderr
         state = read_state(tmp_path / "infra" / "infra.json")
         assert state is not None

@@ -30,6 +30,7 @@ from engine import (
     Withdraw,
     parse_markets,
 )
+from engine.invariants import check_invariants
 from engine.markets import DEFAULT_MARKETS_PATH
 
 BTC = "BTC_USDT"
@@ -173,7 +174,7 @@ class Kit:
 
     def apply(self, command: Command) -> EngineOutput:
         output = self.engine.apply(command)
-        self.engine._check_invariants()
+        check_invariants(self.engine)
         return output
 
     def fund(self, user: int, **amounts: int) -> None:

@@ -21,8 +21,9 @@ from engine_testkit import (
     random_commands,
 )
 
-from engine import Command, ConfigError, Engine, SnapshotError, parse_markets
+from engine import Command, ConfigError, Engine, SnapshotFormatError, parse_markets
 from engine import snapshot as snapshot_format
+from engine.invariants import check_invariants
 
 GOLDEN = Path(__file__).with_name("golden_engine_core.txt")
 GOLDEN_SEED = 20_240_601
@@ -55,7 +56,7 @@ def test_restore_when_taken_midway_continues_byte_identically(seed: int) -> None
     got = replay(first_half, commands[:middle])
     data = first_half.snapshot()
     restored = Engine.restore(data, markets)
-    restored._check_invariants()
+    check_invariants(restored)
     assert restored.state_hash() == first_half.state_hash()
     assert restored.sequence == first_half.sequence == middle
     assert restored.snapshot() == data
@@ -68,7 +69,7 @@ def test_restore_when_taken_midway_continues_byte_identically(seed: int) -> None
 def test_golden_when_fixed_stream_is_replayed_matches_the_stored_digest() -> None:
     engine = Engine(make_markets(maker_bps=10, taker_bps=20))
     outputs = [engine.apply(c) for c in random_commands(GOLDEN_SEED, GOLDEN_COMMANDS)]
-    engine._check_invariants()
+    check_invariants(engine)
     actual = f"outputs {digest_outputs(outputs)}\nstate {engine.state_hash()}\n"
     if os.environ.get("ENGINE_GOLDEN_UPDATE") == "1":
         GOLDEN.write_text(actual)
@@ -99,14 +100,14 @@ def test_restore_when_snapshot_is_corrupt_raises_snapshot_error(kit: Kit) -> Non
     data = bytearray(kit.engine.snapshot())
     markets = kit.engine.markets
     flipped = bytes(data[:-1] + bytes([data[-1] ^ 1]))
-    with pytest.raises(SnapshotError, match="checksum"):
+    with pytest.raises(SnapshotFormatError, match="checksum"):
         Engine.restore(flipped, markets)
-    with pytest.raises(SnapshotError, match="magic"):
+    with pytest.raises(SnapshotFormatError, match="magic"):
         Engine.restore(b"NOTSNAPS" + bytes(data[8:]), markets)
-    with pytest.raises(SnapshotError, match="truncated"):
+    with pytest.raises(SnapshotFormatError, match="truncated"):
         Engine.restore(bytes(data[:10]), markets)
     newer = bytes(data[:8]) + (snapshot_format.FORMAT_VERSION + 1).to_bytes(2, "big")
-    with pytest.raises(SnapshotError, match="version"):
+    with pytest.raises(SnapshotFormatError, match="version"):
         Engine.restore(newer + bytes(data[10:]), markets)
 
 

@@ -15,6 +15,7 @@ from engine import (
     next_status,
     order_state,
 )
+from engine.invariants import check_invariants
 
 S = OrderStatus
 T = Trigger
@@ -79,7 +80,7 @@ def test_transition_when_illegal_on_a_live_order_changes_nothing(kit: Kit) -> No
 
     assert order.status is S.PARTIALLY_FILLED
     assert kit.engine.state_hash() == before
-    kit.engine._check_invariants()
+    check_invariants(kit.engine)
 
 
 def test_cancel_when_order_state_is_corrupt_raises_before_mutating_anything(kit: Kit) -> None:

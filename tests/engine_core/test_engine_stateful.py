@@ -30,6 +30,7 @@ from engine import (
     TimeInForce,
     Withdraw,
 )
+from engine.invariants import check_invariants
 from engine.markets import INT64_MAX
 
 R = RejectReason
@@ -609,7 +610,7 @@ class EngineVsModel(RuleBasedStateMachine):
     # -- invariants, after every step
     @invariant()
     def engine_invariants_hold(self) -> None:
-        self.engine._check_invariants()
+        check_invariants(self.engine)
 
     @invariant()
     def state_equals_model(self) -> None:

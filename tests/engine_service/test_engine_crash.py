@@ -1,9 +1,13 @@
-"""kill -9 the engine process during a stream, several times: nothing lost, nothing twice."""
+"""kill -9 the engine process during a stream, several times: nothing lost, nothing twice.
+
+Each kill is driven by the engine's progress (its snapshot log lines), never by a timer, and
+guarded: the engine must be alive with work left when it is killed.
+"""
 
 from __future__ import annotations
 
 import os
-import random
+import re
 import subprocess
 import sys
 import time
@@ -16,6 +20,7 @@ from engine.markets import load_markets
 from exchange.codec import Codec
 from exchange.topics import Topics
 from ops.workload import command_stream
+from tests.support.eventually import eventually
 from tests.support.kafka import produce_commands, read_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -47,7 +52,6 @@ def test_engine_when_killed_repeatedly_publishes_every_sequence_exactly_once(
     reference = Engine(load_markets())
     expected = [codec.encode_output(reference.apply(c)) for c in commands]
     env = _engine_env(kafka_bootstrap, fresh_topics, tmp_path)
-    rng = random.Random(2024)
     parts = fresh_topics.engine_output.partitions
     log_path = tmp_path / "engine.log"
 
@@ -59,18 +63,20 @@ def test_engine_when_killed_repeatedly_publishes_every_sequence_exactly_once(
             proc = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "engine"], env=env,
                                     stdout=log, stderr=subprocess.STDOUT)
             if kills < 4:
-                if attempt == 1:
-                    # Kill while a snapshot is being written: right after its pause ends.
-                    _wait_for_log(log_path, "snapshot at sequence", proc, 120, start)
-                else:
-                    time.sleep(rng.uniform(1.5, 4.0))
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-                    kills += 1
-                    continue
+                # Driven by progress, not by a timer: odd attempts kill while a snapshot is
+                # being written (right after its pause), even ones between snapshots (right
+                # after one was written). Each run first applies at least a snapshot's worth.
+                event = _PAUSED if attempt % 2 else _WRITTEN
+                at = _wait_for_progress(log_path, start, proc, event)
+                # The guard: the kill interrupts a live engine with work left to do.
+                assert proc.poll() is None and at < n, (at, n)
+                proc.kill()
+                proc.wait()
+                kills += 1
+                continue
             # Final run: let it finish the stream, then stop it.
-            _wait_for_log(log_path, "engine: consuming", proc, 120, start)
+            eventually(lambda at=start: "engine: consuming" in log_path.read_text()[at:],
+                       timeout_s=120, interval_s=0.01, what="the final engine to start")
             _wait_until_published(kafka_bootstrap, fresh_topics, n, parts, proc)
             proc.terminate()
             assert proc.wait(60) == 0
@@ -90,13 +96,20 @@ def test_engine_when_killed_repeatedly_publishes_every_sequence_exactly_once(
     assert duplicates == 0
 
 
-def _wait_for_log(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout_s: float,
-                  start: int) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        if needle in path.read_text()[start:]:
-            return
-        time.sleep(0.01)
+_PAUSED = re.compile(r"snapshot at sequence (\d+): matching paused")
+_WRITTEN = re.compile(r"snapshot at sequence (\d+) written")
+
+
+def _wait_for_progress(path: Path, start: int, proc: subprocess.Popen[bytes],
+                       event: re.Pattern[str]) -> int:
+    """The sequence of the first ``event`` this run logs (from byte ``start`` of the log)."""
+
+    def progressed() -> int | bool:
+        assert proc.poll() is None, "the engine exited before making progress"
+        m = event.search(path.read_text()[start:])
+        return int(m.group(1)) if m else False
+
+    return eventually(progressed, timeout_s=120, interval_s=0.01, what=event.pattern)
 
 
 def _wait_until_published(bootstrap: str, topics: Topics, n: int, parts: int,

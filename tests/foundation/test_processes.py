@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.eventually import eventually
+
 pytestmark = pytest.mark.kafka
 
 
@@ -23,14 +25,6 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
 
-
-def _wait_dead(pid: int, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _start(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
@@ -74,7 +68,7 @@ def test_broker_command_when_killed_with_sigkill_takes_tansu_down_too(tmp_path: 
     proc.kill()
     proc.wait(10)
 
-    assert _wait_dead(tansu), "tansu outlived its parent"
+    eventually(lambda: not _alive(tansu), timeout_s=10, what="tansu outlived its parent")
 
 
 def test_up_when_interrupted_stops_everything_and_exits_0(tmp_path: Path) -> None:
@@ -89,7 +83,7 @@ def test_up_when_interrupted_stops_everything_and_exits_0(tmp_path: Path) -> Non
 
     assert proc.returncode == 0, out
     assert "stack stopped" in out
-    assert _wait_dead(tansu)
+    eventually(lambda: not _alive(tansu), timeout_s=10, what="tansu to exit")
     assert not (tmp_path / "stack.json").exists()
 
 
@@ -119,4 +113,4 @@ def test_embedded_broker_when_context_exits_leaves_no_process() -> None:
         pid = broker.pid
         assert pid is not None and _alive(pid)
 
-    assert _wait_dead(pid)
+    eventually(lambda: not _alive(pid), timeout_s=10, what="pid to exit")

@@ -168,7 +168,9 @@ def test_cancel_when_order_unknown_answers_404_only_after_the_bounded_store_look
         "/api/v1/order/cancel", json={"user_id": 1, "symbol": "BTC_USDT", "order_id": 77})
     elapsed = time.monotonic() - started
     assert envelope_error(response) == (404, "ORDER_NOT_FOUND")
-    assert 0.25 <= elapsed < 2.0  # the fixture's lookup window is 0.3 s
+    # Not before the fixture's lookup window (0.3 s) ran out. A lower bound only: an upper
+    # one would time the machine; a lookup that never ends fails by the test's timeout.
+    assert elapsed >= 0.25
 
 
 def test_cancel_when_order_reaches_the_store_during_the_lookup_returns_202(
@@ -355,7 +357,7 @@ def test_create_order_when_wait_and_no_engine_answers_falls_back_to_202_after_ti
     elapsed = time.monotonic() - started
     assert envelope_data(response, 202) == {"order_id": "0", "client_order_id": None,
                                             "status": "ACCEPTED"}
-    assert 0.3 <= elapsed < 3.0
+    assert elapsed >= 0.3  # only once the wait timed out (a lower bound: see above)
 
 
 def test_create_order_when_served_by_the_fastapi_route_answers_as_the_fast_path(

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ from exchange.settings import load_settings
 from exchange.topics import Topics
 from gateway.app import GatewayAPI
 from ops.broker import free_port
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.kafka
 
@@ -35,16 +35,12 @@ def _env(bootstrap: str, topics: Topics, data_dir: Path, port: int) -> dict[str,
     }
 
 
-def _wait_healthy(url: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} never became healthy")
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_build_gateway_when_settings_complete_wires_an_app_on_the_configured_address(
@@ -99,7 +95,7 @@ def test_run_gateway_when_sigterm_serves_until_then_and_exits_0(
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url)
+        eventually(lambda: _healthy(url), what=f"{url} to answer /health")
         order = {"user_id": 1, "symbol": "BTC_USDT", "side": "BUY", "order_type": "LIMIT",
                  "price": "1.00", "quantity": "1"}
         response = httpx.post(f"{url}/api/v1/order/create", json=order, timeout=10)

@@ -7,9 +7,8 @@ One pipeline for the module; each test uses its own users.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from exchange.kafka import make_admin
 from exchange.topics import Topics, ensure_topics
 from settlement.service import SettlementConfig, SettlementService
 from settlement.sqlite_store import SqliteStore
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.kafka
 
@@ -82,16 +82,6 @@ def pipeline(
             t.join(30)
         settlement_store.close()
 
-
-def _eventually(check: Callable[[], Any], timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def _deposit(gw: Gateway, user: int, asset: str, amount: str) -> dict[str, Any]:
@@ -191,7 +181,7 @@ def test_cancel_when_wait_returns_200_with_the_cancelled_order_and_reads_follow(
     order_id = placed["order_id"]
     # The cancel checks the order against the store, which lags the engine (by the settlement
     # group's first join here), so wait until settlement has written it.
-    _eventually(lambda: pipeline.client.get(f"/api/v1/order/{order_id}?user_id=107")
+    eventually(lambda: pipeline.client.get(f"/api/v1/order/{order_id}?user_id=107")
                 .status_code == 200)
     data = envelope_data(pipeline.client.post(f"/api/v1/order/cancel{WAIT}", json={
         "user_id": 107, "symbol": "BTC_USDT", "order_id": order_id}), 200)
@@ -203,7 +193,7 @@ def test_cancel_when_wait_returns_200_with_the_cancelled_order_and_reads_follow(
         got = pipeline.client.get(f"/api/v1/order/{order_id}?user_id=107").json()
         return got["success"] and got["data"]["status"] == "CANCELLED" and got["data"]
 
-    detail = _eventually(settled)
+    detail = eventually(settled)
     assert [u["status"] for u in detail["updates"]] == ["NEW", "CANCELLED"]
     again = pipeline.client.post(f"/api/v1/order/cancel{WAIT}", json={
         "user_id": 107, "symbol": "BTC_USDT", "order_id": order_id})

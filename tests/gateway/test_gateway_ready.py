@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +15,7 @@ from exchange.metrics import new_registry, serve_metrics
 from exchange.topics import Topics
 from gateway.app import GatewayConfig
 from ops.broker import free_port
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.kafka
 
@@ -31,13 +32,12 @@ def test_ready_when_a_required_service_is_not_ready_answers_503_naming_it(
         with run_gateway(bootstrap=kafka_bootstrap, topics=fresh_topics,
                          store_path=tmp_path / "a.sqlite3", markets=markets, codec=codec,
                          config=GatewayConfig(ready_urls=(ready_url,))) as gw:
-            deadline = time.monotonic() + 30
-            while True:  # the follower first has to follow
+            def names_the_peer() -> Any:  # the follower first has to follow
                 answer = httpx.get(f"{gw.url}/ready", timeout=10).json()
-                if ready_url in answer.get("error", {}).get("message", ""):
-                    break
-                assert time.monotonic() < deadline, answer
-                time.sleep(0.1)
+                assert ready_url in answer.get("error", {}).get("message", ""), answer
+                return answer
+
+            answer = eventually(names_the_peer, what="/ready to name the peer")
             assert answer["error"]["code"] == "NOT_READY"
             assert "orders consumer stalled" in answer["error"]["message"]
 

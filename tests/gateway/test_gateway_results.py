@@ -19,6 +19,7 @@ from exchange.codec import Codec
 from exchange.kafka import BrokerFlavour, broker_flavour, make_consumer, make_producer
 from exchange.topics import Topics
 from gateway.results import CONSUMER_OVERRIDES, OutputFollower
+from tests.support.eventually import eventually, eventually_async
 
 pytestmark = pytest.mark.kafka
 
@@ -37,12 +38,6 @@ def _publish(bootstrap: str, topics: Topics, codec: Codec, output: EngineOutput)
                      partition=output.sequence % topics.engine_output.partitions)
     assert producer.flush(10) == 0
 
-
-async def _until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def _follow(bootstrap: str, topics: Topics, codec: Codec,
@@ -70,11 +65,9 @@ def test_wait_when_output_arrived_before_the_waiter_returns_it_from_the_cache(
         assert f.try_begin()
         try:
             _publish(kafka_bootstrap, fresh_topics, codec, _output(4242))
-            await _until(lambda: f.cached == 1)  # cached before anyone waits for it
-            started = time.monotonic()
-            got = await f.wait(4242, 0.05)
-            assert time.monotonic() - started < 0.05
-            return got
+            await eventually_async(lambda: f.cached == 1)  # cached before anyone waits for it
+            # A zero timeout: only an output already in the cache can be returned.
+            return await f.wait(4242, 0)
         finally:
             f.end()
 
@@ -88,7 +81,10 @@ def test_wait_when_output_arrives_later_resolves_the_waiter(
         assert f.try_begin() and f.try_begin()
         try:
             waits = [asyncio.ensure_future(f.wait(cid, 10)) for cid in (7, 8)]
-            await asyncio.sleep(0.2)
+            # One turn of the loop runs both wait() calls up to their await: both waiters
+            # are registered before anything is published.
+            await asyncio.sleep(0)
+            assert f.cached == 0 and not any(w.done() for w in waits)
             for seq, cid in enumerate((8, 9, 7), start=1):
                 _publish(kafka_bootstrap, fresh_topics, codec, _output(cid, seq))
             return list(await asyncio.gather(*waits))
@@ -113,7 +109,7 @@ def test_wait_when_output_never_comes_returns_none_after_the_timeout(
             f.end()
 
     got, elapsed = _follow(kafka_bootstrap, fresh_topics, codec, scenario)
-    assert got is None and 0.2 <= elapsed < 2.0
+    assert got is None and elapsed >= 0.2  # not before the timeout (a lower bound only)
 
 
 def test_follower_when_nobody_waits_skips_outputs_without_caching_them(
@@ -121,7 +117,7 @@ def test_follower_when_nobody_waits_skips_outputs_without_caching_them(
 ) -> None:
     async def scenario(f: OutputFollower) -> EngineOutput | None:
         _publish(kafka_bootstrap, fresh_topics, codec, _output(5))
-        await _until(lambda: f.consumed == 1)  # consumed while nobody waited
+        await eventually_async(lambda: f.consumed == 1)  # consumed while nobody waited
         assert f.decoded == 0 and f.cached == 0
         assert f.try_begin()
         try:
@@ -147,8 +143,8 @@ def test_follower_when_its_consumer_stalls_rebuilds_it_and_answers_waits_again(
                              codec.encode_output(_output(seq, seq)), partition=seq % parts)
             producer.poll(0)
         assert producer.flush(30) == 0
-        await _until(lambda: f.watchdog.stalls == 1, 30)
-        await _until(lambda: f.ready() is None, 30)
+        await eventually_async(lambda: f.watchdog.stalls == 1, 30)
+        await eventually_async(lambda: f.ready() is None, 30)
         assert f.try_begin()
         try:
             waiting = asyncio.ensure_future(f.wait(outputs + 1, 10))
@@ -184,8 +180,7 @@ def test_cache_when_more_outputs_than_its_size_keeps_only_the_newest(
         try:
             for seq in range(1, 8):
                 _publish(kafka_bootstrap, fresh_topics, codec, _output(100 + seq, seq))
-            await _until(lambda: f.decoded == 7)
-            await asyncio.sleep(0.1)  # the last batch reaches the loop
+            await eventually_async(lambda: f.delivered == 7)  # every batch reached the loop
             assert f.cached == 3
             found = []
             for cid in range(101, 108):
@@ -213,11 +208,9 @@ def test_create_order_when_wait_and_output_fed_by_hand_returns_the_engines_answe
 
     caller = threading.Thread(target=call)
     caller.start()
-    deadline = time.monotonic() + 15
-    log: list[Any] = []
-    while not log and time.monotonic() < deadline:
-        log = read_commands(gateway.bootstrap, gateway.topics.orders.name, codec)
-    [(offset, command)] = log
+    [(offset, command)] = eventually(
+        lambda: read_commands(gateway.bootstrap, gateway.topics.orders.name, codec) or False,
+        what="the order on the log")
     update = OrderUpdated(
         order_id=offset, client_order_id="fed", user_id=9, symbol="BTC_USDT", side=Side.BUY,
         order_type=OrderType.LIMIT, time_in_force=TimeInForce.GTC, price=12_345,

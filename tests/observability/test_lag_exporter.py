@@ -19,7 +19,6 @@ from obs_testkit import (
     settlement_group,
     start_engine,
     start_settlement,
-    wait_for,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -31,6 +30,7 @@ from exchange.topics import Topics
 from ops.lag import LagCollector, LagMonitor, Tail, partition_lag
 from ops.workload import command_stream
 from settlement.sqlite_store import SqliteStore
+from tests.support.eventually import eventually
 from tests.support.kafka import produce_commands
 
 # ---------------------------------------------------------------------------- the rule
@@ -106,7 +106,7 @@ def test_lag_when_groups_stop_while_records_are_produced_equals_the_unread_recor
         produce_commands(kafka_bootstrap, orders, first, codec)
         _, e_run = start_engine(kafka_bootstrap, t, codec, markets, tmp_path / "snaps")
         _, s_run = start_settlement(kafka_bootstrap, t, codec, store)
-        wait_for(lambda: monitor.sample().lag_of(e_group) == 0
+        eventually(lambda: monitor.sample().lag_of(e_group) == 0
                  and store.max_sequence() == len(first)
                  and monitor.sample().lag_of(s_group) == 0, what="both groups caught up")
         e_run.halt()
@@ -132,15 +132,15 @@ def test_lag_when_groups_stop_while_records_are_produced_equals_the_unread_recor
 
         # 3. The engine catches up: its lag returns to 0, and settlement's grows by N.
         _, e_run = start_engine(kafka_bootstrap, t, codec, markets, tmp_path / "snaps")
-        wait_for(lambda: monitor.sample().lag_of(e_group) == 0, what="engine caught up")
-        wait_for(lambda: monitor.sample().lag_of(s_group) == n, what="outputs on the log")
+        eventually(lambda: monitor.sample().lag_of(e_group) == 0, what="engine caught up")
+        eventually(lambda: monitor.sample().lag_of(s_group) == n, what="outputs on the log")
         exported = _lag_values(httpx.get(server.url).text)
         assert sum(v for (g, _, _), v in exported.items() if g == s_group) == n
         assert all(v >= 0 for v in exported.values())
 
         # 4. Settlement catches up: 0 again.
         _, s_run = start_settlement(kafka_bootstrap, t, codec, store)
-        wait_for(lambda: monitor.sample().lag_of(s_group) == 0, what="settlement caught up")
+        eventually(lambda: monitor.sample().lag_of(s_group) == 0, what="settlement caught up")
         exported = _lag_values(httpx.get(server.url).text)
         assert exported[(e_group, orders, "0")] == 0
         assert all(v == 0 for (g, _, _), v in exported.items() if g == s_group)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from obs_testkit import start_engine, start_settlement, wait_for
+from obs_testkit import start_engine, start_settlement
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.markets import Markets
@@ -14,6 +14,7 @@ from exchange.codec import Codec
 from exchange.topics import Topics
 from ops.workload import command_stream
 from settlement.sqlite_store import SqliteStore
+from tests.support.eventually import eventually
 from tests.support.kafka import produce_commands, produce_raw
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
@@ -61,11 +62,11 @@ def test_service_metrics_when_a_stream_is_settled_report_every_command_and_outpu
                                  tmp_path / "snaps")
     settlement, s_run = start_settlement(kafka_bootstrap, fresh_topics, codec, store)
     try:
-        wait_for(lambda: store.max_sequence() == n and engine.stats.dead_lettered == 1,
+        eventually(lambda: store.max_sequence() == n and engine.stats.dead_lettered == 1,
                  what="the stream settled")
         # After the engine's recovery scan (which needs keyed records): a poison output.
         produce_raw(kafka_bootstrap, fresh_topics.engine_output.name, [b"not an output"])
-        wait_for(lambda: settlement.stats.dead_lettered == 1, what="the poison output parked")
+        eventually(lambda: settlement.stats.dead_lettered == 1, what="the poison output parked")
         eng = scrape(e_run.server.url)
         stl = scrape(s_run.server.url)
     finally:

@@ -21,14 +21,25 @@ from ops.versions import CASSANDRA_VERSION, KAFKA_VERSION
 
 
 def _config(tmp_path: Path) -> InfraConfig:
-    return InfraConfig(data_dir=tmp_path / "infra", cache_dir=tmp_path / "cache",
-                       pom=tmp_path / "pom.xml", kafka_port=19092, kafka_controller_port=19093,
-                       cassandra_port=19042, cassandra_storage_port=17000)
+    return InfraConfig(
+        data_dir=tmp_path / "infra",
+        cache_dir=tmp_path / "cache",
+        pom=tmp_path / "pom.xml",
+        kafka_port=19092,
+        kafka_controller_port=19093,
+        cassandra_port=19042,
+        cassandra_storage_port=17000,
+    )
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "entrypoints.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_kafka_properties_when_rendered_are_single_node_kraft_without_auto_create(
@@ -56,12 +67,15 @@ def test_cassandra_yaml_when_rendered_listens_on_loopback_ports_under_data_dir(
 
 
 def test_env_when_state_has_both_prints_the_three_exports() -> None:
-    state = InfraState(keeper_pid=1, ready=True, host="127.0.0.1", kafka_port=9092,
-                       cassandra_port=9042)
+    state = InfraState(
+        keeper_pid=1, ready=True, host="127.0.0.1", kafka_port=9092, cassandra_port=9042
+    )
 
-    assert state.exports() == ["export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092",
-                               "export CASSANDRA_CONTACT_POINTS=127.0.0.1",
-                               "export CASSANDRA_PORT=9042"]
+    assert state.exports() == [
+        "export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092",
+        "export CASSANDRA_CONTACT_POINTS=127.0.0.1",
+        "export CASSANDRA_PORT=9042",
+    ]
 
 
 def test_versions_when_read_are_the_pinned_releases() -> None:
@@ -71,8 +85,11 @@ def test_versions_when_read_are_the_pinned_releases() -> None:
 def test_infra_up_when_java_is_missing_says_what_to_install_in_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "bin"
     empty.mkdir()
-    env = {"PATH": str(empty), "EXCHANGE_DATA_DIR": str(tmp_path / "data"),
-           "HOME": os.environ.get("HOME", str(tmp_path))}
+    env = {
+        "PATH": str(empty),
+        "EXCHANGE_DATA_DIR": str(tmp_path / "data"),
+        "HOME": os.environ.get("HOME", str(tmp_path)),
+    }
 
     done = _cli(["infra", "up"], env)
 
@@ -82,7 +99,8 @@ def test_infra_up_when_java_is_missing_says_what_to_install_in_one_line(tmp_path
 
 
 def test_infra_jars_when_mvn_is_missing_and_not_cached_says_what_to_install(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
 

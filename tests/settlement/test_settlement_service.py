@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,8 @@ from ops.workload import command_stream
 from settlement.replay import replay
 from settlement.service import SettlementConfig, SettlementService
 from settlement.sqlite_store import SqliteStore
+from settlement.store import StoreError
+from tests.support.eventually import eventually
 from tests.support.kafka import produce_commands
 
 pytestmark = pytest.mark.kafka
@@ -41,16 +43,21 @@ def codec() -> Codec:
     return Codec()
 
 
-def _engine_to(bootstrap: str, topics: Topics, codec: Codec, markets: Markets, offset: int,
-               snaps: Path) -> None:
+def _engine_to(
+    bootstrap: str, topics: Topics, codec: Codec, markets: Markets, offset: int, snaps: Path
+) -> None:
     service = EngineService(
         bootstrap=bootstrap,
         config=EngineServiceConfig(
-            orders_topic=topics.orders.name, output_topic=topics.engine_output.name,
-            orders_dlq_topic=topics.orders_dlq.name, group_id=f"engine-{topics.orders.name}",
-            snapshot_on_shutdown=True, batch_size=1000,
+            orders_topic=topics.orders.name,
+            output_topic=topics.engine_output.name,
+            orders_dlq_topic=topics.orders_dlq.name,
+            group_id=f"engine-{topics.orders.name}",
+            snapshot_on_shutdown=True,
+            batch_size=1000,
         ),
-        codec=codec, new_engine=lambda: Engine(markets),
+        codec=codec,
+        new_engine=lambda: Engine(markets),
         restore_engine=lambda data: Engine.restore(data, markets),
         snapshots=FileSnapshotStore(snaps),
     )
@@ -66,14 +73,19 @@ def _reference_digest(markets: Markets, commands: Sequence[Command], path: Path)
     return store.digest()
 
 
-def _settle(bootstrap: str, topics: Topics, codec: Codec, store: SqliteStore,
-            group: str, **kw: int) -> tuple[SettlementService, threading.Event, threading.Thread]:
+def _settle(
+    bootstrap: str, topics: Topics, codec: Codec, store: SqliteStore, group: str, **kw: int
+) -> tuple[SettlementService, threading.Event, threading.Thread]:
     service = SettlementService(
         bootstrap=bootstrap,
-        config=SettlementConfig(output_topic=topics.engine_output.name,
-                                output_dlq_topic=topics.engine_output_dlq.name,
-                                group_id=group, **kw),
-        codec=codec, store=store,
+        config=SettlementConfig(
+            output_topic=topics.engine_output.name,
+            output_dlq_topic=topics.engine_output_dlq.name,
+            group_id=group,
+            **kw,
+        ),
+        codec=codec,
+        store=store,
     )
     stop = threading.Event()
     thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
@@ -81,13 +93,12 @@ def _settle(bootstrap: str, topics: Topics, codec: Codec, store: SqliteStore,
     return service, stop, thread
 
 
-def _wait(cond: Callable[[], bool], timeout_s: float = 120.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def _settled(store: SqliteStore) -> int:
+    """The store's last settled sequence; 0 before the service created its schema."""
+    try:
+        return store.max_sequence()
+    except StoreError:
+        return 0
 
 
 def _store(path: Path) -> SqliteStore:
@@ -97,16 +108,25 @@ def _store(path: Path) -> SqliteStore:
 
 
 def test_settlement_when_stream_flows_through_engine_equals_read_model_of_in_process_outputs(
-    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets, tmp_path: Path,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    codec: Codec,
+    markets: Markets,
+    tmp_path: Path,
 ) -> None:
     commands = list(command_stream(seed=5, count=8_000, users=100))
     n = produce_commands(kafka_bootstrap, fresh_topics.orders.name, commands, codec)
     _engine_to(kafka_bootstrap, fresh_topics, codec, markets, n, tmp_path / "snaps")
     live = _store(tmp_path / "live.sqlite3")
 
-    service, stop, thread = _settle(kafka_bootstrap, fresh_topics, codec, live,
-                                    f"settle-{fresh_topics.orders.name}")
-    _wait(lambda: live.max_sequence() >= n and service.stats.records >= n, what="settlement")
+    service, stop, thread = _settle(
+        kafka_bootstrap, fresh_topics, codec, live, f"settle-{fresh_topics.orders.name}"
+    )
+    eventually(
+        lambda: live.max_sequence() >= n and service.stats.records >= n,
+        timeout_s=120,
+        what="settlement",
+    )
     stop.set()
     thread.join(30)
 
@@ -114,26 +134,40 @@ def test_settlement_when_stream_flows_through_engine_equals_read_model_of_in_pro
     assert service.stats.dead_lettered == 0
 
     rebuilt = _store(tmp_path / "replayed.sqlite3")
-    applied, skipped = replay(bootstrap=kafka_bootstrap, topic=fresh_topics.engine_output.name,
-                              partitions=fresh_topics.engine_output.partitions, codec=codec,
-                              store=rebuilt)
+    applied, skipped = replay(
+        bootstrap=kafka_bootstrap,
+        topic=fresh_topics.engine_output.name,
+        partitions=fresh_topics.engine_output.partitions,
+        codec=codec,
+        store=rebuilt,
+    )
     assert (applied, skipped) == (n, 0)
     assert rebuilt.digest() == live.digest()
 
     cli = subprocess.run(
         [sys.executable, "-m", "entrypoints.cli", "replay", "--into", str(tmp_path / "cli.db")],
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")},
-             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "EXCHANGE_DATA_DIR": str(tmp_path),
-             "EXCHANGE_TOPIC_ENGINE_OUTPUT": fresh_topics.engine_output.name},
-        capture_output=True, text=True, timeout=300,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")},
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "EXCHANGE_DATA_DIR": str(tmp_path),
+            "EXCHANGE_TOPIC_ENGINE_OUTPUT": fresh_topics.engine_output.name,
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert cli.returncode == 0, cli.stderr
     assert f"replayed {n} outputs (0 undecodable skipped); store digest {live.digest()}" in (
-        cli.stdout)
+        cli.stdout
+    )
 
 
 def test_settlement_when_store_is_locked_mid_stream_retries_and_loses_nothing(
-    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets, tmp_path: Path,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    codec: Codec,
+    markets: Markets,
+    tmp_path: Path,
 ) -> None:
     commands = list(command_stream(seed=8, count=4_000, users=50))
     n = produce_commands(kafka_bootstrap, fresh_topics.orders.name, commands, codec)
@@ -144,17 +178,26 @@ def test_settlement_when_store_is_locked_mid_stream_retries_and_loses_nothing(
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
 
-    service, stop, thread = _settle(kafka_bootstrap, fresh_topics, codec, live,
-                                    f"settle-{fresh_topics.orders.name}",
-                                    batch_max_records=300)
+    service, stop, thread = _settle(
+        kafka_bootstrap,
+        fresh_topics,
+        codec,
+        live,
+        f"settle-{fresh_topics.orders.name}",
+        batch_max_records=300,
+    )
     _engine_to(kafka_bootstrap, fresh_topics, codec, markets, n, tmp_path / "snaps")
-    _wait(lambda: service.stats.store_retries >= 2, what="store retries")
+    eventually(lambda: service.stats.store_retries >= 2, timeout_s=120, what="store retries")
     assert not service.stats.ready
     assert live.max_sequence() == 0
     blocker.execute("ROLLBACK")
     blocker.close()
 
-    _wait(lambda: live.max_sequence() >= n and service.stats.records >= n, what="catch-up")
+    eventually(
+        lambda: live.max_sequence() >= n and service.stats.records >= n,
+        timeout_s=120,
+        what="catch-up",
+    )
     stop.set()
     thread.join(30)
     assert service.stats.ready is False  # stopped
@@ -162,28 +205,36 @@ def test_settlement_when_store_is_locked_mid_stream_retries_and_loses_nothing(
 
 
 def test_settlement_when_one_of_two_workers_stops_the_other_takes_over_without_loss(
-    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets, tmp_path: Path,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    codec: Codec,
+    markets: Markets,
+    tmp_path: Path,
 ) -> None:
     commands = list(command_stream(seed=13, count=6_000, users=80))
     n = produce_commands(kafka_bootstrap, fresh_topics.orders.name, commands, codec)
     path = tmp_path / "live.sqlite3"
     group = f"settle-{fresh_topics.orders.name}"
     store_a, store_b = _store(path), SqliteStore(path)
-    a, stop_a, thread_a = _settle(kafka_bootstrap, fresh_topics, codec, store_a, group,
-                                  batch_max_records=200)
-    b, stop_b, thread_b = _settle(kafka_bootstrap, fresh_topics, codec, store_b, group,
-                                  batch_max_records=200)
+    a, stop_a, thread_a = _settle(
+        kafka_bootstrap, fresh_topics, codec, store_a, group, batch_max_records=200
+    )
+    b, stop_b, thread_b = _settle(
+        kafka_bootstrap, fresh_topics, codec, store_b, group, batch_max_records=200
+    )
 
     half = n // 2
     _engine_to(kafka_bootstrap, fresh_topics, codec, markets, half, tmp_path / "snaps")
-    _wait(lambda: a.stats.records > 0 and b.stats.records > 0, what="both workers busy")
+    eventually(
+        lambda: a.stats.records > 0 and b.stats.records > 0, timeout_s=120, what="both workers busy"
+    )
     stop_a.set()
     thread_a.join(30)
     settled_by_a = a.stats.records
 
     _engine_to(kafka_bootstrap, fresh_topics, codec, markets, n, tmp_path / "snaps")
     ref = _reference_digest(markets, commands, tmp_path / "ref.sqlite3")
-    _wait(lambda: store_b.digest() == ref, what="worker b to settle everything")
+    eventually(lambda: store_b.digest() == ref, timeout_s=120, what="worker b to settle everything")
     stop_b.set()
     thread_b.join(30)
 
@@ -192,42 +243,64 @@ def test_settlement_when_one_of_two_workers_stops_the_other_takes_over_without_l
 
 
 def test_settlement_when_killed_repeatedly_ends_identical_to_an_uninterrupted_run(
-    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets, tmp_path: Path,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    codec: Codec,
+    markets: Markets,
+    tmp_path: Path,
 ) -> None:
     commands = list(command_stream(seed=21, count=15_000, users=150))
     n = produce_commands(kafka_bootstrap, fresh_topics.orders.name, commands, codec)
     _engine_to(kafka_bootstrap, fresh_topics, codec, markets, n, tmp_path / "snaps")
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "EXCHANGE_DATA_DIR": str(data),
-        "EXCHANGE_TOPIC_ENGINE_OUTPUT": fresh_topics.engine_output.name,
-        "EXCHANGE_TOPIC_ENGINE_OUTPUT_DLQ": fresh_topics.engine_output_dlq.name,
-        "EXCHANGE_SETTLEMENT_BATCH_MAX_RECORDS": "100",
-        "EXCHANGE_SETTLEMENT_METRICS_PORT": "0",
-    })
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "EXCHANGE_DATA_DIR": str(data),
+            "EXCHANGE_TOPIC_ENGINE_OUTPUT": fresh_topics.engine_output.name,
+            "EXCHANGE_TOPIC_ENGINE_OUTPUT_DLQ": fresh_topics.engine_output_dlq.name,
+            "EXCHANGE_SETTLEMENT_BATCH_MAX_RECORDS": "100",
+            "EXCHANGE_SETTLEMENT_METRICS_PORT": "0",
+        }
+    )
     rng = random.Random(77)
     kills = 0
     live = SqliteStore(data / "exchange.sqlite3")
     for _ in range(4):
-        proc = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "settlement"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait(lambda: (data / "exchange.sqlite3").exists(), what="store file")
-        time.sleep(rng.uniform(1.5, 3.5))
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-            kills += 1
-    assert kills >= 3
+        # Driven by progress, not by a timer: each run is killed once it has settled a random
+        # 500-2,500 more outputs, and only while it is alive with outputs left (the guard).
+        target = _settled(live) + rng.randint(500, 2_500)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "entrypoints.cli", "settlement"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def progressed(proc: subprocess.Popen[bytes] = proc, target: int = target) -> int | bool:
+            assert proc.poll() is None, "settlement exited before making progress"
+            at = _settled(live)
+            return at if at >= target else False
+
+        at = eventually(progressed, timeout_s=120, interval_s=0.01, what=f"sequence {target}")
+        assert proc.poll() is None and at < n, (at, n)
+        proc.kill()
+        proc.wait()
+        kills += 1
+    assert kills == 4
     assert live.max_sequence() < n, "the kills came too late to interrupt anything"
 
-    final = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "settlement"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    final = subprocess.Popen(
+        [sys.executable, "-m", "entrypoints.cli", "settlement"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         ref = _reference_digest(markets, commands, tmp_path / "ref.sqlite3")
-        _wait(lambda: live.max_sequence() >= n, timeout_s=180, what="final catch-up")
-        _wait(lambda: live.digest() == ref, timeout_s=60, what="identical store")
+        eventually(lambda: live.max_sequence() >= n, timeout_s=180, what="final catch-up")
+        eventually(lambda: live.digest() == ref, timeout_s=60, what="identical store")
     finally:
         final.terminate()
         assert final.wait(60) == 0
@@ -241,8 +314,10 @@ def _committed(bootstrap: str, topics: Topics, group: str) -> dict[int, int]:
 
     consumer = make_consumer(bootstrap, group)
     try:
-        parts = [TopicPartition(topics.engine_output.name, p)
-                 for p in range(topics.engine_output.partitions)]
+        parts = [
+            TopicPartition(topics.engine_output.name, p)
+            for p in range(topics.engine_output.partitions)
+        ]
         return {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=10)}
     finally:
         consumer.close()
@@ -256,7 +331,11 @@ def _ends(topics: Topics, outputs: int) -> dict[int, int]:
 
 
 def test_settlement_when_stopped_between_commit_intervals_commits_everything_it_wrote(
-    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets, tmp_path: Path,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    codec: Codec,
+    markets: Markets,
+    tmp_path: Path,
 ) -> None:
     commands = list(command_stream(seed=31, count=3_000, users=40))
     n = produce_commands(kafka_bootstrap, fresh_topics.orders.name, commands, codec)
@@ -264,9 +343,16 @@ def test_settlement_when_stopped_between_commit_intervals_commits_everything_it_
     live = _store(tmp_path / "live.sqlite3")
     group = f"settle-{fresh_topics.orders.name}"
 
-    service, stop, thread = _settle(kafka_bootstrap, fresh_topics, codec, live, group,
-                                    batch_max_records=250, commit_every_ms=600_000)
-    _wait(lambda: service.stats.records >= n, what="settlement")
+    service, stop, thread = _settle(
+        kafka_bootstrap,
+        fresh_topics,
+        codec,
+        live,
+        group,
+        batch_max_records=250,
+        commit_every_ms=600_000,
+    )
+    eventually(lambda: service.stats.records >= n, timeout_s=120, what="settlement")
     # Written, but the next periodic commit is ten minutes away.
     assert _committed(kafka_bootstrap, fresh_topics, group) != _ends(fresh_topics, n)
     stop.set()
@@ -276,7 +362,11 @@ def test_settlement_when_stopped_between_commit_intervals_commits_everything_it_
 
 
 def test_settlement_when_a_second_worker_joins_the_first_hands_over_what_it_wrote(
-    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets, tmp_path: Path,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    codec: Codec,
+    markets: Markets,
+    tmp_path: Path,
 ) -> None:
     commands = list(command_stream(seed=34, count=4_000, users=60))
     n = produce_commands(kafka_bootstrap, fresh_topics.orders.name, commands, codec)
@@ -286,12 +376,28 @@ def test_settlement_when_a_second_worker_joins_the_first_hands_over_what_it_wrot
     half = n // 2
     _engine_to(kafka_bootstrap, fresh_topics, codec, markets, half, tmp_path / "snaps")
     # No periodic commit during the test: only the rebalance hands offsets over.
-    a, stop_a, thread_a = _settle(kafka_bootstrap, fresh_topics, codec, store_a, group,
-                                  batch_max_records=200, commit_every_ms=600_000)
-    _wait(lambda: a.stats.records >= half, what="worker a to settle the first half")
+    a, stop_a, thread_a = _settle(
+        kafka_bootstrap,
+        fresh_topics,
+        codec,
+        store_a,
+        group,
+        batch_max_records=200,
+        commit_every_ms=600_000,
+    )
+    eventually(
+        lambda: a.stats.records >= half, timeout_s=120, what="worker a to settle the first half"
+    )
 
-    b, stop_b, thread_b = _settle(kafka_bootstrap, fresh_topics, codec, store_b, group,
-                                  batch_max_records=200, commit_every_ms=600_000)
+    b, stop_b, thread_b = _settle(
+        kafka_bootstrap,
+        fresh_topics,
+        codec,
+        store_b,
+        group,
+        batch_max_records=200,
+        commit_every_ms=600_000,
+    )
     # Feed the rest in steps until b has partitions (its first join takes a moment).
     offset = half
     while offset < n:
@@ -300,8 +406,11 @@ def test_settlement_when_a_second_worker_joins_the_first_hands_over_what_it_wrot
         if b.stats.records == 0:
             time.sleep(0.3)
     ref = _reference_digest(markets, commands, tmp_path / "ref.sqlite3")
-    _wait(lambda: store_b.digest() == ref and a.stats.records + b.stats.records >= n,
-          what="both workers to settle everything")
+    eventually(
+        lambda: store_b.digest() == ref and a.stats.records + b.stats.records >= n,
+        what="both workers to settle everything",
+        timeout_s=120,
+    )
     stop_a.set()
     stop_b.set()
     thread_a.join(30)
