@@ -44,7 +44,7 @@ from pathlib import Path
 from types import FrameType
 
 from engine.errors import ExchangeError
-from exchange.process import die_with_parent
+from ops.broker import die_with_parent
 from ops.versions import CASSANDRA_VERSION, KAFKA_VERSION
 
 STATE_FILE = "infra.json"
@@ -445,7 +445,7 @@ def component_answers(config: InfraConfig, name: str) -> bool:
 
 
 def _clear_pdeathsig() -> None:
-    """Undo :func:`exchange.process.die_with_parent` in this process (the ready keeper)."""
+    """Undo :func:`ops.broker.die_with_parent` in this process (the ready keeper)."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, 0)  # PR_SET_PDEATHSIG, no signal
