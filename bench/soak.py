@@ -89,6 +89,7 @@ from bench.lobster_flow import (  # noqa: E402  (after the sys.path fix above)
     order_calls,
     read_messages,
 )
+from exchange.process import die_with_parent  # noqa: E402
 from gateway.dashboard import parse_metrics, total  # noqa: E402
 from ops.broker import free_port  # noqa: E402
 
@@ -173,6 +174,7 @@ class Stack:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # a killed benchmark leaves no stack behind
         )
         threading.Thread(target=self._follow, name="stack-output", daemon=True).start()
 
@@ -415,7 +417,8 @@ def start_replay(url: str, args: argparse.Namespace, prefix: str, log: IO[str]) 
         str(args.messages),
     ]
     proc = subprocess.Popen(
-        argv, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL
+        argv, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
     replay = Replay(proc, now_s())
     threading.Thread(target=replay.follow, name="replay-output", daemon=True).start()
@@ -839,6 +842,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
             )
         if not args.no_replay:
             log = (out / "replay.log").open("w")
