@@ -89,9 +89,8 @@ from bench.lobster_flow import (  # noqa: E402  (after the sys.path fix above)
     order_calls,
     read_messages,
 )
-from exchange.process import die_with_parent  # noqa: E402
 from gateway.dashboard import parse_metrics, total  # noqa: E402
-from ops.broker import free_port  # noqa: E402
+from ops.broker import die_with_parent, free_port  # noqa: E402
 
 WINDOW_S = 10.0
 SCRAPE_S = 1.0
