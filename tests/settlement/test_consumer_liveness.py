@@ -26,6 +26,7 @@ from exchange.codec import Codec
 from exchange.kafka import BrokerFlavour, broker_flavour, make_consumer, make_producer
 from exchange.metrics import WatchdogMetrics, new_registry
 from exchange.topics import Topics
+from exchange.watchdog import ConsumerStalled, ConsumerWatchdog
 from settlement.service import SettlementConfig, SettlementService
 from settlement.sqlite_store import SqliteStore
 
@@ -158,3 +159,42 @@ def test_settlement_when_its_consumer_stalls_heals_itself_and_settles_every_outp
     reference.init_schema()
     reference.apply(outputs)
     assert store.digest() == reference.digest()
+
+
+def test_watchdog_when_heals_never_help_raises_consumer_stalled_for_a_restart(
+    kafka_bootstrap: str, fresh_topics: Topics,
+) -> None:
+    _require_tansu(kafka_bootstrap)
+    _produce_one_by_one(kafka_bootstrap, fresh_topics.orders.name, Codec(), COMMANDS)
+    orders = (fresh_topics.orders.name, 0)
+    consumer = make_consumer(kafka_bootstrap, "watchdog-probe", **{"fetch.wait.max.ms": 1})
+    consumer.assign([TopicPartition(*orders, 0)])
+    now = [0.0]
+    watchdog = ConsumerWatchdog("probe", stall_after_s=5.0, max_heals=2, clock=lambda: now[0])
+    try:
+        deadline = time.monotonic() + 10
+        while consumer.get_watermark_offsets(TopicPartition(*orders), cached=True)[1] < 0:
+            assert time.monotonic() < deadline, "no fetch response in 10 s"
+            consumer.poll(0.1)
+        assert watchdog.check(consumer, {orders: 0}) is None  # behind, not yet stalled
+        now[0] += 4.0
+        assert watchdog.check(consumer, {orders: 0}) is None
+        now[0] += 4.0
+        assert watchdog.check(consumer, {orders: 0}, paused=True) is None  # held back
+        now[0] += 4.0
+        assert watchdog.check(consumer, {orders: 0}) is None  # the clock restarted
+        for heal in range(2):
+            now[0] += 5.0
+            stall = watchdog.check(consumer, {orders: 0})
+            assert stall is not None and stall.heals == heal
+            assert stall.partitions == {orders: (0, COMMANDS)}
+            watchdog.healed()
+        now[0] += 5.0
+        with pytest.raises(ConsumerStalled):
+            watchdog.check(consumer, {orders: 0})
+        assert watchdog.stalls == 1 and watchdog.stalled
+        now[0] += 1.0
+        assert watchdog.check(consumer, {orders: COMMANDS}) is None  # caught up: cleared
+        assert not watchdog.stalled
+    finally:
+        consumer.close()
