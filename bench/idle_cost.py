@@ -28,8 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from exchange.process import die_with_parent  # noqa: E402
-from ops.broker import free_port  # noqa: E402
+from ops.broker import die_with_parent, free_port  # noqa: E402
 
 SERVICES = ("engine", "settlement", "gateway", "lag")
 

@@ -81,8 +81,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from exchange.process import die_with_parent  # noqa: E402
-
 from bench.lobster_flow import (  # noqa: E402  (after the sys.path fix above)
     DEFAULT_MESSAGES,
     DEFAULT_USERS,
