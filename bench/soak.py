@@ -416,7 +416,12 @@ def start_replay(url: str, args: argparse.Namespace, prefix: str, log: IO[str]) 
         str(args.messages),
     ]
     proc = subprocess.Popen(
-        argv, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+        argv,
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
         preexec_fn=die_with_parent,
     )
     replay = Replay(proc, now_s())
