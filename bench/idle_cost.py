@@ -28,15 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.broker_growth import cpu_ticks  # noqa: E402
 from ops.broker import die_with_parent, free_port  # noqa: E402
 
 SERVICES = ("engine", "settlement", "gateway", "lag")
-
-
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of a process, in clock ticks (1/100 s)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
 
 
 def main() -> int:

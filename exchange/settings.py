@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     exchange_engine_metrics_port: MetricsPort = 9101
     exchange_settlement_metrics_port: MetricsPort = 9102
     exchange_lag_metrics_port: MetricsPort = 9103
+    # The /metrics URLs the gateway's /dashboard scrapes, comma-separated. Unset: the local
+    # stack's (EXCHANGE_HOST and the three ports above), as `exchange up` runs it; the compose
+    # stack names its containers instead; empty: none.
+    exchange_dashboard_sources: Annotated[tuple[str, ...] | None, NoDecode] = None
 
     # Liveness: a consumer with records waiting whose position has not moved for this long
     # is stalled (reported, healed; see exchange.watchdog).
@@ -106,7 +110,7 @@ class Settings(BaseSettings):
             return hosts
         return value
 
-    @field_validator("exchange_ready_urls", mode="before")
+    @field_validator("exchange_ready_urls", "exchange_dashboard_sources", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
         if isinstance(value, str):

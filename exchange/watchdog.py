@@ -197,7 +197,9 @@ class ConsumerWatchdog:
             self.sink.set_fetch_wait(self.service, wait_ms)
 
     def _set_stalled(self, stalled: bool) -> None:
-        if stalled != self._stalled and self.sink is not None:
+        # Reported on every check, not only on a change: a healthy consumer shows 0 (so
+        # dashboards and alerts have a series) as soon as a sink is attached.
+        if self.sink is not None:
             self.sink.set_stalled(self.service, stalled)
         self._stalled = stalled
 

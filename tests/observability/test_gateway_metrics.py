@@ -30,12 +30,12 @@ def _requests(text: str) -> dict[tuple[str, str, str], float]:
     return out
 
 
-def _timed(text: str) -> dict[tuple[str, str], float]:
-    out: dict[tuple[str, str], float] = {}
+def _timed(text: str) -> dict[tuple[str, str, str], float]:
+    out: dict[tuple[str, str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == "exchange_gateway_request_seconds_count":
-                out[(s.labels["route"], s.labels["method"])] = s.value
+                out[(s.labels["route"], s.labels["method"], s.labels["status"])] = s.value
     return out
 
 
@@ -82,4 +82,5 @@ def test_gateway_metrics_when_requests_are_served_count_them_by_route_template_a
     assert counted[(order_route, "GET", "404")] == 2  # one series for every order id
     assert counted[("<unmatched>", "GET", "404")] == 2
     assert not any("42" in r or "/no/such" in r for r, _, _ in counted)
-    assert timed[("/api/v1/deposit", "POST")] == 2
+    assert timed[("/api/v1/deposit", "POST", "202")] == 2
+    assert timed[("/api/v1/order/create", "POST", "400")] == 1  # timed by status too

@@ -125,9 +125,13 @@ def test_engine_when_its_consumer_stalls_heals_itself_and_applies_every_command(
 
     assert done.wait(60), f"engine still stuck at offset {service.next_offset}"
     assert service.stats.applied == COMMANDS
-    assert service.watchdog.stalls == 1
-    assert service.fetch_wait is not None and service.fetch_wait > 0
-    assert registry.get_sample_value("exchange_consumer_stalls_total", {"service": "engine"}) == 1
+    # One stall, or more on a loaded machine: each heal doubles the wait until listing fits.
+    assert service.watchdog.stalls >= 1
+    assert service.fetch_wait is not None and service.fetch_wait >= 50
+    assert (
+        registry.get_sample_value("exchange_consumer_stalls_total", {"service": "engine"})
+        == service.watchdog.stalls
+    )
 
 
 def test_settlement_when_its_consumer_stalls_heals_itself_and_settles_every_output(
@@ -180,10 +184,10 @@ def test_settlement_when_its_consumer_stalls_heals_itself_and_settles_every_outp
         while service.stats.records < COMMANDS and time.monotonic() < deadline:
             time.sleep(0.1)
         assert service.stats.records == COMMANDS
-        assert service.watchdog.stalls == 1
+        assert service.watchdog.stalls >= 1
         assert (
             registry.get_sample_value("exchange_consumer_stalls_total", {"service": "settlement"})
-            == 1
+            == service.watchdog.stalls
         )
     finally:
         stop.set()
