@@ -59,16 +59,28 @@ OUT_DIR = Path(__file__).resolve().parent
 
 
 def start_stack(data_dir: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[str], str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("EXCHANGE_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env.update({
-        "EXCHANGE_DATA_DIR": str(data_dir), "EXCHANGE_LOG_LEVEL": "WARNING",
-        "EXCHANGE_ENGINE_METRICS_PORT": str(ports["engine"]),
-        "EXCHANGE_SETTLEMENT_METRICS_PORT": str(ports["settlement"]),
-        "EXCHANGE_LAG_METRICS_PORT": str(ports["lag"]),
-    })
-    proc = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "up"], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("EXCHANGE_") and k != "KAFKA_BOOTSTRAP_SERVERS"
+    }
+    env.update(
+        {
+            "EXCHANGE_DATA_DIR": str(data_dir),
+            "EXCHANGE_LOG_LEVEL": "WARNING",
+            "EXCHANGE_ENGINE_METRICS_PORT": str(ports["engine"]),
+            "EXCHANGE_SETTLEMENT_METRICS_PORT": str(ports["settlement"]),
+            "EXCHANGE_LAG_METRICS_PORT": str(ports["lag"]),
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "entrypoints.cli", "up"],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
     assert proc.stdout is not None
     bootstrap = None
     deadline = time.monotonic() + 60
@@ -108,8 +120,9 @@ class Sampler:
     """Lag of both groups every 0.5 s, for the plot."""
 
     def __init__(self, bootstrap: str) -> None:
-        self.monitor = LagMonitor(bootstrap, {ENGINE_GROUP: ("orders",),
-                                              SETTLEMENT_GROUP: ("engine-output",)})
+        self.monitor = LagMonitor(
+            bootstrap, {ENGINE_GROUP: ("orders",), SETTLEMENT_GROUP: ("engine-output",)}
+        )
         self.points: list[tuple[float, str, int, int]] = []  # (t, phase, engine, settlement)
         self.phase = "idle"
         self._stop = threading.Event()
@@ -122,8 +135,14 @@ class Sampler:
                 s = self.monitor.sample()
             except Exception:
                 continue
-            self.points.append((time.monotonic() - self.t0, self.phase,
-                                s.lag_of(ENGINE_GROUP), s.lag_of(SETTLEMENT_GROUP)))
+            self.points.append(
+                (
+                    time.monotonic() - self.t0,
+                    self.phase,
+                    s.lag_of(ENGINE_GROUP),
+                    s.lag_of(SETTLEMENT_GROUP),
+                )
+            )
 
     def start(self) -> Sampler:
         self._thread.start()
@@ -138,8 +157,9 @@ class Sampler:
 def settlement_freshness(url: str) -> list[tuple[float, float]]:
     import httpx
 
-    return buckets(parse_metrics([httpx.get(url, timeout=5).text]),
-                   "exchange_pipeline_freshness_seconds")
+    return buckets(
+        parse_metrics([httpx.get(url, timeout=5).text]), "exchange_pipeline_freshness_seconds"
+    )
 
 
 def snapshot_pauses(url: str) -> dict[str, float | None]:
@@ -150,41 +170,67 @@ def snapshot_pauses(url: str) -> dict[str, float | None]:
     name = "exchange_engine_snapshot_pause_seconds"
     count = sum((scrape.get(f"{name}_count") or {}).values())
     total = sum((scrape.get(f"{name}_sum") or {}).values())
-    return {"count": count, "sum_s": total,
-            "p99_s": histogram_quantile(0.99, buckets(scrape, name))}
+    return {
+        "count": count,
+        "sum_s": total,
+        "p99_s": histogram_quantile(0.99, buckets(scrape, name)),
+    }
 
 
-def window_quantile(before: list[tuple[float, float]], after: list[tuple[float, float]],
-                    q: float) -> float | None:
+def window_quantile(
+    before: list[tuple[float, float]], after: list[tuple[float, float]], q: float
+) -> float | None:
     prev = dict(before)
     v = histogram_quantile(q, [(le, c - prev.get(le, 0.0)) for le, c in after])
     return None if v is None else v * 1000
 
 
-def run_phase(name: str, config: LoadConfig, bootstrap: str, store: SqliteStore,
-              sampler: Sampler, settlement_url: str) -> tuple[LoadReport, dict[str, Any]]:
-    print(f"== {name}: via kafka, "
-          f"{'flat out' if config.rate == 0 else f'{config.rate:g}/s'}, "
-          f"{config.orders or '-'} orders, {config.duration_s or '-'} s", flush=True)
+def run_phase(
+    name: str,
+    config: LoadConfig,
+    bootstrap: str,
+    store: SqliteStore,
+    sampler: Sampler,
+    settlement_url: str,
+) -> tuple[LoadReport, dict[str, Any]]:
+    print(
+        f"== {name}: via kafka, "
+        f"{'flat out' if config.rate == 0 else f'{config.rate:g}/s'}, "
+        f"{config.orders or '-'} orders, {config.duration_s or '-'} s",
+        flush=True,
+    )
     before = settlement_freshness(settlement_url)
     sampler.phase = name
-    report = LoadGenerator(config, bootstrap=bootstrap, orders_topic="orders",
-                           output_topic="engine-output", codec=Codec(), store=store).run()
+    report = LoadGenerator(
+        config,
+        bootstrap=bootstrap,
+        orders_topic="orders",
+        output_topic="engine-output",
+        codec=Codec(),
+        store=store,
+    ).run()
     sampler.phase = "idle"
     after = settlement_freshness(settlement_url)
     for line in summary_lines(report):
         print("   " + line, flush=True)
-    service_side = {"p50_ms": window_quantile(before, after, 0.50),
-                    "p99_ms": window_quantile(before, after, 0.99)}
-    print(f"   settlement histogram (gateway stamp -> write): p50 "
-          f"{service_side['p50_ms'] or 0:.1f} ms, p99 {service_side['p99_ms'] or 0:.1f} ms",
-          flush=True)
-    return report, {"started_s": report.send_started - sampler.t0,
-                    "service_freshness": service_side}
+    service_side = {
+        "p50_ms": window_quantile(before, after, 0.50),
+        "p99_ms": window_quantile(before, after, 0.99),
+    }
+    print(
+        f"   settlement histogram (gateway stamp -> write): p50 "
+        f"{service_side['p50_ms'] or 0:.1f} ms, p99 {service_side['p99_ms'] or 0:.1f} ms",
+        flush=True,
+    )
+    return report, {
+        "started_s": report.send_started - sampler.t0,
+        "service_freshness": service_side,
+    }
 
 
-def plot(path: Path, sampler: Sampler, phases: list[tuple[str, LoadReport, dict[str, Any]]]
-         ) -> bool:
+def plot(
+    path: Path, sampler: Sampler, phases: list[tuple[str, LoadReport, dict[str, Any]]]
+) -> bool:
     try:
         import matplotlib
 
@@ -203,10 +249,15 @@ def plot(path: Path, sampler: Sampler, phases: list[tuple[str, LoadReport, dict[
     for name, report, info in phases:
         x0 = info["started_s"]
         xs = [x0 + p["second"] for p in report.timeline]
-        ax_fresh.plot(xs, [p["freshness_p50_ms"] for p in report.timeline], marker=".",
-                      label=f"{name} p50 (by send second)")
-        ax_fresh.plot(xs, [p["freshness_p99_ms"] for p in report.timeline], marker=".",
-                      label=f"{name} p99")
+        ax_fresh.plot(
+            xs,
+            [p["freshness_p50_ms"] for p in report.timeline],
+            marker=".",
+            label=f"{name} p50 (by send second)",
+        )
+        ax_fresh.plot(
+            xs, [p["freshness_p99_ms"] for p in report.timeline], marker=".", label=f"{name} p99"
+        )
         for ax in (ax_lag, ax_fresh):
             ax.axvspan(x0, x0 + report.send_seconds, alpha=0.08)
     ax_fresh.set_yscale("log")
@@ -243,22 +294,54 @@ def main() -> int:
             wait_ready(store, settlement_url)
             sampler = Sampler(bootstrap).start()
             phases = []
-            flat, info = run_phase("flat out", LoadConfig(
-                rate=0, orders=args.flat_orders, users=args.users, seed=1,
-                drain_timeout_s=120), bootstrap, store, sampler, settlement_url)
+            flat, info = run_phase(
+                "flat out",
+                LoadConfig(
+                    rate=0, orders=args.flat_orders, users=args.users, seed=1, drain_timeout_s=120
+                ),
+                bootstrap,
+                store,
+                sampler,
+                settlement_url,
+            )
             phases.append(("flat out", flat, info))
-            paced, info = run_phase(f"{args.rate:g}/s", LoadConfig(
-                rate=args.rate, duration_s=args.seconds, users=args.users, seed=2,
-                drain_timeout_s=120), bootstrap, store, sampler, settlement_url)
+            paced, info = run_phase(
+                f"{args.rate:g}/s",
+                LoadConfig(
+                    rate=args.rate,
+                    duration_s=args.seconds,
+                    users=args.users,
+                    seed=2,
+                    drain_timeout_s=120,
+                ),
+                bootstrap,
+                store,
+                sampler,
+                settlement_url,
+            )
             phases.append((f"{args.rate:g}/s", paced, info))
             if args.floor_seconds > 0:
-                floor, info = run_phase(f"{args.floor_rate:g}/s", LoadConfig(
-                    rate=args.floor_rate, duration_s=args.floor_seconds, users=args.users,
-                    seed=3, drain_timeout_s=120), bootstrap, store, sampler, settlement_url)
+                floor, info = run_phase(
+                    f"{args.floor_rate:g}/s",
+                    LoadConfig(
+                        rate=args.floor_rate,
+                        duration_s=args.floor_seconds,
+                        users=args.users,
+                        seed=3,
+                        drain_timeout_s=120,
+                    ),
+                    bootstrap,
+                    store,
+                    sampler,
+                    settlement_url,
+                )
                 phases.append((f"{args.floor_rate:g}/s", floor, info))
             snapshots = snapshot_pauses(engine_url)
-            print(f"engine snapshots during the run: {snapshots['count']:.0f}, matching paused "
-                  f"{snapshots['sum_s']:.2f} s in all (p99 <= {snapshots['p99_s']} s)", flush=True)
+            print(
+                f"engine snapshots during the run: {snapshots['count']:.0f}, matching paused "
+                f"{snapshots['sum_s']:.2f} s in all (p99 <= {snapshots['p99_s']} s)",
+                flush=True,
+            )
         finally:
             if sampler is not None:
                 sampler.stop()
@@ -271,18 +354,27 @@ def main() -> int:
     orders_per_s = flat.pipeline_rate
     p99 = paced.freshness_ms.get("p99")
     results = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "phases": [{"name": n, "report": json.loads(r.to_json()), **i} for n, r, i in phases],
         "engine_snapshot_pauses": snapshots,
-        "lag": [{"t": t, "phase": ph, "engine": e, "settlement": s}
-                for t, ph, e, s in sampler.points] if sampler else [],
-        "result": {"orders_per_s": round(orders_per_s),
-                   "freshness_p99_ms_at_rate": None if p99 is None else round(p99, 1),
-                   "rate": args.rate,
-                   "freshness_ms_at_floor_rate": phases[-1][1].freshness_ms
-                   if args.floor_seconds > 0 else None,
-                   "floor_rate": args.floor_rate},
+        "lag": [
+            {"t": t, "phase": ph, "engine": e, "settlement": s} for t, ph, e, s in sampler.points
+        ]
+        if sampler
+        else [],
+        "result": {
+            "orders_per_s": round(orders_per_s),
+            "freshness_p99_ms_at_rate": None if p99 is None else round(p99, 1),
+            "rate": args.rate,
+            "freshness_ms_at_floor_rate": phases[-1][1].freshness_ms
+            if args.floor_seconds > 0
+            else None,
+            "floor_rate": args.floor_rate,
+        },
     }
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     if sampler is not None and plot(args.plot, sampler, phases):
