@@ -90,14 +90,15 @@ def main() -> int:
             records += args.step_records
             time.sleep(3)  # the follower catches up before the next measurement
             results.append((records, trickle()))
-            print(f"log {records:>9,} records: broker {results[-1][1]:.0f}% of a core",
-                  flush=True)
+            print(f"log {records:>9,} records: broker {results[-1][1]:.0f}% of a core", flush=True)
         stop.set()
         follower.join()
         consumer.close()
 
-    print(f"RESULT broker_growth cpu_pct_empty={results[0][1]:.0f} "
-          f"cpu_pct_last={results[-1][1]:.0f} records_last={results[-1][0]}")
+    print(
+        f"RESULT broker_growth cpu_pct_empty={results[0][1]:.0f} "
+        f"cpu_pct_last={results[-1][1]:.0f} records_last={results[-1][0]}"
+    )
     return 0
 
 

@@ -67,19 +67,32 @@ from settlement.sqlite_store import SqliteStore  # noqa: E402
 OUT_DIR = Path(__file__).resolve().parent
 
 
-def start_stack(data_dir: Path, ports: dict[str, int], real: dict[str, str] | None = None
-                ) -> tuple[subprocess.Popen[str], str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("EXCHANGE_", "KAFKA_", "CASSANDRA_"))}
+def start_stack(
+    data_dir: Path, ports: dict[str, int], real: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("EXCHANGE_", "KAFKA_", "CASSANDRA_"))
+    }
     env.update(real or {})
-    env.update({
-        "EXCHANGE_DATA_DIR": str(data_dir), "EXCHANGE_LOG_LEVEL": "WARNING",
-        "EXCHANGE_ENGINE_METRICS_PORT": str(ports["engine"]),
-        "EXCHANGE_SETTLEMENT_METRICS_PORT": str(ports["settlement"]),
-        "EXCHANGE_LAG_METRICS_PORT": str(ports["lag"]),
-    })
-    proc = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "up"], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+    env.update(
+        {
+            "EXCHANGE_DATA_DIR": str(data_dir),
+            "EXCHANGE_LOG_LEVEL": "WARNING",
+            "EXCHANGE_ENGINE_METRICS_PORT": str(ports["engine"]),
+            "EXCHANGE_SETTLEMENT_METRICS_PORT": str(ports["settlement"]),
+            "EXCHANGE_LAG_METRICS_PORT": str(ports["lag"]),
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "entrypoints.cli", "up"],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
     assert proc.stdout is not None
     bootstrap = None
     deadline = time.monotonic() + 60
@@ -119,8 +132,7 @@ class Sampler:
     """Lag of both groups every 0.5 s, for the plot."""
 
     def __init__(self, bootstrap: str, orders: str, output: str) -> None:
-        self.monitor = LagMonitor(bootstrap, {ENGINE_GROUP: (orders,),
-                                              SETTLEMENT_GROUP: (output,)})
+        self.monitor = LagMonitor(bootstrap, {ENGINE_GROUP: (orders,), SETTLEMENT_GROUP: (output,)})
         self.points: list[tuple[float, str, int, int]] = []  # (t, phase, engine, settlement)
         self.phase = "idle"
         self._stop = threading.Event()
@@ -133,8 +145,14 @@ class Sampler:
                 s = self.monitor.sample()
             except Exception:
                 continue
-            self.points.append((time.monotonic() - self.t0, self.phase,
-                                s.lag_of(ENGINE_GROUP), s.lag_of(SETTLEMENT_GROUP)))
+            self.points.append(
+                (
+                    time.monotonic() - self.t0,
+                    self.phase,
+                    s.lag_of(ENGINE_GROUP),
+                    s.lag_of(SETTLEMENT_GROUP),
+                )
+            )
 
     def start(self) -> Sampler:
         self._thread.start()
@@ -149,8 +167,9 @@ class Sampler:
 def settlement_freshness(url: str) -> list[tuple[float, float]]:
     import httpx
 
-    return buckets(parse_metrics([httpx.get(url, timeout=5).text]),
-                   "exchange_pipeline_freshness_seconds")
+    return buckets(
+        parse_metrics([httpx.get(url, timeout=5).text]), "exchange_pipeline_freshness_seconds"
+    )
 
 
 def snapshot_pauses(url: str) -> dict[str, float | None]:
@@ -161,42 +180,68 @@ def snapshot_pauses(url: str) -> dict[str, float | None]:
     name = "exchange_engine_snapshot_pause_seconds"
     count = sum((scrape.get(f"{name}_count") or {}).values())
     total = sum((scrape.get(f"{name}_sum") or {}).values())
-    return {"count": count, "sum_s": total,
-            "p99_s": histogram_quantile(0.99, buckets(scrape, name))}
+    return {
+        "count": count,
+        "sum_s": total,
+        "p99_s": histogram_quantile(0.99, buckets(scrape, name)),
+    }
 
 
-def window_quantile(before: list[tuple[float, float]], after: list[tuple[float, float]],
-                    q: float) -> float | None:
+def window_quantile(
+    before: list[tuple[float, float]], after: list[tuple[float, float]], q: float
+) -> float | None:
     prev = dict(before)
     v = histogram_quantile(q, [(le, c - prev.get(le, 0.0)) for le, c in after])
     return None if v is None else v * 1000
 
 
-def run_phase(name: str, config: LoadConfig, bootstrap: str, store: Any,
-              sampler: Sampler, settlement_url: str, topics: tuple[str, str] = (
-                  "orders", "engine-output")) -> tuple[LoadReport, dict[str, Any]]:
-    print(f"== {name}: via kafka, "
-          f"{'flat out' if config.rate == 0 else f'{config.rate:g}/s'}, "
-          f"{config.orders or '-'} orders, {config.duration_s or '-'} s", flush=True)
+def run_phase(
+    name: str,
+    config: LoadConfig,
+    bootstrap: str,
+    store: Any,
+    sampler: Sampler,
+    settlement_url: str,
+    topics: tuple[str, str] = ("orders", "engine-output"),
+) -> tuple[LoadReport, dict[str, Any]]:
+    print(
+        f"== {name}: via kafka, "
+        f"{'flat out' if config.rate == 0 else f'{config.rate:g}/s'}, "
+        f"{config.orders or '-'} orders, {config.duration_s or '-'} s",
+        flush=True,
+    )
     before = settlement_freshness(settlement_url)
     sampler.phase = name
-    report = LoadGenerator(config, bootstrap=bootstrap, orders_topic=topics[0],
-                           output_topic=topics[1], codec=Codec(), store=store).run()
+    report = LoadGenerator(
+        config,
+        bootstrap=bootstrap,
+        orders_topic=topics[0],
+        output_topic=topics[1],
+        codec=Codec(),
+        store=store,
+    ).run()
     sampler.phase = "idle"
     after = settlement_freshness(settlement_url)
     for line in summary_lines(report):
         print("   " + line, flush=True)
-    service_side = {"p50_ms": window_quantile(before, after, 0.50),
-                    "p99_ms": window_quantile(before, after, 0.99)}
-    print(f"   settlement histogram (gateway stamp -> write): p50 "
-          f"{service_side['p50_ms'] or 0:.1f} ms, p99 {service_side['p99_ms'] or 0:.1f} ms",
-          flush=True)
-    return report, {"started_s": report.send_started - sampler.t0,
-                    "service_freshness": service_side}
+    service_side = {
+        "p50_ms": window_quantile(before, after, 0.50),
+        "p99_ms": window_quantile(before, after, 0.99),
+    }
+    print(
+        f"   settlement histogram (gateway stamp -> write): p50 "
+        f"{service_side['p50_ms'] or 0:.1f} ms, p99 {service_side['p99_ms'] or 0:.1f} ms",
+        flush=True,
+    )
+    return report, {
+        "started_s": report.send_started - sampler.t0,
+        "service_freshness": service_side,
+    }
 
 
-def plot(path: Path, sampler: Sampler, phases: list[tuple[str, LoadReport, dict[str, Any]]]
-         ) -> bool:
+def plot(
+    path: Path, sampler: Sampler, phases: list[tuple[str, LoadReport, dict[str, Any]]]
+) -> bool:
     try:
         import matplotlib
 
@@ -215,10 +260,15 @@ def plot(path: Path, sampler: Sampler, phases: list[tuple[str, LoadReport, dict[
     for name, report, info in phases:
         x0 = info["started_s"]
         xs = [x0 + p["second"] for p in report.timeline]
-        ax_fresh.plot(xs, [p["freshness_p50_ms"] for p in report.timeline], marker=".",
-                      label=f"{name} p50 (by send second)")
-        ax_fresh.plot(xs, [p["freshness_p99_ms"] for p in report.timeline], marker=".",
-                      label=f"{name} p99")
+        ax_fresh.plot(
+            xs,
+            [p["freshness_p50_ms"] for p in report.timeline],
+            marker=".",
+            label=f"{name} p50 (by send second)",
+        )
+        ax_fresh.plot(
+            xs, [p["freshness_p99_ms"] for p in report.timeline], marker=".", label=f"{name} p99"
+        )
         for ax in (ax_lag, ax_fresh):
             ax.axvspan(x0, x0 + report.send_seconds, alpha=0.08)
     ax_fresh.set_yscale("log")
@@ -239,23 +289,31 @@ def main() -> int:
     parser.add_argument("--floor-seconds", type=float, default=20.0)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=OUT_DIR / "e2e_results.json")
-    parser.add_argument("--plot", type=Path, default=None,
-                        help="default bench/e2e_run.png (embedded), e2e_run_real.png (real)")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="default bench/e2e_run.png (embedded), e2e_run_real.png (real)",
+    )
     parser.add_argument("--stack", choices=("embedded", "real"), default="embedded")
-    parser.add_argument("--store", choices=("sqlite", "cassandra"), default=None,
-                        help="default: sqlite on the embedded stack, cassandra on the real one")
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "cassandra"),
+        default=None,
+        help="default: sqlite on the embedded stack, cassandra on the real one",
+    )
     args = parser.parse_args()
     store_kind = args.store or ("cassandra" if args.stack == "real" else "sqlite")
     if args.stack == "embedded" and store_kind == "cassandra":
         parser.error("--store cassandra needs --stack real")
-    suffix = ("" if args.stack == "embedded"
-              else "_real_sqlite" if store_kind == "sqlite" else "_real")
+    suffix = (
+        "" if args.stack == "embedded" else "_real_sqlite" if store_kind == "sqlite" else "_real"
+    )
     if args.out == OUT_DIR / "e2e_results.json":
         args.out = OUT_DIR / f"e2e_results{suffix}.json"
     if args.plot is None:
         args.plot = OUT_DIR / f"e2e_run{suffix}.png"
-    stack_name = args.stack if store_kind != "sqlite" or args.stack == "embedded" \
-        else "real-sqlite"
+    stack_name = args.stack if store_kind != "sqlite" or args.stack == "embedded" else "real-sqlite"
     with contextlib.ExitStack() as infra:
         real = None if args.stack == "embedded" else infra.enter_context(real_stack(store_kind))
         return run(args, real, stack_name)
@@ -267,31 +325,49 @@ def real_stack(store_kind: str) -> Iterator[dict[str, str]]:
     from ops.infra import InfraConfig, default_cache_dir, default_pom, running
 
     prefix = f"bench{os.getpid()}"
-    topics = {"EXCHANGE_TOPIC_ORDERS": f"{prefix}.orders",
-              "EXCHANGE_TOPIC_ENGINE_OUTPUT": f"{prefix}.engine-output",
-              "EXCHANGE_TOPIC_ORDERS_DLQ": f"{prefix}.orders.dlq",
-              "EXCHANGE_TOPIC_ENGINE_OUTPUT_DLQ": f"{prefix}.engine-output.dlq",
-              "EXCHANGE_TOPIC_ENGINE_SNAPSHOTS": f"{prefix}.engine-snapshots"}
-    given = {k: os.environ[k] for k in ("KAFKA_BOOTSTRAP_SERVERS", "CASSANDRA_CONTACT_POINTS",
-                                         "CASSANDRA_PORT") if os.environ.get(k)}
+    topics = {
+        "EXCHANGE_TOPIC_ORDERS": f"{prefix}.orders",
+        "EXCHANGE_TOPIC_ENGINE_OUTPUT": f"{prefix}.engine-output",
+        "EXCHANGE_TOPIC_ORDERS_DLQ": f"{prefix}.orders.dlq",
+        "EXCHANGE_TOPIC_ENGINE_OUTPUT_DLQ": f"{prefix}.engine-output.dlq",
+        "EXCHANGE_TOPIC_ENGINE_SNAPSHOTS": f"{prefix}.engine-snapshots",
+    }
+    given = {
+        k: os.environ[k]
+        for k in ("KAFKA_BOOTSTRAP_SERVERS", "CASSANDRA_CONTACT_POINTS", "CASSANDRA_PORT")
+        if os.environ.get(k)
+    }
     with contextlib.ExitStack() as stack:
         if "KAFKA_BOOTSTRAP_SERVERS" not in given or (
-                store_kind == "cassandra" and "CASSANDRA_CONTACT_POINTS" not in given):
+            store_kind == "cassandra" and "CASSANDRA_CONTACT_POINTS" not in given
+        ):
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-infra-")))
             config = InfraConfig(
-                data_dir=tmp / "infra", cache_dir=default_cache_dir(), pom=default_pom(),
-                kafka_port=free_port(), kafka_controller_port=free_port(),
-                cassandra_port=free_port(), cassandra_storage_port=free_port(),
-                components=("kafka", "cassandra") if store_kind == "cassandra" else ("kafka",))
-            print("starting exchange infra (Apache Kafka"
-                  f"{' + Cassandra' if store_kind == 'cassandra' else ''})...", flush=True)
+                data_dir=tmp / "infra",
+                cache_dir=default_cache_dir(),
+                pom=default_pom(),
+                kafka_port=free_port(),
+                kafka_controller_port=free_port(),
+                cassandra_port=free_port(),
+                cassandra_storage_port=free_port(),
+                components=("kafka", "cassandra") if store_kind == "cassandra" else ("kafka",),
+            )
+            print(
+                "starting exchange infra (Apache Kafka"
+                f"{' + Cassandra' if store_kind == 'cassandra' else ''})...",
+                flush=True,
+            )
             state = stack.enter_context(running(config))
             given = dict(line.removeprefix("export ").split("=", 1) for line in state.exports())
         env = {"KAFKA_BOOTSTRAP_SERVERS": given["KAFKA_BOOTSTRAP_SERVERS"], **topics}
         if store_kind == "cassandra":
-            env.update({"CASSANDRA_CONTACT_POINTS": given["CASSANDRA_CONTACT_POINTS"],
-                        "CASSANDRA_PORT": given.get("CASSANDRA_PORT", "9042"),
-                        "CASSANDRA_KEYSPACE": prefix})
+            env.update(
+                {
+                    "CASSANDRA_CONTACT_POINTS": given["CASSANDRA_CONTACT_POINTS"],
+                    "CASSANDRA_PORT": given.get("CASSANDRA_PORT", "9042"),
+                    "CASSANDRA_KEYSPACE": prefix,
+                }
+            )
         yield env
 
 
@@ -299,9 +375,11 @@ def open_store(data_dir: Path, real: dict[str, str] | None) -> Any:
     if real is not None and "CASSANDRA_CONTACT_POINTS" in real:
         from settlement.cassandra_store import CassandraStore
 
-        store = CassandraStore(real["CASSANDRA_CONTACT_POINTS"].split(","),
-                               port=int(real["CASSANDRA_PORT"]),
-                               keyspace=real["CASSANDRA_KEYSPACE"])
+        store = CassandraStore(
+            real["CASSANDRA_CONTACT_POINTS"].split(","),
+            port=int(real["CASSANDRA_PORT"]),
+            keyspace=real["CASSANDRA_KEYSPACE"],
+        )
         store.init_schema()
         return store
     sub = "embedded" if real is None else "."
@@ -318,29 +396,66 @@ def run(args: argparse.Namespace, real: dict[str, str] | None, stack_name: str) 
         data_dir = Path(tmp)
         proc, bootstrap = start_stack(data_dir, ports, real)
         store = open_store(data_dir, real)
-        topics = ((real or {}).get("EXCHANGE_TOPIC_ORDERS", "orders"),
-                  (real or {}).get("EXCHANGE_TOPIC_ENGINE_OUTPUT", "engine-output"))
+        topics = (
+            (real or {}).get("EXCHANGE_TOPIC_ORDERS", "orders"),
+            (real or {}).get("EXCHANGE_TOPIC_ENGINE_OUTPUT", "engine-output"),
+        )
         sampler: Sampler | None = None
         try:
             wait_ready(store, settlement_url)
             sampler = Sampler(bootstrap, *topics).start()
             phases = []
-            flat, info = run_phase("flat out", LoadConfig(
-                rate=0, orders=args.flat_orders, users=args.users, seed=1,
-                drain_timeout_s=120), bootstrap, store, sampler, settlement_url, topics)
+            flat, info = run_phase(
+                "flat out",
+                LoadConfig(
+                    rate=0, orders=args.flat_orders, users=args.users, seed=1, drain_timeout_s=120
+                ),
+                bootstrap,
+                store,
+                sampler,
+                settlement_url,
+                topics,
+            )
             phases.append(("flat out", flat, info))
-            paced, info = run_phase(f"{args.rate:g}/s", LoadConfig(
-                rate=args.rate, duration_s=args.seconds, users=args.users, seed=2,
-                drain_timeout_s=120), bootstrap, store, sampler, settlement_url, topics)
+            paced, info = run_phase(
+                f"{args.rate:g}/s",
+                LoadConfig(
+                    rate=args.rate,
+                    duration_s=args.seconds,
+                    users=args.users,
+                    seed=2,
+                    drain_timeout_s=120,
+                ),
+                bootstrap,
+                store,
+                sampler,
+                settlement_url,
+                topics,
+            )
             phases.append((f"{args.rate:g}/s", paced, info))
             if args.floor_seconds > 0:
-                floor, info = run_phase(f"{args.floor_rate:g}/s", LoadConfig(
-                    rate=args.floor_rate, duration_s=args.floor_seconds, users=args.users,
-                    seed=3, drain_timeout_s=120), bootstrap, store, sampler, settlement_url, topics)
+                floor, info = run_phase(
+                    f"{args.floor_rate:g}/s",
+                    LoadConfig(
+                        rate=args.floor_rate,
+                        duration_s=args.floor_seconds,
+                        users=args.users,
+                        seed=3,
+                        drain_timeout_s=120,
+                    ),
+                    bootstrap,
+                    store,
+                    sampler,
+                    settlement_url,
+                    topics,
+                )
                 phases.append((f"{args.floor_rate:g}/s", floor, info))
             snapshots = snapshot_pauses(engine_url)
-            print(f"engine snapshots during the run: {snapshots['count']:.0f}, matching paused "
-                  f"{snapshots['sum_s']:.2f} s in all (p99 <= {snapshots['p99_s']} s)", flush=True)
+            print(
+                f"engine snapshots during the run: {snapshots['count']:.0f}, matching paused "
+                f"{snapshots['sum_s']:.2f} s in all (p99 <= {snapshots['p99_s']} s)",
+                flush=True,
+            )
         finally:
             if sampler is not None:
                 sampler.stop()
@@ -354,18 +469,27 @@ def run(args: argparse.Namespace, real: dict[str, str] | None, stack_name: str) 
     p99 = paced.freshness_ms.get("p99")
     results = {
         "stack": stack_name,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "phases": [{"name": n, "report": json.loads(r.to_json()), **i} for n, r, i in phases],
         "engine_snapshot_pauses": snapshots,
-        "lag": [{"t": t, "phase": ph, "engine": e, "settlement": s}
-                for t, ph, e, s in sampler.points] if sampler else [],
-        "result": {"orders_per_s": round(orders_per_s),
-                   "freshness_p99_ms_at_rate": None if p99 is None else round(p99, 1),
-                   "rate": args.rate,
-                   "freshness_ms_at_floor_rate": phases[-1][1].freshness_ms
-                   if args.floor_seconds > 0 else None,
-                   "floor_rate": args.floor_rate},
+        "lag": [
+            {"t": t, "phase": ph, "engine": e, "settlement": s} for t, ph, e, s in sampler.points
+        ]
+        if sampler
+        else [],
+        "result": {
+            "orders_per_s": round(orders_per_s),
+            "freshness_p99_ms_at_rate": None if p99 is None else round(p99, 1),
+            "rate": args.rate,
+            "freshness_ms_at_floor_rate": phases[-1][1].freshness_ms
+            if args.floor_seconds > 0
+            else None,
+            "floor_rate": args.floor_rate,
+        },
     }
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     if sampler is not None and plot(args.plot, sampler, phases):
@@ -374,8 +498,10 @@ def run(args: argparse.Namespace, real: dict[str, str] | None, stack_name: str) 
         print("plot skipped (pip install matplotlib)")
     print(f"results written to {args.out}")
     p99_text = "nan" if p99 is None else f"{p99:.0f}"
-    print(f"RESULT e2e orders_per_s={orders_per_s:.0f} freshness_p99_ms_at_5k={p99_text} "
-          f"stack={stack_name}")
+    print(
+        f"RESULT e2e orders_per_s={orders_per_s:.0f} freshness_p99_ms_at_5k={p99_text} "
+        f"stack={stack_name}"
+    )
     return 0
 
 

@@ -53,23 +53,34 @@ def resting_stream(count: int, users: int, seed: int) -> Iterator[Command]:
         side = Side.BUY if i % 2 else Side.SELL
         away = rng.randint(1, 20_000)
         price = 5_000_000 - away if side is Side.BUY else 5_000_000 + away
-        yield PlaceOrder(command_id=offset, timestamp_ms=1_700_000_000_000 + i,
-                         order_id=offset, user_id=rng.randint(1, users), symbol="BTC_USDT",
-                         side=side, order_type=OrderType.LIMIT,
-                         time_in_force=TimeInForce.GTC, price=price,
-                         quantity=rng.randint(1, 50))
+        yield PlaceOrder(
+            command_id=offset,
+            timestamp_ms=1_700_000_000_000 + i,
+            order_id=offset,
+            user_id=rng.randint(1, users),
+            symbol="BTC_USDT",
+            side=side,
+            order_type=OrderType.LIMIT,
+            time_in_force=TimeInForce.GTC,
+            price=price,
+            quantity=rng.randint(1, 50),
+        )
         offset += 1
 
 
-def make_service(bootstrap: str, topics: Topics, codec: Codec, store: KafkaSnapshotStore,
-                 snapshot_every: int) -> EngineService:
+def make_service(
+    bootstrap: str, topics: Topics, codec: Codec, store: KafkaSnapshotStore, snapshot_every: int
+) -> EngineService:
     markets = load_markets()
     return EngineService(
         bootstrap=bootstrap,
         config=EngineServiceConfig(
-            orders_topic=topics.orders.name, output_topic=topics.engine_output.name,
-            orders_dlq_topic=topics.orders_dlq.name, group_id=f"bench-{topics.orders.name}",
-            snapshot_every_commands=snapshot_every, snapshot_every_s=3600,
+            orders_topic=topics.orders.name,
+            output_topic=topics.engine_output.name,
+            orders_dlq_topic=topics.orders_dlq.name,
+            group_id=f"bench-{topics.orders.name}",
+            snapshot_every_commands=snapshot_every,
+            snapshot_every_s=3600,
         ),
         codec=codec,
         new_engine=lambda: Engine(markets),
@@ -87,8 +98,9 @@ def fresh_topics(bootstrap: str) -> Topics:
 def throughput(bootstrap: str, commands: int) -> tuple[float, EngineService]:
     codec = Codec()
     topics = fresh_topics(bootstrap)
-    n = produce_commands(bootstrap, topics.orders.name,
-                         command_stream(seed=42, count=commands, users=1000), codec)
+    n = produce_commands(
+        bootstrap, topics.orders.name, command_stream(seed=42, count=commands, users=1000), codec
+    )
     store = KafkaSnapshotStore(make_producer(bootstrap), bootstrap, topics.engine_snapshots.name)
     service = make_service(bootstrap, topics, codec, store, snapshot_every=100_000)
     service.recover()
@@ -122,16 +134,21 @@ def main() -> int:
     parser.add_argument("--commands", type=int, default=200_000)
     parser.add_argument("--resting", type=int, default=1_000_000)
     args = parser.parse_args()
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}")
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     with kafka_for(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
         rate, service = throughput(bootstrap, args.commands)
-        print(f"throughput: {args.commands} commands (+funding) at {rate:,.0f} commands/s; "
-              f"{service.stats.published} outputs published")
+        print(
+            f"throughput: {args.commands} commands (+funding) at {rate:,.0f} commands/s; "
+            f"{service.stats.published} outputs published"
+        )
         rec_s, n, first = recovery(bootstrap, args.resting)
         pauses = first.stats.snapshot_pause_s
-        print(f"recovery: {args.resting:,} resting orders ({n:,} commands): recover() took "
-              f"{rec_s:.2f}s; snapshot pause {max(pauses) * 1000 if pauses else 0:.0f} ms")
+        print(
+            f"recovery: {args.resting:,} resting orders ({n:,} commands): recover() took "
+            f"{rec_s:.2f}s; snapshot pause {max(pauses) * 1000 if pauses else 0:.0f} ms"
+        )
     print(f"RESULT engine_service cmds_per_s={rate:.0f} recovery_s={rec_s:.2f}")
     return 0
 

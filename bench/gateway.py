@@ -104,8 +104,13 @@ class _Conn(asyncio.Protocol):
                 return
             head = bytes(buf[:end]).lower()
             i = head.find(b"content-length:")
-            length = int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0
-                              else len(head)]) if i >= 0 else 0
+            length = (
+                int(
+                    head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else len(head)]
+                )
+                if i >= 0
+                else 0
+            )
             total = end + 4 + length
             if len(buf) < total:
                 return
@@ -207,8 +212,15 @@ async def open_loop(host: str, port: int, rate: float, seconds: float, pool: int
     return tally
 
 
-def _client_process(mode: str, host: str, port: int, arg: float, seconds: float,
-                    connections: int, out: mp.Queue[object]) -> None:
+def _client_process(
+    mode: str,
+    host: str,
+    port: int,
+    arg: float,
+    seconds: float,
+    connections: int,
+    out: mp.Queue[object],
+) -> None:
     try:
         import uvloop
 
@@ -226,12 +238,14 @@ def _client_process(mode: str, host: str, port: int, arg: float, seconds: float,
     out.put((tally.latencies, tally.statuses))
 
 
-def run_client(mode: str, host: str, port: int, *, seconds: float, connections: int,
-               rate: float = 0.0) -> Tally:
+def run_client(
+    mode: str, host: str, port: int, *, seconds: float, connections: int, rate: float = 0.0
+) -> Tally:
     ctx = mp.get_context("spawn")
     queue: mp.Queue[object] = ctx.Queue()
-    proc = ctx.Process(target=_client_process,
-                       args=(mode, host, port, rate, seconds, connections, queue))
+    proc = ctx.Process(
+        target=_client_process, args=(mode, host, port, rate, seconds, connections, queue)
+    )
     proc.start()
     result = queue.get(timeout=seconds + 120)
     proc.join(30)
@@ -302,8 +316,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="per measured phase")
     parser.add_argument("--connections", type=int, default=64, help="closed-loop connections")
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop req/s")
-    parser.add_argument("--serve", nargs=4, metavar=("BOOTSTRAP", "PREFIX", "DB", "PORT"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", nargs=4, metavar=("BOOTSTRAP", "PREFIX", "DB", "PORT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.serve:
         bootstrap, prefix, db, port = args.serve
@@ -317,11 +332,15 @@ def main() -> int:
     from settlement.sqlite_store import SqliteStore
 
     probe = uvicorn_config(None, "127.0.0.1", 1)  # type: ignore[arg-type]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"python {platform.python_version()}, uvicorn http={probe.http} loop={probe.loop}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}, uvicorn http={probe.http} loop={probe.loop}"
+    )
     if probe.http != "httptools" or probe.loop != "uvloop":
-        print("note: httptools/uvloop are not installed, so uvicorn runs on pure-Python h11 "
-              "and asyncio: expect roughly half the throughput (see bench/GATEWAY_RESULTS.md)")
+        print(
+            "note: httptools/uvloop are not installed, so uvicorn runs on pure-Python h11 "
+            "and asyncio: expect roughly half the throughput (see bench/GATEWAY_RESULTS.md)"
+        )
     host = "127.0.0.1"
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         prefix = f"bench{uuid.uuid4().hex[:6]}-"
@@ -332,8 +351,7 @@ def main() -> int:
         writer.close()
         port = free_port()
         gateway = subprocess.Popen(
-            [sys.executable, __file__, "--serve", broker.bootstrap_servers, prefix, db,
-             str(port)],
+            [sys.executable, __file__, "--serve", broker.bootstrap_servers, prefix, db, str(port)],
             start_new_session=True,
         )
         try:
@@ -341,27 +359,35 @@ def main() -> int:
             run_client("closed", host, port, seconds=3, connections=args.connections)
 
             cpu0 = cpu_seconds(gateway.pid)
-            tally = run_client("closed", host, port, seconds=args.seconds,
-                               connections=args.connections)
+            tally = run_client(
+                "closed", host, port, seconds=args.seconds, connections=args.connections
+            )
             cpu = cpu_seconds(gateway.pid) - cpu0
             n = len(tally.latencies)
             rps = n / args.seconds
-            print(f"throughput: {n} requests in {args.seconds:.0f}s over {args.connections} "
-                  f"connections = {rps:.0f} req/s; statuses {tally.statuses}; "
-                  f"p50 {pct(tally.latencies, 50) * 1e3:.1f} ms, "
-                  f"p99 {pct(tally.latencies, 99) * 1e3:.1f} ms")
-            print(f"gateway process CPU: {cpu:.1f} s for {n} requests = "
-                  f"{cpu / n * 1e6:.0f} us/request (all its threads, librdkafka included) "
-                  f"-> {n / cpu:.0f} req/s per fully used core")
+            print(
+                f"throughput: {n} requests in {args.seconds:.0f}s over {args.connections} "
+                f"connections = {rps:.0f} req/s; statuses {tally.statuses}; "
+                f"p50 {pct(tally.latencies, 50) * 1e3:.1f} ms, "
+                f"p99 {pct(tally.latencies, 99) * 1e3:.1f} ms"
+            )
+            print(
+                f"gateway process CPU: {cpu:.1f} s for {n} requests = "
+                f"{cpu / n * 1e6:.0f} us/request (all its threads, librdkafka included) "
+                f"-> {n / cpu:.0f} req/s per fully used core"
+            )
 
-            tally = run_client("open", host, port, seconds=args.seconds, connections=32,
-                               rate=args.rate)
+            tally = run_client(
+                "open", host, port, seconds=args.seconds, connections=32, rate=args.rate
+            )
             p50 = pct(tally.latencies, 50) * 1e3
             p99 = pct(tally.latencies, 99) * 1e3
             p999 = pct(tally.latencies, 99.9) * 1e3
-            print(f"latency at {args.rate:.0f} req/s: {len(tally.latencies)} requests; "
-                  f"statuses {tally.statuses}; p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
-                  f"p99.9 {p999:.2f} ms, max {max(tally.latencies) * 1e3:.2f} ms")
+            print(
+                f"latency at {args.rate:.0f} req/s: {len(tally.latencies)} requests; "
+                f"statuses {tally.statuses}; p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+                f"p99.9 {p999:.2f} ms, max {max(tally.latencies) * 1e3:.2f} ms"
+            )
         finally:
             gateway.send_signal(signal.SIGTERM)
             try:

@@ -43,14 +43,26 @@ def main() -> int:
     data = ROOT / "data" / "idle_cost" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     data.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
-    env.update({"EXCHANGE_DATA_DIR": str(data), "EXCHANGE_PORT": str(free_port()),
-                "EXCHANGE_ENGINE_METRICS_PORT": str(free_port()),
-                "EXCHANGE_SETTLEMENT_METRICS_PORT": str(free_port()),
-                "EXCHANGE_LAG_METRICS_PORT": str(free_port())})
+    env.update(
+        {
+            "EXCHANGE_DATA_DIR": str(data),
+            "EXCHANGE_PORT": str(free_port()),
+            "EXCHANGE_ENGINE_METRICS_PORT": str(free_port()),
+            "EXCHANGE_SETTLEMENT_METRICS_PORT": str(free_port()),
+            "EXCHANGE_LAG_METRICS_PORT": str(free_port()),
+        }
+    )
     stack = "real" if env.get("KAFKA_BOOTSTRAP_SERVERS") else "embedded"
-    up = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "up"], env=env, cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "entrypoints.cli", "up"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )
     pids: dict[str, int] = {}
     ready = threading.Event()
 
@@ -74,19 +86,39 @@ def main() -> int:
         print(f"stack ready ({stack}); pushing {args.orders:,} commands", flush=True)
         started = time.monotonic()
         subprocess.run(
-            [sys.executable, "-m", "entrypoints.cli", "loadgen", "--via", "kafka", "--rate", "0",
-             "--orders", str(args.orders), "--report", str(data / "loadgen.json")],
-            env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-            preexec_fn=die_with_parent)
-        print(f"all settled in {time.monotonic() - started:.1f} s; idle for "
-              f"{args.idle_seconds:.0f} s", flush=True)
+            [
+                sys.executable,
+                "-m",
+                "entrypoints.cli",
+                "loadgen",
+                "--via",
+                "kafka",
+                "--rate",
+                "0",
+                "--orders",
+                str(args.orders),
+                "--report",
+                str(data / "loadgen.json"),
+            ],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
+        print(
+            f"all settled in {time.monotonic() - started:.1f} s; idle for "
+            f"{args.idle_seconds:.0f} s",
+            flush=True,
+        )
         time.sleep(5)  # the last commits and snapshot settle
-        measured = {name: pid for name, pid in pids.items()
-                    if name == "broker" or name in SERVICES}
+        measured = {name: pid for name, pid in pids.items() if name == "broker" or name in SERVICES}
         before = {name: cpu_ticks(pid) for name, pid in measured.items()}
         time.sleep(args.idle_seconds)
-        pct = {name: (cpu_ticks(pid) - before[name]) / args.idle_seconds
-               for name, pid in measured.items()}
+        pct = {
+            name: (cpu_ticks(pid) - before[name]) / args.idle_seconds
+            for name, pid in measured.items()
+        }
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(60)
@@ -94,8 +126,10 @@ def main() -> int:
         print(f"{name:<11} {value:5.1f}% of a core", flush=True)
     services = sum(v for k, v in pct.items() if k != "broker")
     broker = pct.get("broker", 0.0)
-    print(f"RESULT idle_cost orders={args.orders} broker_cpu_pct={broker:.1f} "
-          f"services_cpu_pct={services:.1f} stack={stack}")
+    print(
+        f"RESULT idle_cost orders={args.orders} broker_cpu_pct={broker:.1f} "
+        f"services_cpu_pct={services:.1f} stack={stack}"
+    )
     return 0
 
 

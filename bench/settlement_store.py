@@ -370,14 +370,18 @@ def main() -> int:
 
 def _cassandra_store(keyspace: str) -> CassandraStore:
     hosts = os.environ.get("CASSANDRA_CONTACT_POINTS", "127.0.0.1").split(",")
-    return CassandraStore(hosts, port=int(os.environ.get("CASSANDRA_PORT", "9042")),
-                          keyspace=keyspace)
+    return CassandraStore(
+        hosts, port=int(os.environ.get("CASSANDRA_PORT", "9042")), keyspace=keyspace
+    )
 
 
-def _cassandra_worker(args: argparse.Namespace, keyspace: str, index: int,
-                      start: mp.synchronize.Barrier, results: mp.Queue[tuple[int, int, float,
-                                                                              float, float]]
-                      ) -> None:
+def _cassandra_worker(
+    args: argparse.Namespace,
+    keyspace: str,
+    index: int,
+    start: mp.synchronize.Barrier,
+    results: mp.Queue[tuple[int, int, float, float, float]],
+) -> None:
     """Generate this worker's batches (untimed), then apply them after the barrier."""
     gen = stream(args.users, args.seed, Mode())
     mine: list[list[EngineOutput]] = []
@@ -411,8 +415,10 @@ def cassandra_main(args: argparse.Namespace) -> int:
     ctx = mp.get_context("fork")
     start = ctx.Barrier(args.workers)
     results: mp.Queue[tuple[int, int, float, float, float]] = ctx.Queue()
-    procs = [ctx.Process(target=_cassandra_worker, args=(args, keyspace, i, start, results))
-             for i in range(args.workers)]
+    procs = [
+        ctx.Process(target=_cassandra_worker, args=(args, keyspace, i, start, results))
+        for i in range(args.workers)
+    ]
     for p in procs:
         p.start()
     done = [results.get(timeout=3600) for _ in procs]
@@ -421,10 +427,12 @@ def cassandra_main(args: argparse.Namespace) -> int:
     events = sum(d[1] for d in done)
     wall = max(d[3] for d in done) - min(d[2] for d in done)
     events_per_s = events / wall
-    print(f"write: {events:,} events, {args.orders:,} orders by {args.workers} worker(s) in "
-          f"{wall:.1f} s -> {events_per_s:,.0f} events/s (batch={args.batch}); apply() CPU "
-          f"per worker {', '.join(f'{d[4]:.1f} s' for d in sorted(done))}; load average "
-          f"{os.getloadavg()[0]:.2f}")
+    print(
+        f"write: {events:,} events, {args.orders:,} orders by {args.workers} worker(s) in "
+        f"{wall:.1f} s -> {events_per_s:,.0f} events/s (batch={args.batch}); apply() CPU "
+        f"per worker {', '.join(f'{d[4]:.1f} s' for d in sorted(done))}; load average "
+        f"{os.getloadavg()[0]:.2f}"
+    )
     rng = random.Random(args.seed + 1)
     active_ms: list[float] = []
     history_ms: list[float] = []
@@ -440,12 +448,16 @@ def cassandra_main(args: argparse.Namespace) -> int:
         history_ms.append((time.perf_counter() - t0) * 1000)
     a50, a99 = statistics.median(active_ms), percentile(active_ms, 0.99)
     h50, h99 = statistics.median(history_ms), percentile(history_ms, 0.99)
-    print(f"active_orders: p50 {a50:.3f} ms, p99 {a99:.3f} ms; order_history(limit=100): "
-          f"p50 {h50:.3f} ms, p99 {h99:.3f} ms ({args.queries} queries, {args.orders:,} orders)")
+    print(
+        f"active_orders: p50 {a50:.3f} ms, p99 {a99:.3f} ms; order_history(limit=100): "
+        f"p50 {h50:.3f} ms, p99 {h99:.3f} ms ({args.queries} queries, {args.orders:,} orders)"
+    )
     setup.drop_keyspace()
     setup.close()
-    print(f"RESULT settlement events_per_s={events_per_s:.0f} active_p99_ms={a99:.3f} "
-          f"history_p99_ms={h99:.3f} store=cassandra workers={args.workers}")
+    print(
+        f"RESULT settlement events_per_s={events_per_s:.0f} active_p99_ms={a99:.3f} "
+        f"history_p99_ms={h99:.3f} store=cassandra workers={args.workers}"
+    )
     return 0
 
 

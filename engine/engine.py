@@ -1014,8 +1014,6 @@ class Engine:
         )  # fmt: skip
 
     def _import_business(self, business: tuple[Any, ...]) -> None:
-        self._next_trade_id, self._completed_capacity, self._completed = (
-            state_io.import_business(
-                business, self._markets, self._ledger, self._orders, self._client_ids
-            )
+        self._next_trade_id, self._completed_capacity, self._completed = state_io.import_business(
+            business, self._markets, self._ledger, self._orders, self._client_ids
         )

@@ -56,9 +56,7 @@ def check_invariants(engine: Engine) -> None:
                         fail(f"order {order_id}: remaining {o.remaining}, filled {o.filled}")
                     if o.filled + o.remaining != o.quantity:
                         fail(f"order {order_id}: filled + remaining != quantity")
-                    expected_status = (
-                        OrderStatus.PARTIALLY_FILLED if o.filled else OrderStatus.NEW
-                    )
+                    expected_status = OrderStatus.PARTIALLY_FILLED if o.filled else OrderStatus.NEW
                     if o.status is not expected_status:
                         fail(f"order {order_id}: status {o.status} with filled {o.filled}")
                     if o.order_type is not _LIMIT or o.time_in_force is not _GTC:

@@ -37,10 +37,7 @@ def scales(
     return (
         fee_account,
         [(code, spec.decimals) for code, spec in assets.items()],
-        [
-            (m.name, m.base, m.quote, m.qptl, m.bpl, str(m.spec.tick_size))
-            for m in markets.values()
-        ],
+        [(m.name, m.base, m.quote, m.qptl, m.bpl, str(m.spec.tick_size)) for m in markets.values()],
     )
 
 
@@ -61,6 +58,7 @@ _ORDER_ROW: Final = (
     "updated_at",
     "stp_mode._value_",
 )
+
 
 def export_business(
     markets: Mapping[str, MarketState],
@@ -89,6 +87,7 @@ def export_business(
         books,
         [(oid, user, symbol) for oid, (user, symbol) in completed.items()],
     )
+
 
 def import_business(
     business: tuple[Any, ...],

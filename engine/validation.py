@@ -107,9 +107,7 @@ def check_place(
             f"price {price} ticks is outside 1..{market.max_price} for {market.name}"
         )
     quantity = cmd.quantity
-    if type(quantity) is not int or not (
-        market.min_quantity <= quantity <= market.max_quantity
-    ):
+    if type(quantity) is not int or not (market.min_quantity <= quantity <= market.max_quantity):
         return _R.INVALID_QUANTITY, (
             f"quantity {quantity} lots is outside "
             f"{market.min_quantity}..{market.max_quantity} for {market.name}"

@@ -83,9 +83,12 @@ def build_snapshot_store(settings: Settings, bootstrap: str) -> SnapshotStore:
     return KafkaSnapshotStore(producer, bootstrap, settings.exchange_topic_engine_snapshots)
 
 
-def build_engine_service(settings: Settings, bootstrap: str,
-                         metrics: EngineMetrics | None = None,
-                         watchdog_sink: WatchdogSink | None = None) -> EngineService:
+def build_engine_service(
+    settings: Settings,
+    bootstrap: str,
+    metrics: EngineMetrics | None = None,
+    watchdog_sink: WatchdogSink | None = None,
+) -> EngineService:
     markets = build_markets(settings)
     topics = Topics.from_settings(settings)
     service = EngineService(
@@ -111,10 +114,13 @@ def build_engine_service(settings: Settings, bootstrap: str,
     return service
 
 
-def build_settlement_service(settings: Settings, bootstrap: str,
-                             store: SettlementStore | None = None,
-                             metrics: SettlementMetrics | None = None,
-                             watchdog_sink: WatchdogSink | None = None) -> SettlementService:
+def build_settlement_service(
+    settings: Settings,
+    bootstrap: str,
+    store: SettlementStore | None = None,
+    metrics: SettlementMetrics | None = None,
+    watchdog_sink: WatchdogSink | None = None,
+) -> SettlementService:
     topics = Topics.from_settings(settings)
     if store is None:
         store = build_store(settings)

@@ -73,19 +73,37 @@ def stack_services(settings: Settings, bootstrap: str) -> list[ServiceSpec]:
         return {"metrics": metrics_url(settings.exchange_host, port)} if port else {}
 
     services = [
-        ServiceSpec(name="engine", argv=[*me, "engine"],
-                    endpoints=metrics(settings.exchange_engine_metrics_port)),
-        ServiceSpec(name="settlement", argv=[*me, "settlement"],
-                    endpoints=metrics(settings.exchange_settlement_metrics_port)),
+        ServiceSpec(
+            name="engine",
+            argv=[*me, "engine"],
+            endpoints=metrics(settings.exchange_engine_metrics_port),
+        ),
+        ServiceSpec(
+            name="settlement",
+            argv=[*me, "settlement"],
+            endpoints=metrics(settings.exchange_settlement_metrics_port),
+        ),
     ]
     base = f"http://{settings.exchange_host}:{settings.exchange_port}"
-    services.append(ServiceSpec(
-        name="gateway", argv=[*me, "gateway"],
-        endpoints={"api": f"{base}/docs", "metrics": f"{base}/metrics",
-                   "dashboard": f"{base}/dashboard"}))
+    services.append(
+        ServiceSpec(
+            name="gateway",
+            argv=[*me, "gateway"],
+            endpoints={
+                "api": f"{base}/docs",
+                "metrics": f"{base}/metrics",
+                "dashboard": f"{base}/dashboard",
+            },
+        )
+    )
     if settings.exchange_lag_metrics_port:  # the one lag exporter of the stack
-        services.append(ServiceSpec(name="lag", argv=[*me, "lag", "--serve"],
-                                    endpoints=metrics(settings.exchange_lag_metrics_port)))
+        services.append(
+            ServiceSpec(
+                name="lag",
+                argv=[*me, "lag", "--serve"],
+                endpoints=metrics(settings.exchange_lag_metrics_port),
+            )
+        )
     return services
 
 
@@ -104,8 +122,9 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.exchange_broker_port
     with EmbeddedBroker(port=port, binary=settings.tansu_bin) as broker:
         bootstrap = broker.bootstrap_servers
-        print(f"broker tansu pid={broker.pid} at {bootstrap} (in-memory; Ctrl-C stops it)",
-              flush=True)
+        print(
+            f"broker tansu pid={broker.pid} at {bootstrap} (in-memory; Ctrl-C stops it)", flush=True
+        )
         if args.topics:
             ensure_topics(make_admin(bootstrap), Topics.from_settings(settings).all())
             print("topics created", flush=True)
@@ -143,16 +162,22 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _metrics_registry(settings: Settings, port: int, variable: str, who: str
-                      ) -> tuple[CollectorRegistry, MetricsServer] | tuple[None, None]:
+def _metrics_registry(
+    settings: Settings, port: int, variable: str, who: str
+) -> tuple[CollectorRegistry, MetricsServer] | tuple[None, None]:
     """A registry served at ``http://EXCHANGE_HOST:port/metrics`` (and the service's
     readiness at ``/ready``, once the caller sets it); (None, None) when port is 0."""
     if not port:
         return None, None
 
     registry = new_registry()
-    server = serve_metrics(port, registry, settings.exchange_host, setting=variable,
-                           readiness=lambda: (False, "starting"))
+    server = serve_metrics(
+        port,
+        registry,
+        settings.exchange_host,
+        setting=variable,
+        readiness=lambda: (False, "starting"),
+    )
     print(f"{who}: metrics at {server.url}, readiness at {server.url[:-8]}/ready", flush=True)
     return registry, server
 
@@ -160,39 +185,59 @@ def _metrics_registry(settings: Settings, port: int, variable: str, who: str
 def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
     stop = _stop_on_signals()  # first: a SIGTERM during recovery still stops cleanly
     bootstrap = require_bootstrap(settings)
-    registry, server = _metrics_registry(settings, settings.exchange_engine_metrics_port,
-                                         "EXCHANGE_ENGINE_METRICS_PORT", "engine")
+    registry, server = _metrics_registry(
+        settings, settings.exchange_engine_metrics_port, "EXCHANGE_ENGINE_METRICS_PORT", "engine"
+    )
     service = build_engine_service(
-        settings, bootstrap, EngineMetrics(registry) if registry is not None else None,
-        WatchdogMetrics(registry) if registry is not None else None)
+        settings,
+        bootstrap,
+        EngineMetrics(registry) if registry is not None else None,
+        WatchdogMetrics(registry) if registry is not None else None,
+    )
     if server is not None:
         server.readiness = service.readiness
     service.recover()
     tune_gc()
-    print(f"engine: consuming {settings.exchange_topic_orders} from offset "
-          f"{service.next_offset}, sequence {service.engine.sequence}", flush=True)
+    print(
+        f"engine: consuming {settings.exchange_topic_orders} from offset "
+        f"{service.next_offset}, sequence {service.engine.sequence}",
+        flush=True,
+    )
     stats = service.run(stop)
-    print(f"engine: stopped after {stats.applied} commands "
-          f"({stats.published} published, {stats.dead_lettered} dead-lettered)", flush=True)
+    print(
+        f"engine: stopped after {stats.applied} commands "
+        f"({stats.published} published, {stats.dead_lettered} dead-lettered)",
+        flush=True,
+    )
     return 0
 
 
 def cmd_settlement(settings: Settings, args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     bootstrap = require_bootstrap(settings)
-    registry, server = _metrics_registry(settings, settings.exchange_settlement_metrics_port,
-                                         "EXCHANGE_SETTLEMENT_METRICS_PORT", "settlement")
+    registry, server = _metrics_registry(
+        settings,
+        settings.exchange_settlement_metrics_port,
+        "EXCHANGE_SETTLEMENT_METRICS_PORT",
+        "settlement",
+    )
     service = build_settlement_service(
-        settings, bootstrap, metrics=SettlementMetrics(registry) if registry is not None else None,
-        watchdog_sink=WatchdogMetrics(registry) if registry is not None else None)
+        settings,
+        bootstrap,
+        metrics=SettlementMetrics(registry) if registry is not None else None,
+        watchdog_sink=WatchdogMetrics(registry) if registry is not None else None,
+    )
     if server is not None:
         server.readiness = service.readiness
     tune_gc()
-    print(f"settlement: consuming {settings.exchange_topic_engine_output} "
-          f"(group settlement)", flush=True)
+    print(
+        f"settlement: consuming {settings.exchange_topic_engine_output} (group settlement)",
+        flush=True,
+    )
     stats = service.run(stop)
-    print(f"settlement: stopped after {stats.records} outputs in {stats.batches} batches",
-          flush=True)
+    print(
+        f"settlement: stopped after {stats.records} outputs in {stats.batches} batches", flush=True
+    )
     return 0
 
 
@@ -206,22 +251,27 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     registry = new_registry()
 
     def wrap(app: Any) -> Any:
-        app.include_router(dashboard_router(stack_metrics_urls(settings),
-                                            registries=[registry]))
+        app.include_router(dashboard_router(stack_metrics_urls(settings), registries=[registry]))
         app.state.follower.watchdog.sink = WatchdogMetrics(registry)
         return instrument(app, registry)[0]
 
-    print(f"gateway: serving http://{settings.exchange_host}:{settings.exchange_port} "
-          f"(docs at /docs, dashboard at /dashboard)", flush=True)
+    print(
+        f"gateway: serving http://{settings.exchange_host}:{settings.exchange_port} "
+        f"(docs at /docs, dashboard at /dashboard)",
+        flush=True,
+    )
     return run_gateway(settings, bootstrap=require_bootstrap(settings), wrap=wrap)
 
 
 def cmd_db_init(settings: Settings, args: argparse.Namespace) -> int:
     store = build_store(settings)
     store.init_schema()
-    where = (f"Cassandra {','.join(settings.cassandra_contact_points)} keyspace "
-             f"{settings.cassandra_keyspace}" if settings.cassandra_contact_points
-             else f"SQLite {settings.exchange_data_dir / 'exchange.sqlite3'}")
+    where = (
+        f"Cassandra {','.join(settings.cassandra_contact_points)} keyspace "
+        f"{settings.cassandra_keyspace}"
+        if settings.cassandra_contact_points
+        else f"SQLite {settings.exchange_data_dir / 'exchange.sqlite3'}"
+    )
     print(f"schema applied to {where}")
     return 0
 
@@ -239,15 +289,24 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     store.init_schema()
     topic = settings.exchange_topic_engine_output
     partitions = partitions_of(bootstrap, topic)
-    with Progress(TextColumn("replaying {task.description}"), BarColumn(),
-                  MofNCompleteColumn(), TextColumn("outputs")) as progress:
+    with Progress(
+        TextColumn("replaying {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("outputs"),
+    ) as progress:
         task = progress.add_task(topic, total=None)
         applied, skipped = replay(
-            bootstrap=bootstrap, topic=topic, partitions=partitions, codec=build_codec(),
-            store=store, on_progress=lambda n: progress.update(task, completed=n),
+            bootstrap=bootstrap,
+            topic=topic,
+            partitions=partitions,
+            codec=build_codec(),
+            store=store,
+            on_progress=lambda n: progress.update(task, completed=n),
         )
-    print(f"replayed {applied} outputs ({skipped} undecodable skipped); "
-          f"store digest {store.digest()}")
+    print(
+        f"replayed {applied} outputs ({skipped} undecodable skipped); store digest {store.digest()}"
+    )
     return 0
 
 
@@ -264,10 +323,13 @@ def cmd_lag(settings: Settings, args: argparse.Namespace) -> int:
                 _die("EXCHANGE_LAG_METRICS_PORT is 0: no port to serve lag metrics on")
             registry = new_registry()
             registry.register(LagCollector(monitor))
-            server = serve_metrics(port, registry, settings.exchange_host,
-                                   setting="EXCHANGE_LAG_METRICS_PORT")
-            print(f"lag: exporting consumer lag of {', '.join(sorted(groups))} at "
-                  f"{server.url}", flush=True)
+            server = serve_metrics(
+                port, registry, settings.exchange_host, setting="EXCHANGE_LAG_METRICS_PORT"
+            )
+            print(
+                f"lag: exporting consumer lag of {', '.join(sorted(groups))} at {server.url}",
+                flush=True,
+            )
             _stop_on_signals().wait()
             server.close()
         elif args.watch:
@@ -290,8 +352,12 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
     from ops.loadgen import LoadConfig, LoadError, LoadGenerator, summary_lines
 
     config = LoadConfig(
-        via=args.via, rate=args.rate, duration_s=args.duration, orders=args.orders,
-        users=args.users, seed=args.seed,
+        via=args.via,
+        rate=args.rate,
+        duration_s=args.duration,
+        orders=args.orders,
+        users=args.users,
+        seed=args.seed,
         url=args.url or f"http://{settings.exchange_host}:{settings.exchange_port}",
         concurrency=args.concurrency,
     )
@@ -301,14 +367,20 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
         _die(str(e))
     bootstrap = require_bootstrap(settings)
     # The store the running stack writes (an embedded `exchange up` uses its own data dir).
-    store = build_store(settings.model_copy(update={"exchange_data_dir":
-                                                    discover_data_dir(settings)}),
-                        readonly=True)
+    store = build_store(
+        settings.model_copy(update={"exchange_data_dir": discover_data_dir(settings)}),
+        readonly=True,
+    )
     console = Console(stderr=True)
     total = float(config.orders) if config.orders is not None else config.duration_s
-    with Progress(TextColumn("loadgen {task.description}"), BarColumn(),
-                  TextColumn("{task.fields[sent]} sent, store at sequence {task.fields[seq]}"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+    with Progress(
+        TextColumn("loadgen {task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[sent]} sent, store at sequence {task.fields[seq]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         task = progress.add_task(f"via {config.via}", total=total, sent=0, seq=0)
 
         def on_progress(sent: int, seq: int, elapsed: float) -> None:
@@ -316,9 +388,14 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
             progress.update(task, completed=done, sent=sent, seq=seq)
 
         generator = LoadGenerator(
-            config, bootstrap=bootstrap, orders_topic=settings.exchange_topic_orders,
-            output_topic=settings.exchange_topic_engine_output, codec=build_codec(),
-            store=store, markets=build_markets(settings), on_progress=on_progress,
+            config,
+            bootstrap=bootstrap,
+            orders_topic=settings.exchange_topic_orders,
+            output_topic=settings.exchange_topic_engine_output,
+            codec=build_codec(),
+            store=store,
+            markets=build_markets(settings),
+            on_progress=on_progress,
         )
         report = generator.run()
     store.close()
@@ -338,12 +415,18 @@ def _infra_config(settings: Settings, args: argparse.Namespace) -> Any:
     unknown = set(components) - set(COMPONENTS)
     if unknown or not components:
         _die(f"--only: choose from {', '.join(COMPONENTS)} (got {only!r})")
-    ports = {k: getattr(args, k) for k in ("kafka_port", "kafka_controller_port",
-                                           "cassandra_port", "cassandra_storage_port")
-             if getattr(args, k, None) is not None}
-    return InfraConfig(data_dir=settings.exchange_data_dir.resolve() / "infra",
-                       cache_dir=default_cache_dir(), pom=default_pom(),
-                       components=components, **ports)
+    ports = {
+        k: getattr(args, k)
+        for k in ("kafka_port", "kafka_controller_port", "cassandra_port", "cassandra_storage_port")
+        if getattr(args, k, None) is not None
+    }
+    return InfraConfig(
+        data_dir=settings.exchange_data_dir.resolve() / "infra",
+        cache_dir=default_cache_dir(),
+        pom=default_pom(),
+        components=components,
+        **ports,
+    )
 
 
 def cmd_infra(settings: Settings, args: argparse.Namespace) -> int:
@@ -356,8 +439,10 @@ def cmd_infra(settings: Settings, args: argparse.Namespace) -> int:
         started = infra.up(config)
         for line in infra.describe(config):
             print(line)
-        print(f"infra: ready (keeper pid {started.keeper_pid}); `eval \"$(exchange infra env)\"` "
-              "points the project at it; `exchange infra down` stops it")
+        print(
+            f'infra: ready (keeper pid {started.keeper_pid}); `eval "$(exchange infra env)"` '
+            "points the project at it; `exchange infra down` stops it"
+        )
         return 0
     if args.infra_command == "down":
         stopped = infra.down(config)
@@ -374,14 +459,18 @@ def cmd_infra(settings: Settings, args: argparse.Namespace) -> int:
         print("infra: not running")
         return 1
     healthy = bool(components) and all(c.answers for c in components)
-    print(f"infra: keeper pid {state.keeper_pid} "
-          f"{'alive' if infra.pid_alive(state.keeper_pid) else 'DEAD'}, "
-          f"{'ready' if state.ready else 'not ready'}"
-          + (f", error: {state.error}" if state.error else ""))
+    print(
+        f"infra: keeper pid {state.keeper_pid} "
+        f"{'alive' if infra.pid_alive(state.keeper_pid) else 'DEAD'}, "
+        f"{'ready' if state.ready else 'not ready'}"
+        + (f", error: {state.error}" if state.error else "")
+    )
     for c in components:
-        print(f"{c.name:<10} pid {c.pid} {'alive' if c.alive else 'dead'}, at {c.address}: "
-              f"{'answers' if c.answers else 'NOT answering'}, "
-              f"{state.restarts.get(c.name, 0)} restarts")
+        print(
+            f"{c.name:<10} pid {c.pid} {'alive' if c.alive else 'dead'}, at {c.address}: "
+            f"{'answers' if c.answers else 'NOT answering'}, "
+            f"{state.restarts.get(c.name, 0)} restarts"
+        )
     return 0 if healthy else 1
 
 
@@ -391,8 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("up", help="run the whole stack (embedded broker unless "
-                                  "KAFKA_BOOTSTRAP_SERVERS is set)")
+    p = sub.add_parser(
+        "up", help="run the whole stack (embedded broker unless KAFKA_BOOTSTRAP_SERVERS is set)"
+    )
     p.set_defaults(handler=cmd_up)
 
     p = sub.add_parser("broker", help="run only the embedded broker in the foreground")
@@ -418,56 +508,98 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_db_init)
 
     p = sub.add_parser("replay", help="rebuild the store from the start of engine-output")
-    p.add_argument("--into", metavar="SQLITE_FILE",
-                   help="rebuild into this SQLite file instead of the configured store")
+    p.add_argument(
+        "--into",
+        metavar="SQLITE_FILE",
+        help="rebuild into this SQLite file instead of the configured store",
+    )
     p.add_argument("--force", action="store_true", help="allow --into an existing file")
     p.set_defaults(handler=cmd_replay)
 
     p = sub.add_parser("lag", help="consumer lag per group, topic and partition")
     p.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
-    p.add_argument("--serve", action="store_true",
-                   help="export it as Prometheus metrics on EXCHANGE_LAG_METRICS_PORT")
-    p.add_argument("--group", action="append", metavar="GROUP",
-                   help="also show this consumer group (default: engine and settlement)")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="export it as Prometheus metrics on EXCHANGE_LAG_METRICS_PORT",
+    )
+    p.add_argument(
+        "--group",
+        action="append",
+        metavar="GROUP",
+        help="also show this consumer group (default: engine and settlement)",
+    )
     p.set_defaults(handler=cmd_lag)
 
-    p = sub.add_parser("loadgen", help="drive the stack with a realistic order flow and "
-                                       "report throughput and freshness")
-    p.add_argument("--via", choices=("kafka", "http"), default="kafka",
-                   help="kafka: produce to orders (the pipeline); http: the REST API")
-    p.add_argument("--rate", type=float, default=1000.0,
-                   help="orders per second; 0 = flat out (default 1000)")
+    p = sub.add_parser(
+        "loadgen",
+        help="drive the stack with a realistic order flow and report throughput and freshness",
+    )
+    p.add_argument(
+        "--via",
+        choices=("kafka", "http"),
+        default="kafka",
+        help="kafka: produce to orders (the pipeline); http: the REST API",
+    )
+    p.add_argument(
+        "--rate", type=float, default=1000.0, help="orders per second; 0 = flat out (default 1000)"
+    )
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS")
-    p.add_argument("--orders", type=int, default=None, metavar="N",
-                   help="number of orders (places and cancels); with --duration, "
-                        "whichever ends first")
+    p.add_argument(
+        "--orders",
+        type=int,
+        default=None,
+        metavar="N",
+        help="number of orders (places and cancels); with --duration, whichever ends first",
+    )
     p.add_argument("--users", type=int, default=100)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--url", default=None,
-                   help="gateway URL for --via http (default http://EXCHANGE_HOST:EXCHANGE_PORT)")
+    p.add_argument(
+        "--url",
+        default=None,
+        help="gateway URL for --via http (default http://EXCHANGE_HOST:EXCHANGE_PORT)",
+    )
     p.add_argument("--concurrency", type=int, default=64, help="http requests in flight")
     p.add_argument("--report", metavar="PATH", help="write the raw numbers as JSON here")
     p.set_defaults(handler=cmd_loadgen)
 
-    p = sub.add_parser("infra", help="the real stack (Apache Kafka + Apache Cassandra) as "
-                                     "local processes: up, down, status, env")
+    p = sub.add_parser(
+        "infra",
+        help="the real stack (Apache Kafka + Apache Cassandra) as "
+        "local processes: up, down, status, env",
+    )
     infra = p.add_subparsers(dest="infra_command", required=True, metavar="INFRA_COMMAND")
     p = infra.add_parser("up", help="start Kafka and Cassandra; return once both answer")
-    p.add_argument("--foreground", action="store_true",
-                   help="stay in the foreground owning the JVMs (Ctrl-C stops them)")
+    p.add_argument(
+        "--foreground",
+        action="store_true",
+        help="stay in the foreground owning the JVMs (Ctrl-C stops them)",
+    )
     p.add_argument("--kafka-port", type=int, default=None, help="Kafka listener (default 9092)")
-    p.add_argument("--kafka-controller-port", type=int, default=None,
-                   help="KRaft controller listener (default 9093)")
-    p.add_argument("--cassandra-port", type=int, default=None,
-                   help="CQL native port (default 9042)")
-    p.add_argument("--cassandra-storage-port", type=int, default=None,
-                   help="Cassandra internode port (default 7000)")
-    p.add_argument("--only", default=None, metavar="kafka,cassandra",
-                   help="start only these (default both)")
+    p.add_argument(
+        "--kafka-controller-port",
+        type=int,
+        default=None,
+        help="KRaft controller listener (default 9093)",
+    )
+    p.add_argument(
+        "--cassandra-port", type=int, default=None, help="CQL native port (default 9042)"
+    )
+    p.add_argument(
+        "--cassandra-storage-port",
+        type=int,
+        default=None,
+        help="Cassandra internode port (default 7000)",
+    )
+    p.add_argument(
+        "--only", default=None, metavar="kafka,cassandra", help="start only these (default both)"
+    )
     p.set_defaults(handler=cmd_infra)
-    for name, text in (("down", "stop them; no process is left behind"),
-                       ("status", "pids, addresses and whether each answers (exit 1 if not)"),
-                       ("env", "print `export ...` lines for `eval`")):
+    for name, text in (
+        ("down", "stop them; no process is left behind"),
+        ("status", "pids, addresses and whether each answers (exit 1 if not)"),
+        ("env", "print `export ...` lines for `eval`"),
+    ):
         p = infra.add_parser(name, help=text)
         p.set_defaults(handler=cmd_infra)
     return parser

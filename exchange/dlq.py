@@ -31,8 +31,12 @@ def send_to_dlq(
 ) -> None:
     """Queue ``msg`` for the DLQ. Delivery is checked when the caller flushes the producer."""
     log.warning(
-        "dead-lettering %s[%s]@%s to %s: %s", msg.topic(), msg.partition(), msg.offset(),
-        dlq_topic, error,
+        "dead-lettering %s[%s]@%s to %s: %s",
+        msg.topic(),
+        msg.partition(),
+        msg.offset(),
+        dlq_topic,
+        error,
     )
     producer.produce(
         dlq_topic,

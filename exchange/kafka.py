@@ -109,8 +109,9 @@ def fetch_wait_ms(bootstrap: str, latency: Latency = "low") -> int:
     return _FETCH_WAIT_MS[(broker_flavour(bootstrap), latency)]
 
 
-def consumer_config(bootstrap: str, group_id: str, *, latency: Any = "low",
-                    **overrides: Any) -> dict[str, Any]:
+def consumer_config(
+    bootstrap: str, group_id: str, *, latency: Any = "low", **overrides: Any
+) -> dict[str, Any]:
     """librdkafka settings of a consumer; ``latency`` is ``"low"`` or ``"bulk"``.
 
     (``latency`` is typed Any only so that callers can splat a dict literal of overrides.)
@@ -136,8 +137,9 @@ def make_producer(bootstrap: str, **overrides: Any) -> Producer:
     return Producer(producer_config(bootstrap, **overrides))
 
 
-def make_consumer(bootstrap: str, group_id: str, *, latency: Any = "low",
-                  **overrides: Any) -> Consumer:
+def make_consumer(
+    bootstrap: str, group_id: str, *, latency: Any = "low", **overrides: Any
+) -> Consumer:
     return Consumer(consumer_config(bootstrap, group_id, latency=latency, **overrides))
 
 
@@ -212,8 +214,11 @@ class ReadToEnd:
                 err = msg.error()
                 if err is None:
                     yield msg
-                elif (err.code() == KafkaError._PARTITION_EOF
-                      and tp is not None and offset is not None):
+                elif (
+                    err.code() == KafkaError._PARTITION_EOF
+                    and tp is not None
+                    and offset is not None
+                ):
                     self.ends[tp] = offset
                     self.pending.discard(tp)
                 else:

@@ -85,8 +85,15 @@ class IntHistogram(Collector):
     (``scale`` = 0.001) with the usual ``_bucket``/``_count``/``_sum`` series.
     """
 
-    def __init__(self, name: str, documentation: str, bounds: Sequence[int],
-                 *, scale: float = 0.001, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        bounds: Sequence[int],
+        *,
+        scale: float = 0.001,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         if list(bounds) != sorted(set(bounds)):
             raise ValueError("histogram bounds must be strictly increasing")
         self._name = name
@@ -134,8 +141,9 @@ class IntHistogram(Collector):
             buckets.append((floatToGoString(bound * self._scale), running))
         running += counts[-1]
         buckets.append(("+Inf", running))
-        yield HistogramMetricFamily(self._name, self._doc, buckets=buckets,
-                                    sum_value=total * self._scale)
+        yield HistogramMetricFamily(
+            self._name, self._doc, buckets=buckets, sum_value=total * self._scale
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,11 +175,11 @@ class StatsCollector(Collector):
             if family is None:
                 if spec.kind == "counter":
                     # CounterMetricFamily appends _total itself.
-                    family = CounterMetricFamily(spec.name.removesuffix("_total"),
-                                                 spec.documentation, labels=label_names)
+                    family = CounterMetricFamily(
+                        spec.name.removesuffix("_total"), spec.documentation, labels=label_names
+                    )
                 else:
-                    family = GaugeMetricFamily(spec.name, spec.documentation,
-                                               labels=label_names)
+                    family = GaugeMetricFamily(spec.name, spec.documentation, labels=label_names)
                 families[spec.name] = family
             if with_values:
                 family.add_metric([v for _, v in spec.labels], float(spec.read()))
@@ -204,38 +212,51 @@ class _SettlementStatsLike(Protocol):
 class EngineMetrics:
     """The engine service's metrics. ``record_batch`` is the only call on the hot path."""
 
-    def __init__(self, registry: CollectorRegistry,
-                 clock_ms: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, clock_ms: Callable[[], int] | None = None
+    ) -> None:
         self.registry = registry
         self._clock_ms = clock_ms or _wall_ms
         self.commands = Counter(
-            "exchange_engine_commands", "Commands applied by the engine, by kind and result.",
-            ["kind", "result"], registry=registry)
+            "exchange_engine_commands",
+            "Commands applied by the engine, by kind and result.",
+            ["kind", "result"],
+            registry=registry,
+        )
         self.rejections = Counter(
-            "exchange_engine_rejections", "Commands the engine refused, by reason code.",
-            ["reason"], registry=registry)
+            "exchange_engine_rejections",
+            "Commands the engine refused, by reason code.",
+            ["reason"],
+            registry=registry,
+        )
         self.outputs_published = Counter(
             "exchange_engine_outputs_published",
             "EngineOutputs published to engine-output (outputs already on the log and "
-            "recomputed during recovery are not counted).", registry=registry)
+            "recomputed during recovery are not counted).",
+            registry=registry,
+        )
         self.sequence = Gauge(
-            "exchange_engine_sequence", "Sequence of the engine's last output.",
-            registry=registry)
+            "exchange_engine_sequence", "Sequence of the engine's last output.", registry=registry
+        )
         self.snapshot_pause = Histogram(
             "exchange_engine_snapshot_pause_seconds",
             "How long matching paused to serialise a snapshot.",
-            buckets=SNAPSHOT_PAUSE_BUCKETS_S, registry=registry)
+            buckets=SNAPSHOT_PAUSE_BUCKETS_S,
+            registry=registry,
+        )
         # The first leg of pipeline freshness: with exchange_pipeline_freshness_seconds it
         # tells which half of the pipeline a slow read model is waiting on.
         self.publish_latency = IntHistogram(
             "exchange_engine_publish_latency_seconds",
             "From the gateway accepting a command (EngineOutput.timestamp_ms) to the engine "
-            "handing its output to the producer.", FRESHNESS_BUCKETS_MS, registry=registry)
+            "handing its output to the producer.",
+            FRESHNESS_BUCKETS_MS,
+            registry=registry,
+        )
         self._commands: dict[tuple[str, bool], Any] = {}
         self._rejections: dict[str, Any] = {}
 
-    def record_batch(self, outputs: Sequence[EngineOutput], published: int,
-                     sequence: int) -> None:
+    def record_batch(self, outputs: Sequence[EngineOutput], published: int, sequence: int) -> None:
         """Count one consumed batch: its outputs, how many were published, the sequence."""
         tally: dict[tuple[str, bool], int] = {}
         reasons: dict[str, int] = {}
@@ -263,7 +284,8 @@ class EngineMetrics:
             # says nothing about the pipeline), so they are the batch's tail.
             now_ms = self._clock_ms()
             self.publish_latency.observe_many(
-                [now_ms - o.timestamp_ms for o in outputs[len(outputs) - published:]])
+                [now_ms - o.timestamp_ms for o in outputs[len(outputs) - published :]]
+            )
         self.sequence.set(sequence)
 
     def record_snapshot_pause(self, seconds: float) -> None:
@@ -271,15 +293,31 @@ class EngineMetrics:
 
     def watch(self, stats: _EngineStatsLike) -> None:
         """Export what the service's :class:`EngineStats` already counts."""
-        self.registry.register(StatsCollector([
-            StatSpec("exchange_dlq_records_total", _DLQ_DOC, "counter",
-                     lambda: stats.dead_lettered, (("service", "engine"),)),
-            StatSpec("exchange_engine_snapshots_total", "Snapshots written.", "counter",
-                     lambda: stats.snapshots),
-            StatSpec("exchange_engine_recovery_seconds",
-                     "How long the last recovery (snapshot load + replay) took.", "gauge",
-                     lambda: stats.recovery_s),
-        ]))
+        self.registry.register(
+            StatsCollector(
+                [
+                    StatSpec(
+                        "exchange_dlq_records_total",
+                        _DLQ_DOC,
+                        "counter",
+                        lambda: stats.dead_lettered,
+                        (("service", "engine"),),
+                    ),
+                    StatSpec(
+                        "exchange_engine_snapshots_total",
+                        "Snapshots written.",
+                        "counter",
+                        lambda: stats.snapshots,
+                    ),
+                    StatSpec(
+                        "exchange_engine_recovery_seconds",
+                        "How long the last recovery (snapshot load + replay) took.",
+                        "gauge",
+                        lambda: stats.recovery_s,
+                    ),
+                ]
+            )
+        )
 
 
 _DLQ_DOC = "Records parked on a dead-letter topic, by the service that parked them."
@@ -288,25 +326,38 @@ _DLQ_DOC = "Records parked on a dead-letter topic, by the service that parked th
 class SettlementMetrics:
     """The settlement service's metrics; :meth:`on_batch` is the service's batch hook."""
 
-    def __init__(self, registry: CollectorRegistry,
-                 clock_ms: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, clock_ms: Callable[[], int] | None = None
+    ) -> None:
         self.registry = registry
         self._clock_ms = clock_ms or _wall_ms
         self.batches = Counter(
-            "exchange_settlement_batches", "Batches written to the store.", registry=registry)
+            "exchange_settlement_batches", "Batches written to the store.", registry=registry
+        )
         self.batch_size = Histogram(
-            "exchange_settlement_batch_size", "Outputs per batch written to the store.",
-            buckets=BATCH_SIZE_BUCKETS, registry=registry)
+            "exchange_settlement_batch_size",
+            "Outputs per batch written to the store.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=registry,
+        )
         self.store_write = Histogram(
-            "exchange_store_write_seconds", "Time to write one batch to the store.",
-            buckets=STORE_WRITE_BUCKETS_S, registry=registry)
+            "exchange_store_write_seconds",
+            "Time to write one batch to the store.",
+            buckets=STORE_WRITE_BUCKETS_S,
+            registry=registry,
+        )
         self.sequence_settled = Gauge(
             "exchange_settlement_sequence_settled",
-            "Highest engine sequence this worker has written to the store.", registry=registry)
+            "Highest engine sequence this worker has written to the store.",
+            registry=registry,
+        )
         self.freshness = IntHistogram(
             "exchange_pipeline_freshness_seconds",
             "From the gateway accepting a command (EngineOutput.timestamp_ms) to its effect "
-            "being written to the store.", FRESHNESS_BUCKETS_MS, registry=registry)
+            "being written to the store.",
+            FRESHNESS_BUCKETS_MS,
+            registry=registry,
+        )
         self._settled = 0
 
     def on_batch(self, outputs: Sequence[EngineOutput], elapsed_s: float) -> None:
@@ -323,21 +374,43 @@ class SettlementMetrics:
 
     def watch(self, stats: _SettlementStatsLike) -> None:
         """Export what the service's :class:`SettlementStats` already counts."""
-        self.registry.register(StatsCollector([
-            StatSpec("exchange_settlement_outputs_total", "Outputs written to the store.",
-                     "counter", lambda: stats.records),
-            StatSpec("exchange_settlement_events_total",
-                     "Events (trades, order updates, balances, ...) in the outputs written.",
-                     "counter", lambda: stats.events),
-            StatSpec("exchange_dlq_records_total", _DLQ_DOC, "counter",
-                     lambda: stats.dead_lettered, (("service", "settlement"),)),
-            StatSpec("exchange_settlement_store_retries_total",
-                     "Store writes retried because the store was unavailable.", "counter",
-                     lambda: stats.store_retries),
-            StatSpec("exchange_settlement_ready",
-                     "1 while the worker is consuming and the store accepts writes.", "gauge",
-                     lambda: 1.0 if stats.ready else 0.0),
-        ]))
+        self.registry.register(
+            StatsCollector(
+                [
+                    StatSpec(
+                        "exchange_settlement_outputs_total",
+                        "Outputs written to the store.",
+                        "counter",
+                        lambda: stats.records,
+                    ),
+                    StatSpec(
+                        "exchange_settlement_events_total",
+                        "Events (trades, order updates, balances, ...) in the outputs written.",
+                        "counter",
+                        lambda: stats.events,
+                    ),
+                    StatSpec(
+                        "exchange_dlq_records_total",
+                        _DLQ_DOC,
+                        "counter",
+                        lambda: stats.dead_lettered,
+                        (("service", "settlement"),),
+                    ),
+                    StatSpec(
+                        "exchange_settlement_store_retries_total",
+                        "Store writes retried because the store was unavailable.",
+                        "counter",
+                        lambda: stats.store_retries,
+                    ),
+                    StatSpec(
+                        "exchange_settlement_ready",
+                        "1 while the worker is consuming and the store accepts writes.",
+                        "gauge",
+                        lambda: 1.0 if stats.ready else 0.0,
+                    ),
+                ]
+            )
+        )
 
 
 class GatewayMetrics:
@@ -346,14 +419,20 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.requests = Counter(
-            "exchange_gateway_requests", "HTTP requests answered, by route template, method "
-            "and status.", ["route", "method", "status"], registry=registry)
+            "exchange_gateway_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
         # By status too: the p99 of the 4xx answers is not the p99 of the 202s (Grafana's
         # "p99 by route and status" panel).
         self.request_seconds = Histogram(
             "exchange_gateway_request_seconds",
             "HTTP request duration, by route template, method and status.",
-            ["route", "method", "status"], buckets=REQUEST_BUCKETS_S, registry=registry)
+            ["route", "method", "status"],
+            buckets=REQUEST_BUCKETS_S,
+            registry=registry,
+        )
         self._counters: dict[tuple[str, str, int], Any] = {}
         self._timers: dict[tuple[str, str, int], Any] = {}
 
@@ -377,17 +456,28 @@ class WatchdogMetrics:
             "exchange_consumer_stalled",
             "1 while the service's consumer has records waiting and its position has not "
             "moved for the stall period; the service heals itself by rebuilding it.",
-            ["service"], registry=registry)
+            ["service"],
+            registry=registry,
+        )
         self.stalls = Counter(
-            "exchange_consumer_stalls", "Stall episodes detected by the consumer watchdog.",
-            ["service"], registry=registry)
+            "exchange_consumer_stalls",
+            "Stall episodes detected by the consumer watchdog.",
+            ["service"],
+            registry=registry,
+        )
         self.lag = Gauge(
             "exchange_consumer_lag",
             "Records waiting for the service's consumer (high watermarks of its last fetch "
-            "responses minus its positions).", ["service"], registry=registry)
+            "responses minus its positions).",
+            ["service"],
+            registry=registry,
+        )
         self.fetch_wait = Gauge(
-            "exchange_consumer_fetch_wait_ms", "The consumer's current fetch.wait.max.ms.",
-            ["service"], registry=registry)
+            "exchange_consumer_fetch_wait_ms",
+            "The consumer's current fetch.wait.max.ms.",
+            ["service"],
+            registry=registry,
+        )
 
     def set_stalled(self, service: str, stalled: bool) -> None:
         self.stalled.labels(service).set(1 if stalled else 0)
@@ -440,9 +530,14 @@ class _QuietHandler(WSGIRequestHandler):
         """Scrapes every few seconds would flood the service's log."""
 
 
-def serve_metrics(port: int, registry: CollectorRegistry, host: str = "127.0.0.1",
-                  *, setting: str = "metrics port",
-                  readiness: Readiness | None = None) -> MetricsServer:
+def serve_metrics(
+    port: int,
+    registry: CollectorRegistry,
+    host: str = "127.0.0.1",
+    *,
+    setting: str = "metrics port",
+    readiness: Readiness | None = None,
+) -> MetricsServer:
     """Serve ``registry`` at ``http://host:port/metrics`` (port 0: any free port), and the
     service's readiness at ``/ready``: 200 ``{"ready": true, ...}`` or 503 when ``readiness``
     says no (without ``readiness``, ready whenever the process serves).
@@ -458,16 +553,19 @@ def serve_metrics(port: int, registry: CollectorRegistry, host: str = "127.0.0.1
         check = holder[0].readiness if holder else None
         ready, detail = check() if check is not None else (True, "serving")
         body = json.dumps({"ready": ready, "detail": detail}).encode()
-        start_response("200 OK" if ready else "503 Service Unavailable",
-                       [("Content-Type", "application/json"),
-                        ("Content-Length", str(len(body)))])
+        start_response(
+            "200 OK" if ready else "503 Service Unavailable",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        )
         return [body]
 
     try:
         server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
     except OSError as e:
-        raise ConfigError(f"{setting}={port}: cannot listen on {host}:{port} ({e.strerror}); "
-                          "choose another port, or 0 to serve no metrics") from e
+        raise ConfigError(
+            f"{setting}={port}: cannot listen on {host}:{port} ({e.strerror}); "
+            "choose another port, or 0 to serve no metrics"
+        ) from e
     thread = threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True)
     thread.start()
     served = MetricsServer(server=server, thread=thread, host=host, readiness=readiness)
@@ -489,6 +587,9 @@ def stack_metrics_urls(settings: Settings) -> list[str]:
     ``EXCHANGE_DASHBOARD_SOURCES``, when set, names them instead (the compose stack)."""
     if settings.exchange_dashboard_sources is not None:
         return list(settings.exchange_dashboard_sources)
-    ports = (settings.exchange_engine_metrics_port, settings.exchange_settlement_metrics_port,
-             settings.exchange_lag_metrics_port)
+    ports = (
+        settings.exchange_engine_metrics_port,
+        settings.exchange_settlement_metrics_port,
+        settings.exchange_lag_metrics_port,
+    )
     return [metrics_url(settings.exchange_host, p) for p in ports if p]

@@ -52,9 +52,7 @@ class Settings(BaseSettings):
     exchange_topic_engine_output: str = Field(
         default="engine-output", pattern=r"^[A-Za-z0-9._-]{1,200}$"
     )
-    exchange_topic_orders_dlq: str = Field(
-        default="orders.dlq", pattern=r"^[A-Za-z0-9._-]{1,200}$"
-    )
+    exchange_topic_orders_dlq: str = Field(default="orders.dlq", pattern=r"^[A-Za-z0-9._-]{1,200}$")
     exchange_topic_engine_output_dlq: str = Field(
         default="engine-output.dlq", pattern=r"^[A-Za-z0-9._-]{1,200}$"
     )

@@ -36,8 +36,13 @@ class Topics:
     engine_snapshots: TopicSpec
 
     def all(self) -> tuple[TopicSpec, ...]:
-        return (self.orders, self.engine_output, self.orders_dlq, self.engine_output_dlq,
-                self.engine_snapshots)
+        return (
+            self.orders,
+            self.engine_output,
+            self.orders_dlq,
+            self.engine_output_dlq,
+            self.engine_snapshots,
+        )
 
     @classmethod
     def from_settings(cls, s: Settings) -> Topics:
@@ -118,8 +123,12 @@ def ensure_topics(
         raise TopicError("; ".join(mismatches) + " (delete or rename it; refusing to use it)")
     if missing:
         futures = admin.create_topics(
-            [NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1, config=s.config)
-             for s in missing],
+            [
+                NewTopic(
+                    s.name, num_partitions=s.partitions, replication_factor=-1, config=s.config
+                )
+                for s in missing
+            ],
             request_timeout=timeout_s,
         )
         for spec in missing:
@@ -138,7 +147,9 @@ def ensure_topics(
 
 
 def _verify(
-    admin: AdminClient, specs: list[TopicSpec], timeout_s: float,
+    admin: AdminClient,
+    specs: list[TopicSpec],
+    timeout_s: float,
     outcome: dict[str, TopicOutcome],
 ) -> dict[str, TopicOutcome]:
     meta = admin.list_topics(timeout=timeout_s).topics

@@ -53,8 +53,9 @@ class ConsumerStalled(ExchangeError):
 
 
 class WatermarkSource(Protocol):
-    def get_watermark_offsets(self, partition: TopicPartition, timeout: float = ...,
-                              cached: bool = ...) -> tuple[int, int]: ...
+    def get_watermark_offsets(
+        self, partition: TopicPartition, timeout: float = ..., cached: bool = ...
+    ) -> tuple[int, int]: ...
 
 
 class WatchdogSink(Protocol):
@@ -79,10 +80,14 @@ class Stall:
     heals: int  # heals already tried in this episode
 
     def describe(self) -> str:
-        parts = ", ".join(f"{t}[{p}] at {pos} of {high}"
-                          for (t, p), (pos, high) in sorted(self.partitions.items()))
-        return (f"{self.service}: consumer stalled for {self.stuck_for_s:.1f}s with records "
-                f"waiting ({parts})")
+        parts = ", ".join(
+            f"{t}[{p}] at {pos} of {high}"
+            for (t, p), (pos, high) in sorted(self.partitions.items())
+        )
+        return (
+            f"{self.service}: consumer stalled for {self.stuck_for_s:.1f}s with records "
+            f"waiting ({parts})"
+        )
 
 
 class ConsumerWatchdog:
@@ -121,8 +126,9 @@ class ConsumerWatchdog:
     def stalled(self) -> bool:
         return self._stalled
 
-    def check(self, consumer: WatermarkSource, positions: Mapping[TopicPart, int], *,
-              paused: bool = False) -> Stall | None:
+    def check(
+        self, consumer: WatermarkSource, positions: Mapping[TopicPart, int], *, paused: bool = False
+    ) -> Stall | None:
         """Call on every loop turn; returns a :class:`Stall` when the loop must heal.
 
         ``positions`` maps each assigned partition to the next offset the loop will read
@@ -171,8 +177,9 @@ class ConsumerWatchdog:
             self._set_stalled(True)
         if self._heals >= self._max_heals:
             raise ConsumerStalled(f"{stall.describe()}; {self._heals} heals did not help")
-        log.warning("%s; healing (attempt %d of %d)", stall.describe(), self._heals + 1,
-                    self._max_heals)
+        log.warning(
+            "%s; healing (attempt %d of %d)", stall.describe(), self._heals + 1, self._max_heals
+        )
         return stall
 
     def reset(self) -> None:

@@ -80,7 +80,9 @@ def body_error(e: ValidationError) -> ApiError:
     field = clip(".".join(str(part) for part in loc), 60).strip("'")
     if kind == "extra_forbidden":
         return ApiError(ErrorCode.INVALID_REQUEST, f"{field}: unknown field")
-    code = ErrorCode.INVALID_REQUEST if kind == "missing" else FIELD_CODES.get(
-        str(loc[0]), ErrorCode.INVALID_REQUEST
+    code = (
+        ErrorCode.INVALID_REQUEST
+        if kind == "missing"
+        else FIELD_CODES.get(str(loc[0]), ErrorCode.INVALID_REQUEST)
     )
     return ApiError(code, f"{field}: {err['msg']}")

@@ -140,9 +140,7 @@ class CommandService:
         if spec is None:
             raise ApiError(ErrorCode.UNKNOWN_SYMBOL, f"unknown symbol {clip(req.symbol)}")
         tif = req.time_in_force
-        shape_error = order_shape_error(
-            req.order_type, tif, req.post_only, req.price is not None
-        )
+        shape_error = order_shape_error(req.order_type, tif, req.post_only, req.price is not None)
         if shape_error is not None:
             raise ApiError(ErrorCode.INVALID_ORDER, shape_error)
         price = None if req.price is None else price_to_ticks(spec, req.price)

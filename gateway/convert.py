@@ -115,13 +115,10 @@ def amount_to_minor(asset: AssetSpec, amount: Decimal) -> int:
     except (ValueError, InvalidOperation) as e:
         raise ApiError(
             ErrorCode.INVALID_AMOUNT,
-            f"amount {clip(_plain(amount))} has more than {asset.decimals} decimals "
-            f"({asset.code})",
+            f"amount {clip(_plain(amount))} has more than {asset.decimals} decimals ({asset.code})",
         ) from e
     if not 0 < minor <= INT64_MAX:
-        raise ApiError(
-            ErrorCode.INVALID_AMOUNT, f"amount {clip(_plain(amount))} is too large"
-        )
+        raise ApiError(ErrorCode.INVALID_AMOUNT, f"amount {clip(_plain(amount))} is too large")
     return minor
 
 

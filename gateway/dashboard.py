@@ -141,9 +141,15 @@ def _increase(now: float | None, before: float | None) -> float | None:
 class DashboardSampler:
     """Scrapes the sources, keeps the history, and builds the page's JSON."""
 
-    def __init__(self, sources: Sequence[str], registries: Sequence[CollectorRegistry] = (),
-                 *, history: int = 300, min_interval_s: float = 0.9,
-                 timeout_s: float = 0.8) -> None:
+    def __init__(
+        self,
+        sources: Sequence[str],
+        registries: Sequence[CollectorRegistry] = (),
+        *,
+        history: int = 300,
+        min_interval_s: float = 0.9,
+        timeout_s: float = 0.8,
+    ) -> None:
         self._sources = list(sources)
         self._registries = list(registries)
         self._points: deque[_Point] = deque(maxlen=history)
@@ -169,8 +175,7 @@ class DashboardSampler:
         texts: list[str] = []
         if self._sources:
             async with httpx.AsyncClient(timeout=self._timeout_s) as client:
-                results = await asyncio.gather(*(one(client, i)
-                                                 for i in range(len(self._sources))))
+                results = await asyncio.gather(*(one(client, i) for i in range(len(self._sources))))
             texts.extend(t for t in results if t is not None)
         texts.extend(generate_latest(r).decode() for r in self._registries)
         return parse_metrics(texts)
@@ -207,13 +212,13 @@ class DashboardSampler:
             "events/s": rate("exchange_settlement_events_total"),
             "outputs/s": rate("exchange_settlement_outputs_total"),
         }
+
         def quantile_ms(q: float, name: str) -> float | None:
             """The q-quantile of the observations since the previous sample."""
             if prev is None:
                 return None
             before = dict(buckets(prev, name))
-            window = [(le, _increase(c, before.get(le, 0.0)) or 0.0)
-                      for le, c in buckets(s, name)]
+            window = [(le, _increase(c, before.get(le, 0.0)) or 0.0) for le, c in buckets(s, name)]
             value = histogram_quantile(q, window)
             return None if value is None else value * 1000
 
@@ -227,7 +232,8 @@ class DashboardSampler:
         published = maximum(s, "exchange_engine_sequence")
         settled = maximum(s, "exchange_settlement_sequence_settled")
         charts["behind"] = {
-            "outputs": None if published is None or settled is None
+            "outputs": None
+            if published is None or settled is None
             else max(0.0, published - settled),
         }
         charts["gateway"] = {"requests/s": rate("exchange_gateway_requests_total")}
@@ -259,9 +265,13 @@ class DashboardSampler:
         }
 
 
-def dashboard_router(sources: Sequence[str], *,
-                     registries: Sequence[CollectorRegistry] = (),
-                     history: int = 300, min_interval_s: float = 0.9) -> APIRouter:
+def dashboard_router(
+    sources: Sequence[str],
+    *,
+    registries: Sequence[CollectorRegistry] = (),
+    history: int = 300,
+    min_interval_s: float = 0.9,
+) -> APIRouter:
     """``GET /dashboard`` (the page), ``/dashboard/data`` (its JSON) and its two assets.
 
     ``sources``: ``/metrics`` URLs to scrape (e.g. :func:`exchange.metrics.stack_metrics_urls`);
@@ -270,8 +280,7 @@ def dashboard_router(sources: Sequence[str], *,
     """
     page = (STATIC_DIR / "dashboard.html").read_bytes()
     assets = {name: (STATIC_DIR / name).read_bytes() for name in _ASSETS}
-    sampler = DashboardSampler(sources, registries, history=history,
-                               min_interval_s=min_interval_s)
+    sampler = DashboardSampler(sources, registries, history=history, min_interval_s=min_interval_s)
     router = APIRouter()
 
     @router.get("/dashboard", include_in_schema=False)
@@ -286,9 +295,10 @@ def dashboard_router(sources: Sequence[str], *,
     async def dashboard_asset(name: str) -> Response:
         body = assets.get(name)
         if body is None:
-            return JSONResponse({"success": False, "error": {
-                "code": "NOT_FOUND", "message": "no such asset"}}, status_code=404)
-        return Response(body, media_type=_ASSETS[name],
-                        headers={"Cache-Control": "no-cache"})
+            return JSONResponse(
+                {"success": False, "error": {"code": "NOT_FOUND", "message": "no such asset"}},
+                status_code=404,
+            )
+        return Response(body, media_type=_ASSETS[name], headers={"Cache-Control": "no-cache"})
 
     return router

@@ -58,8 +58,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self._metrics.observe(self._route(scope), scope["method"], status,
-                                  time.perf_counter() - started)
+            self._metrics.observe(
+                self._route(scope), scope["method"], status, time.perf_counter() - started
+            )
 
     def _route(self, scope: Scope) -> str:
         route = scope.get("route")  # set by FastAPI's router on the (shared) scope
@@ -104,8 +105,9 @@ def metrics_router(registry: CollectorRegistry) -> APIRouter:
     return router
 
 
-def instrument(app: ASGIApp, registry: CollectorRegistry | None = None
-               ) -> tuple[ASGIApp, GatewayMetrics, CollectorRegistry]:
+def instrument(
+    app: ASGIApp, registry: CollectorRegistry | None = None
+) -> tuple[ASGIApp, GatewayMetrics, CollectorRegistry]:
     """Add ``GET /metrics`` to a FastAPI ``app`` and wrap it in :class:`MetricsMiddleware`.
 
     Returns ``(asgi_app_to_serve, metrics, registry)``.

@@ -114,8 +114,9 @@ class OutputFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.assigned = threading.Event()  # set once the partitions are assigned
-        self.watchdog = ConsumerWatchdog("gateway-follower", stall_after_s=stall_after_s,
-                                         sink=watchdog_sink)
+        self.watchdog = ConsumerWatchdog(
+            "gateway-follower", stall_after_s=stall_after_s, sink=watchdog_sink
+        )
         self._default_fetch_wait = fetch_wait  # asked on the follower thread (may do I/O)
         self._fetch_wait_ms: int | None = None
         self._positions: dict[TopicPart, int] = {}
@@ -307,7 +308,6 @@ class OutputFollower:
                 )
                 return
             self._stop.wait(1.0)
-
 
 
 class _Rebuild(Exception):

@@ -62,14 +62,12 @@ _AMOUNT_SCHEMA: dict[str, Any] = {
         {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "maxLength": MAX_DECIMAL_CHARS},
         {"type": "number", "exclusiveMinimum": 0},
     ],
-    "description": "A positive decimal, preferably as a string (\"50000.00\"). A JSON number "
+    "description": 'A positive decimal, preferably as a string ("50000.00"). A JSON number '
     "is read exactly as written, never through a binary float.",
 }
 
 Amount = Annotated[Decimal, PlainValidator(_amount), WithJsonSchema(_AMOUNT_SCHEMA)]
-UserId = Annotated[
-    int, Strict(), Field(ge=1, le=INT64_MAX, description="The account, 1..2^63-1.")
-]
+UserId = Annotated[int, Strict(), Field(ge=1, le=INT64_MAX, description="The account, 1..2^63-1.")]
 Symbol = Annotated[str, Strict(), Field(description="A traded symbol, e.g. BTC_USDT.")]
 Asset = Annotated[str, Strict(), Field(description="An asset code, e.g. USDT.")]
 ClientOrderId = Annotated[
@@ -150,9 +148,7 @@ class CancelOrderRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
-        json_schema_extra={
-            "examples": [{"user_id": 1, "symbol": "BTC_USDT", "order_id": "42"}]
-        },
+        json_schema_extra={"examples": [{"user_id": 1, "symbol": "BTC_USDT", "order_id": "42"}]},
     )
 
     user_id: UserId
@@ -163,9 +159,7 @@ class CancelOrderRequest(BaseModel):
     @model_validator(mode="after")
     def _exactly_one_id(self) -> CancelOrderRequest:
         if (self.order_id is None) == (self.client_order_id is None):
-            raise PydanticCustomError(
-                "one_id", "give exactly one of order_id and client_order_id"
-            )
+            raise PydanticCustomError("one_id", "give exactly one of order_id and client_order_id")
         return self
 
 
@@ -194,7 +188,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
 
 T = TypeVar("T")
 
-DecimalStr = Annotated[str, Field(description="A decimal string, e.g. \"50000.00\".")]
+DecimalStr = Annotated[str, Field(description='A decimal string, e.g. "50000.00".')]
 IdStr = Annotated[str, Field(pattern=ORDER_ID_PATTERN, description="An int64 id as a string.")]
 EpochMs = Annotated[int, Field(description="Epoch milliseconds.")]
 

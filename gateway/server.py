@@ -50,8 +50,9 @@ def create_gateway_app(
     )
     follower = OutputFollower(
         # A fresh group id that never commits: assign() only, nothing shared with settlement.
-        lambda **extra: make_consumer(bootstrap, f"gateway-follower-{uuid.uuid4().hex}",
-                                      **CONSUMER_OVERRIDES, **extra),
+        lambda **extra: make_consumer(
+            bootstrap, f"gateway-follower-{uuid.uuid4().hex}", **CONSUMER_OVERRIDES, **extra
+        ),
         topics.engine_output.name,
         codec,
         fetch_wait=lambda: fetch_wait_ms(bootstrap),

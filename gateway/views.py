@@ -50,8 +50,9 @@ def _raw_average(cumulative_quote: int, lots: int) -> str | None:
 _RAW = _SymbolFormat(_raw, _raw, _raw, _raw, _raw_average)
 
 
-def _symbol_format(spec: SymbolSpec, base: AssetSpec | None, quote: AssetSpec | None
-                   ) -> _SymbolFormat:
+def _symbol_format(
+    spec: SymbolSpec, base: AssetSpec | None, quote: AssetSpec | None
+) -> _SymbolFormat:
     def price(ticks: int) -> str:
         return format_ticks(spec, ticks)
 

@@ -66,8 +66,9 @@ def die_with_parent() -> None:  # pragma: no cover - runs in a forked child
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def wait_for_kafka(bootstrap: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
-                   ) -> None:
+def wait_for_kafka(
+    bootstrap: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Return once ``bootstrap`` answers a Kafka metadata request."""
     deadline = time.monotonic() + timeout_s
     admin = make_admin(bootstrap, **{"socket.timeout.ms": 1000})
@@ -117,8 +118,16 @@ class EmbeddedBroker:
         log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._proc = subprocess.Popen(
-                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
+                [
+                    binary,
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

@@ -119,8 +119,11 @@ class LagSample:
 
     def lag_of(self, group: str, topic: str | None = None) -> int:
         """Total lag of ``group`` (on ``topic`` only, if given)."""
-        return sum(p.lag for p in self.partitions
-                   if p.group == group and (topic is None or p.topic == topic))
+        return sum(
+            p.lag
+            for p in self.partitions
+            if p.group == group and (topic is None or p.topic == topic)
+        )
 
 
 def partition_lag(committed: int | None, log_start: int, tail: Tail) -> int:
@@ -154,8 +157,14 @@ class LogEnds:
     at a time; :class:`LagMonitor` holds a lock).
     """
 
-    def __init__(self, bootstrap: str, *, admin: AdminClient | None = None,
-                 timeout_s: float = 5.0, tail_scan: bool | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        admin: AdminClient | None = None,
+        timeout_s: float = 5.0,
+        tail_scan: bool | None = None,
+    ) -> None:
         self._bootstrap = bootstrap
         self._admin = admin or make_admin(bootstrap)
         self._timeout_s = timeout_s
@@ -167,18 +176,26 @@ class LogEnds:
     def tail_scan(self) -> bool:
         if self._tail_scan is None:
             self._tail_scan = broker_flavour(self._bootstrap) is BrokerFlavour.TANSU
-            log.info("lag: %s", "reading partition tails (the broker's ListOffsets reads low)"
-                     if self._tail_scan else "log end = the broker's high watermark")
+            log.info(
+                "lag: %s",
+                "reading partition tails (the broker's ListOffsets reads low)"
+                if self._tail_scan
+                else "log end = the broker's high watermark",
+            )
         return self._tail_scan
 
     def _reader(self) -> Consumer:
         if self._consumer is None:
-            self._consumer = make_consumer(self._bootstrap, "exchange-lag-reader",
-                                           latency="bulk", **{
-                "enable.partition.eof": True,
-                "max.partition.fetch.bytes": 1 << 20,
-                "auto.offset.reset": "latest",
-            })
+            self._consumer = make_consumer(
+                self._bootstrap,
+                "exchange-lag-reader",
+                latency="bulk",
+                **{
+                    "enable.partition.eof": True,
+                    "max.partition.fetch.bytes": 1 << 20,
+                    "auto.offset.reset": "latest",
+                },
+            )
         return self._consumer
 
     def close(self) -> None:
@@ -190,10 +207,12 @@ class LogEnds:
             return {}
         try:
             futures = self._admin.list_offsets(
-                {TopicPartition(t, p): spec for t, p in parts},
-                request_timeout=self._timeout_s)
-            return {(tp.topic, tp.partition): int(f.result(timeout=self._timeout_s).offset)
-                    for tp, f in futures.items()}
+                {TopicPartition(t, p): spec for t, p in parts}, request_timeout=self._timeout_s
+            )
+            return {
+                (tp.topic, tp.partition): int(f.result(timeout=self._timeout_s).offset)
+                for tp, f in futures.items()
+            }
         except (KafkaException, TimeoutError) as e:
             raise LagError(f"ListOffsets failed: {e}") from e
 
@@ -218,8 +237,12 @@ class LogEnds:
             known = self._tails[tp]
             eof = eofs.get(tp)
             if eof is None:  # no end-of-partition in time: keep what we know
-                log.warning("%s[%d]: no end-of-partition within %.1fs; using ListOffsets",
-                            tp[0], tp[1], self._timeout_s)
+                log.warning(
+                    "%s[%d]: no end-of-partition within %.1fs; using ListOffsets",
+                    tp[0],
+                    tp[1],
+                    self._timeout_s,
+                )
                 end = max(latest[tp], known.end)
                 tail = Tail(end, end, end) if end != known.end else known
             elif eof < starts[tp]:  # the log restarted below what we knew (recreated topic)
@@ -234,13 +257,20 @@ class LogEnds:
             out[tp] = tail
         return out
 
-    def _read_to_end(self, starts: Mapping[TopicPart, int]
-                     ) -> tuple[dict[TopicPart, int], dict[TopicPart, int]]:
+    def _read_to_end(
+        self, starts: Mapping[TopicPart, int]
+    ) -> tuple[dict[TopicPart, int], dict[TopicPart, int]]:
         """Read each partition from its start to end-of-partition: (ends, data ends)."""
         data_ends: dict[TopicPart, int] = {}
         consumer = self._reader()
-        reading = ReadToEnd(consumer, starts, timeout_s=self._timeout_s,
-                            on_error=_warn_read_error, max_messages=1000, wait_s=0.005)
+        reading = ReadToEnd(
+            consumer,
+            starts,
+            timeout_s=self._timeout_s,
+            on_error=_warn_read_error,
+            max_messages=1000,
+            wait_s=0.005,
+        )
         try:
             for msg in reading:
                 topic, partition, offset = where(msg)
@@ -260,13 +290,18 @@ def _warn_read_error(msg: Message, err: KafkaError) -> None:
 class LagMonitor:
     """Samples the lag of the watched groups. Thread-safe (one sample at a time)."""
 
-    def __init__(self, bootstrap: str, groups: Mapping[str, Sequence[str]], *,
-                 timeout_s: float = 5.0, tail_scan: bool | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        groups: Mapping[str, Sequence[str]],
+        *,
+        timeout_s: float = 5.0,
+        tail_scan: bool | None = None,
+    ) -> None:
         self._admin = make_admin(bootstrap)
         self._groups = {g: tuple(topics) for g, topics in groups.items()}
         self._timeout_s = timeout_s
-        self._ends = LogEnds(bootstrap, admin=self._admin, timeout_s=timeout_s,
-                             tail_scan=tail_scan)
+        self._ends = LogEnds(bootstrap, admin=self._admin, timeout_s=timeout_s, tail_scan=tail_scan)
         self._lock = threading.Lock()
         self._partitions: dict[str, int] = {}
 
@@ -292,33 +327,42 @@ class LagMonitor:
                 reads[group] = parts
             every = sorted(set().union(*reads.values())) if reads else []
             tails = self._ends.refresh(every)
-            uncommitted = sorted({tp for g, parts in reads.items() for tp in parts
-                                  if tp not in committed[g]})
+            uncommitted = sorted(
+                {tp for g, parts in reads.items() for tp in parts if tp not in committed[g]}
+            )
             starts = self._ends.list_offsets(uncommitted, OffsetSpec.earliest())
             rows = [
                 PartitionLag(
-                    group=group, topic=tp[0], partition=tp[1],
-                    committed=committed[group].get(tp), log_end=tails[tp].end,
+                    group=group,
+                    topic=tp[0],
+                    partition=tp[1],
+                    committed=committed[group].get(tp),
+                    log_end=tails[tp].end,
                     lag=partition_lag(committed[group].get(tp), starts.get(tp, 0), tails[tp]),
                 )
                 for group in sorted(reads)
                 for tp in sorted(reads[group])
             ]
-            return LagSample(taken_at=time.time(), partitions=tuple(rows),
-                             log_ends={tp: t.end for tp, t in tails.items()},
-                             elapsed_s=time.monotonic() - started)
+            return LagSample(
+                taken_at=time.time(),
+                partitions=tuple(rows),
+                log_ends={tp: t.end for tp, t in tails.items()},
+                elapsed_s=time.monotonic() - started,
+            )
 
     def _committed(self, group: str) -> dict[TopicPart, int]:
         try:
             futures = self._admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(group)], request_timeout=self._timeout_s)
+                [ConsumerGroupTopicPartitions(group)], request_timeout=self._timeout_s
+            )
             result = futures[group].result(timeout=self._timeout_s)
         except (KafkaException, TimeoutError) as e:
-            raise LagError(f"reading the committed offsets of group {group!r} failed: {e}") \
-                from e
-        return {(tp.topic, tp.partition): int(tp.offset)
-                for tp in result.topic_partitions or []
-                if tp.offset >= 0 and tp.error is None}
+            raise LagError(f"reading the committed offsets of group {group!r} failed: {e}") from e
+        return {
+            (tp.topic, tp.partition): int(tp.offset)
+            for tp in result.topic_partitions or []
+            if tp.offset >= 0 and tp.error is None
+        }
 
     def _partition_count(self, topic: str) -> int:
         count = self._partitions.get(topic)
@@ -370,19 +414,28 @@ class LagCollector(Collector):
 
 def _families(sample: LagSample | None) -> list[Metric]:
     gp = ["consumergroup", "topic", "partition"]
-    lag = GaugeMetricFamily("kafka_consumergroup_lag",
-                            "Log end offset minus committed offset (0 if only control "
-                            "records follow the committed offset).", labels=gp)
-    current = GaugeMetricFamily("kafka_consumergroup_current_offset",
-                                "Committed offset of the group.", labels=gp)
-    lag_sum = GaugeMetricFamily("kafka_consumergroup_lag_sum",
-                                "Lag of the group summed over the topic's partitions.",
-                                labels=["consumergroup", "topic"])
-    end = GaugeMetricFamily("kafka_topic_partition_current_offset",
-                            "Log end offset (next offset to be written).",
-                            labels=["topic", "partition"])
-    ok = GaugeMetricFamily("exchange_lag_scrape_success",
-                           "1 if the last lag sample read the cluster successfully.")
+    lag = GaugeMetricFamily(
+        "kafka_consumergroup_lag",
+        "Log end offset minus committed offset (0 if only control "
+        "records follow the committed offset).",
+        labels=gp,
+    )
+    current = GaugeMetricFamily(
+        "kafka_consumergroup_current_offset", "Committed offset of the group.", labels=gp
+    )
+    lag_sum = GaugeMetricFamily(
+        "kafka_consumergroup_lag_sum",
+        "Lag of the group summed over the topic's partitions.",
+        labels=["consumergroup", "topic"],
+    )
+    end = GaugeMetricFamily(
+        "kafka_topic_partition_current_offset",
+        "Log end offset (next offset to be written).",
+        labels=["topic", "partition"],
+    )
+    ok = GaugeMetricFamily(
+        "exchange_lag_scrape_success", "1 if the last lag sample read the cluster successfully."
+    )
     took = GaugeMetricFamily("exchange_lag_scrape_seconds", "How long the last sample took.")
     if sample is None:
         ok.add_metric([], 0.0)
@@ -413,7 +466,12 @@ def lag_table(sample: LagSample) -> Table:
         justify = "left" if name in ("GROUP", "TOPIC") else "right"
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for p in sample.partitions:
-        table.add_row(p.group, p.topic, str(p.partition),
-                      "-" if p.committed is None else str(p.committed), str(p.log_end),
-                      str(p.lag))
+        table.add_row(
+            p.group,
+            p.topic,
+            str(p.partition),
+            "-" if p.committed is None else str(p.committed),
+            str(p.log_end),
+            str(p.lag),
+        )
     return table

@@ -209,12 +209,18 @@ class StoreProgress:
 class OutputReader:
     """Reads ``engine-output`` forward from given offsets and hands each output over."""
 
-    def __init__(self, bootstrap: str, topic: str, starts: dict[int, int],
-                 codec: CodecLike) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, starts: dict[int, int], codec: CodecLike
+    ) -> None:
         self._codec = codec
-        self._consumer = make_consumer(bootstrap, "loadgen-output-reader", **{
-            "fetch.max.bytes": 32 << 20, "max.partition.fetch.bytes": 8 << 20,
-        })
+        self._consumer = make_consumer(
+            bootstrap,
+            "loadgen-output-reader",
+            **{
+                "fetch.max.bytes": 32 << 20,
+                "max.partition.fetch.bytes": 8 << 20,
+            },
+        )
         self._partitions = [TopicPartition(topic, p, o) for p, o in starts.items()]
         self._consumer.assign(self._partitions)
         # Paused between reads: while the generator sends, a consumer left running would
@@ -222,8 +228,7 @@ class OutputReader:
         # took as much CPU as the pipeline it measures on a two-core machine.
         self._consumer.pause(self._partitions)
 
-    def read(self, handle: Callable[[EngineOutput], bool], expected: int,
-             timeout_s: float) -> int:
+    def read(self, handle: Callable[[EngineOutput], bool], expected: int, timeout_s: float) -> int:
         """Decode outputs until ``handle`` accepted ``expected`` of them (or the timeout)."""
         decode = self._codec.decode_output
         found = 0
@@ -294,8 +299,9 @@ class LoadGenerator:
         self._store = store
         self._markets = markets
         self._on_progress = on_progress  # (sent, settled sequence, elapsed s)
-        self.report = LoadReport(via=config.via, rate_target=config.rate,
-                                 users=config.users, seed=config.seed)
+        self.report = LoadReport(
+            via=config.via, rate_target=config.rate, users=config.users, seed=config.seed
+        )
 
     # -- top level ----------------------------------------------------------------------
 
@@ -339,8 +345,11 @@ class LoadGenerator:
             i = bisect.bisect_left(ids, cid)
             if i < len(ids) and ids[i] == cid:
                 sequence_of[i] = o.sequence
-            elif not (o.command_kind == CommandKind.CANCEL_ORDER and place_ids
-                      and _cancelled_id(o) in place_ids):
+            elif not (
+                o.command_kind == CommandKind.CANCEL_ORDER
+                and place_ids
+                and _cancelled_id(o) in place_ids
+            ):
                 return False  # somebody else's command
             if o.sequence > top[0]:
                 top[0] = o.sequence
@@ -351,17 +360,21 @@ class LoadGenerator:
         expected = rep.orders_sent
         found = reader.read(handle, expected, cfg.drain_timeout_s)
         if found < expected:
-            rep.notes.append(f"only {found} of {expected} outputs appeared on engine-output "
-                             f"within {cfg.drain_timeout_s:.0f}s")
+            rep.notes.append(
+                f"only {found} of {expected} outputs appeared on engine-output "
+                f"within {cfg.drain_timeout_s:.0f}s"
+            )
         if not progress.wait_for(top[0], cfg.drain_timeout_s):
-            rep.notes.append(f"the store did not reach sequence {top[0]} within "
-                             f"{cfg.drain_timeout_s:.0f}s")
+            rep.notes.append(
+                f"the store did not reach sequence {top[0]} within {cfg.drain_timeout_s:.0f}s"
+            )
         rep.rejected = dict(sorted(rejected.items()))
         rep.applied = found - sum(rejected.values())
         self._freshness(ids, times, sequence_of, progress)
 
-    def _freshness(self, ids: array[int], times: array[float], sequence_of: array[int],
-                   progress: StoreProgress) -> None:
+    def _freshness(
+        self, ids: array[int], times: array[float], sequence_of: array[int], progress: StoreProgress
+    ) -> None:
         rep = self.report
         values: list[float] = []
         first_send = min(times) if times else 0.0
@@ -388,8 +401,10 @@ class LoadGenerator:
         rep.settle_seconds = last_seen - first_send
         rep.pipeline_rate = rep.settled / rep.settle_seconds if rep.settle_seconds > 0 else 0.0
         rep.freshness_ms = {
-            "p50": percentile(values, 50), "p95": percentile(values, 95),
-            "p99": percentile(values, 99), "max": values[-1] if values else None,
+            "p50": percentile(values, 50),
+            "p95": percentile(values, 95),
+            "p99": percentile(values, 99),
+            "max": values[-1] if values else None,
             "mean": sum(values) / len(values) if values else None,
         }
         rep.freshness_percentiles_ms = [
@@ -398,11 +413,15 @@ class LoadGenerator:
         last = max([*sent_in, *settled_in], default=-1)
         for s in range(last + 1):
             window = sorted(per_second.get(s, []))
-            rep.timeline.append({
-                "second": s, "sent": sent_in.get(s, 0), "settled": settled_in.get(s, 0),
-                "freshness_p50_ms": percentile(window, 50),
-                "freshness_p99_ms": percentile(window, 99),
-            })
+            rep.timeline.append(
+                {
+                    "second": s,
+                    "sent": sent_in.get(s, 0),
+                    "settled": settled_in.get(s, 0),
+                    "freshness_p50_ms": percentile(window, 50),
+                    "freshness_p99_ms": percentile(window, 99),
+                }
+            )
 
     def _tick(self, sent: int, progress: StoreProgress, started: float) -> None:
         if self._on_progress is not None:
@@ -410,8 +429,7 @@ class LoadGenerator:
 
     # -- kafka --------------------------------------------------------------------------
 
-    def _run_kafka(self, first_offset: int, reader: OutputReader,
-                   progress: StoreProgress) -> _Sent:
+    def _run_kafka(self, first_offset: int, reader: OutputReader, progress: StoreProgress) -> _Sent:
         cfg, rep = self._cfg, self.report
         encode = self._codec.encode_command
         topic = self._orders_topic
@@ -431,10 +449,16 @@ class LoadGenerator:
         # a core at 5k records/s (2% without); cf. librdkafka issues #2565, #3692. A retry
         # that duplicated a command would show in the report as a gap in the offsets (the
         # "another producer" note); the engine's own producer stays idempotent.
-        producer = make_producer(self._bootstrap, **{
-            "linger.ms": 5, "batch.num.messages": 10_000, "enable.idempotence": False,
-            "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 1 << 21,
-        })
+        producer = make_producer(
+            self._bootstrap,
+            **{
+                "linger.ms": 5,
+                "batch.num.messages": 10_000,
+                "enable.idempotence": False,
+                "queue.buffering.max.messages": 2_000_000,
+                "queue.buffering.max.kbytes": 1 << 21,
+            },
+        )
 
         def produce(value: bytes) -> None:
             while True:
@@ -457,19 +481,22 @@ class LoadGenerator:
 
         # 2. Trading.
         count = cfg.orders if cfg.orders is not None else _FOREVER
-        commands = command_stream(cfg.seed, count, users=cfg.users, first_offset=next_offset,
-                                  fund=False)
+        commands = command_stream(
+            cfg.seed, count, users=cfg.users, first_offset=next_offset, fund=False
+        )
         sent = _Sent()
         kinds = array("b")  # 1 = place, 2 = cancel
         started = time.monotonic()
         deadline = started + cfg.duration_s if cfg.duration_s is not None else math.inf
         try:
             if cfg.rate == 0 and cfg.orders is not None:
-                started = self._kafka_flat_out_preencoded(commands, produce, producer, sent,
-                                                          kinds, deadline, progress)
+                started = self._kafka_flat_out_preencoded(
+                    commands, produce, producer, sent, kinds, deadline, progress
+                )
             else:
-                self._kafka_paced(commands, produce, producer, sent, kinds, deadline,
-                                  progress, started)
+                self._kafka_paced(
+                    commands, produce, producer, sent, kinds, deadline, progress, started
+                )
         except KeyboardInterrupt:
             rep.notes.append("interrupted: stopped sending early")
         send_end = time.monotonic()
@@ -479,8 +506,10 @@ class LoadGenerator:
             raise LoadError(f"{len(sent.times)} commands sent but {n} delivered")
         sent.ids = offsets
         if n and offsets[-1] - offsets[0] != n - 1:
-            rep.notes.append("another producer wrote to orders during the run: some cancels "
-                             "named the wrong order (ORDER_NOT_FOUND)")
+            rep.notes.append(
+                "another producer wrote to orders during the run: some cancels "
+                "named the wrong order (ORDER_NOT_FOUND)"
+            )
         rep.orders_sent = n
         rep.places_sent = kinds.count(1)
         rep.cancels_sent = kinds.count(2)
@@ -489,9 +518,17 @@ class LoadGenerator:
         rep.send_rate = n / rep.send_seconds if rep.send_seconds > 0 else 0.0
         return sent
 
-    def _kafka_paced(self, commands: Iterator[Command], produce: Callable[[bytes], None],
-                     producer: Any, sent: _Sent, kinds: array[int], deadline: float,
-                     progress: StoreProgress, started: float) -> None:
+    def _kafka_paced(
+        self,
+        commands: Iterator[Command],
+        produce: Callable[[bytes], None],
+        producer: Any,
+        sent: _Sent,
+        kinds: array[int],
+        deadline: float,
+        progress: StoreProgress,
+        started: float,
+    ) -> None:
         rate = self._cfg.rate
         encode = self._codec.encode_command
         replace = dataclasses.replace
@@ -525,8 +562,14 @@ class LoadGenerator:
                 last_tick = now
 
     def _kafka_flat_out_preencoded(
-        self, commands: Iterator[Command], produce: Callable[[bytes], None], producer: Any,
-        sent: _Sent, kinds: array[int], deadline: float, progress: StoreProgress,
+        self,
+        commands: Iterator[Command],
+        produce: Callable[[bytes], None],
+        producer: Any,
+        sent: _Sent,
+        kinds: array[int],
+        deadline: float,
+        progress: StoreProgress,
     ) -> float:
         """Encode everything, then start the clock and produce: returns the start time."""
         encode = self._codec.encode_command
@@ -547,15 +590,16 @@ class LoadGenerator:
             if i % 2000 == 1999:
                 producer.poll(0)
                 if now >= deadline:
-                    del kinds[i + 1:]
+                    del kinds[i + 1 :]
                     break
                 if now - last_tick >= 0.1:
                     self._tick(i + 1, progress, started)
                     last_tick = now
         return started
 
-    def _await_funding(self, funding_ids: Sequence[int], reader: OutputReader,
-                       progress: StoreProgress) -> None:
+    def _await_funding(
+        self, funding_ids: Sequence[int], reader: OutputReader, progress: StoreProgress
+    ) -> None:
         """Let the deposits reach the store before the clock starts (best effort): read
         their outputs to learn their sequences, then wait for the store to show them."""
         self.report.funding_sent = len(funding_ids)
@@ -571,8 +615,9 @@ class LoadGenerator:
 
         found = reader.read(handle, len(ids), 60.0)
         if found < len(ids) or not progress.wait_for(top, 60.0):
-            self.report.notes.append("the funding deposits did not all reach the store "
-                                     "within 60s before trading began")
+            self.report.notes.append(
+                "the funding deposits did not all reach the store within 60s before trading began"
+            )
 
     # -- http ---------------------------------------------------------------------------
 
@@ -580,8 +625,9 @@ class LoadGenerator:
         cfg = self._cfg
         assert self._markets is not None
         markets = self._markets
-        limits = httpx.Limits(max_connections=cfg.concurrency,
-                              max_keepalive_connections=cfg.concurrency)
+        limits = httpx.Limits(
+            max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency
+        )
         async with httpx.AsyncClient(base_url=cfg.url, limits=limits, timeout=60.0) as client:
             # 1. Funding.
             funding_ids: list[int] = []
@@ -589,8 +635,11 @@ class LoadGenerator:
 
             async def deposit(c: Deposit) -> None:
                 async with gate:
-                    body = {"user_id": c.user_id, "asset": c.asset,
-                            "amount": _plain(markets.assets[c.asset].from_minor(c.amount))}
+                    body = {
+                        "user_id": c.user_id,
+                        "asset": c.asset,
+                        "amount": _plain(markets.assets[c.asset].from_minor(c.amount)),
+                    }
                     status, data = await _post(client, "/api/v1/deposit", body)
                 if status == 202:
                     funding_ids.append(int(data["command_id"]))
@@ -598,8 +647,9 @@ class LoadGenerator:
                     self._http_error(status, data)
 
             try:
-                await asyncio.gather(*(deposit(c) for c in funding_commands(cfg.users)
-                                       if isinstance(c, Deposit)))
+                await asyncio.gather(
+                    *(deposit(c) for c in funding_commands(cfg.users) if isinstance(c, Deposit))
+                )
             except httpx.HTTPError as e:
                 raise LoadError(f"the gateway at {cfg.url} did not answer: {e}") from e
             await asyncio.to_thread(self._await_funding, funding_ids, reader, progress)
@@ -641,8 +691,11 @@ class LoadGenerator:
                     placed[c.order_id] = fut
                     spec = symbols[c.symbol]
                     body: dict[str, object] = {
-                        "user_id": c.user_id, "symbol": c.symbol, "side": str(c.side),
-                        "order_type": str(c.order_type), "time_in_force": str(c.time_in_force),
+                        "user_id": c.user_id,
+                        "symbol": c.symbol,
+                        "side": str(c.side),
+                        "order_type": str(c.order_type),
+                        "time_in_force": str(c.time_in_force),
                         "quantity": _plain(spec.lots_to_quantity(c.quantity)),
                     }
                     if c.order_type is OrderType.LIMIT and c.price is not None:
@@ -664,8 +717,11 @@ class LoadGenerator:
                     if real is None:
                         rep.cancels_skipped += 1
                         continue
-                    status, data = await _post(client, "/api/v1/order/cancel", {
-                        "user_id": c.user_id, "symbol": c.symbol, "order_id": str(real)})
+                    status, data = await _post(
+                        client,
+                        "/api/v1/order/cancel",
+                        {"user_id": c.user_id, "symbol": c.symbol, "order_id": str(real)},
+                    )
                     if status == 202:
                         rep.cancels_sent += 1
                         state["sent"] += 1
@@ -705,8 +761,9 @@ def _cancelled_id(o: EngineOutput) -> int | None:
     return None
 
 
-async def _post(client: httpx.AsyncClient, path: str, body: dict[str, object]
-                ) -> tuple[int, dict[str, Any]]:
+async def _post(
+    client: httpx.AsyncClient, path: str, body: dict[str, object]
+) -> tuple[int, dict[str, Any]]:
     """(status, data or error) of a POST; a transport failure is status 0."""
     try:
         response = await client.post(path, json=body)
@@ -760,12 +817,12 @@ def summary_lines(rep: LoadReport) -> list[str]:
         f"freshness        p50 {ms('p50')}  p95 {ms('p95')}  p99 {ms('p99')}  max {ms('max')}",
         f"engine           {rep.applied} applied, "
         f"{sum(rep.rejected.values())} rejected"
-        + (": " + ", ".join(f"{k} {v}" for k, v in rep.rejected.items()) if rep.rejected
-           else ""),
+        + (": " + ", ".join(f"{k} {v}" for k, v in rep.rejected.items()) if rep.rejected else ""),
     ]
     if rep.http_errors:
-        lines.append("http errors      " + ", ".join(f"{k}: {v}"
-                                                     for k, v in rep.http_errors.items()))
+        lines.append(
+            "http errors      " + ", ".join(f"{k}: {v}" for k, v in rep.http_errors.items())
+        )
     if rep.cancels_skipped:
         lines.append(f"cancels skipped  {rep.cancels_skipped} (their order was refused)")
     lines.extend(f"note: {n}" for n in rep.notes)

@@ -128,8 +128,9 @@ class Supervisor:
                     port=s.exchange_broker_port, binary=s.tansu_bin
                 ).start()
                 bootstrap = self._broker.bootstrap_servers
-                self._out(f"broker    tansu (embedded, in-memory) pid={self._broker.pid} "
-                          f"at {bootstrap}")
+                self._out(
+                    f"broker    tansu (embedded, in-memory) pid={self._broker.pid} at {bootstrap}"
+                )
                 # The in-memory log starts empty, so a read model left by an earlier run
                 # no longer matches it: each embedded run gets a fresh state directory.
                 state_dir = s.exchange_data_dir / "embedded"
@@ -144,10 +145,14 @@ class Supervisor:
             for name, result in outcome.items():
                 self._out(f"topic     {name}: {result}")
             specs = list(self._services(s, bootstrap))
-            write_stack_file(s.exchange_data_dir, bootstrap,
-                             {"services": {sp.name: sp.endpoints for sp in specs},
-                              "data_dir": child_env.get("EXCHANGE_DATA_DIR",
-                                                        str(s.exchange_data_dir))})
+            write_stack_file(
+                s.exchange_data_dir,
+                bootstrap,
+                {
+                    "services": {sp.name: sp.endpoints for sp in specs},
+                    "data_dir": child_env.get("EXCHANGE_DATA_DIR", str(s.exchange_data_dir)),
+                },
+            )
             for spec in specs:
                 spec.env = {**child_env, **spec.env}
                 child = _Child(spec)
@@ -187,7 +192,9 @@ class Supervisor:
     def _start(self, child: _Child) -> None:
         env = {**os.environ, **child.spec.env}
         child.proc = subprocess.Popen(
-            child.spec.argv, env=env, stdin=subprocess.DEVNULL,
+            child.spec.argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
             start_new_session=True,
         )
@@ -202,8 +209,10 @@ class Supervisor:
             if proc is not None and proc.poll() is not None:
                 child.restarts += 1
                 delay = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
-                self._out(f"service   {child.spec.name} exited with code {proc.returncode}; "
-                          f"restarting in {delay:.1f}s (restart #{child.restarts})")
+                self._out(
+                    f"service   {child.spec.name} exited with code {proc.returncode}; "
+                    f"restarting in {delay:.1f}s (restart #{child.restarts})"
+                )
                 child.proc = None
                 child.next_start = now + delay
             elif proc is None and now >= child.next_start:

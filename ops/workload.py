@@ -29,10 +29,8 @@ class SymbolProfile:
 
 
 DEFAULT_PROFILES = (
-    SymbolProfile(symbol="BTC_USDT", base="BTC", quote="USDT", mid_ticks=5_000_000,
-                  max_lots=200),
-    SymbolProfile(symbol="ETH_USDT", base="ETH", quote="USDT", mid_ticks=300_000,
-                  max_lots=200),
+    SymbolProfile(symbol="BTC_USDT", base="BTC", quote="USDT", mid_ticks=5_000_000, max_lots=200),
+    SymbolProfile(symbol="ETH_USDT", base="ETH", quote="USDT", mid_ticks=300_000, max_lots=200),
 )
 
 # Generous funding so the stream mostly trades rather than being rejected.
@@ -48,15 +46,26 @@ class Mix:
 
 
 def funding_commands(
-    users: int, *, first_offset: int = 0, timestamp_ms: int = 1_700_000_000_000,
-    funding: dict[str, int] | None = None, first_user: int = 1,
+    users: int,
+    *,
+    first_offset: int = 0,
+    timestamp_ms: int = 1_700_000_000_000,
+    funding: dict[str, int] | None = None,
+    first_user: int = 1,
 ) -> list[Command]:
     out: list[Command] = []
     amounts = funding or DEFAULT_FUNDING
     for u in range(first_user, first_user + users):
         for asset, amount in amounts.items():
-            out.append(Deposit(command_id=first_offset + len(out), timestamp_ms=timestamp_ms,
-                               user_id=u, asset=asset, amount=amount))
+            out.append(
+                Deposit(
+                    command_id=first_offset + len(out),
+                    timestamp_ms=timestamp_ms,
+                    user_id=u,
+                    asset=asset,
+                    amount=amount,
+                )
+            )
     return out
 
 
@@ -107,22 +116,41 @@ def command_stream(
         qty = rng.randint(1, prof.max_lots)
         if r < t_cancel and r >= t_resting and placed:
             order_id, owner, symbol = _take(placed, rng.randrange(len(placed)))
-            yield CancelOrder(command_id=offset, timestamp_ms=ts, user_id=owner,
-                              symbol=symbol, order_id=order_id)
+            yield CancelOrder(
+                command_id=offset, timestamp_ms=ts, user_id=owner, symbol=symbol, order_id=order_id
+            )
         elif r < t_crossing:
             away = rng.randint(1, prof.spread_ticks)
             if r < t_resting or (r < t_cancel and not placed):
                 price = prof.mid_ticks - away if side is Side.BUY else prof.mid_ticks + away
             else:
                 price = prof.mid_ticks + away if side is Side.BUY else prof.mid_ticks - away
-            yield PlaceOrder(command_id=offset, timestamp_ms=ts, order_id=offset, user_id=user,
-                             symbol=prof.symbol, side=side, order_type=OrderType.LIMIT,
-                             time_in_force=TimeInForce.GTC, price=price, quantity=qty)
+            yield PlaceOrder(
+                command_id=offset,
+                timestamp_ms=ts,
+                order_id=offset,
+                user_id=user,
+                symbol=prof.symbol,
+                side=side,
+                order_type=OrderType.LIMIT,
+                time_in_force=TimeInForce.GTC,
+                price=price,
+                quantity=qty,
+            )
             placed.append((offset, user, prof.symbol))
             if len(placed) > 50_000:
                 _take(placed, 0)  # forget one of the oldest: bounded memory
         else:
-            yield PlaceOrder(command_id=offset, timestamp_ms=ts, order_id=offset, user_id=user,
-                             symbol=prof.symbol, side=side, order_type=OrderType.MARKET,
-                             time_in_force=TimeInForce.IOC, price=None, quantity=qty)
+            yield PlaceOrder(
+                command_id=offset,
+                timestamp_ms=ts,
+                order_id=offset,
+                user_id=user,
+                symbol=prof.symbol,
+                side=side,
+                order_type=OrderType.MARKET,
+                time_in_force=TimeInForce.IOC,
+                price=None,
+                quantity=qty,
+            )
         offset += 1

@@ -36,14 +36,26 @@ def replay(
     timeout_s: float = 3600.0,
 ) -> tuple[int, int]:
     """Apply every record of ``topic``; return (outputs applied, records skipped as bad)."""
+
     def fail(_msg: Message, err: KafkaError) -> None:
         raise ReplayError(f"reading {topic}: {err}")
 
-    consumer = make_consumer(bootstrap, "settlement-replay", latency="bulk", **{
-        "enable.partition.eof": True, "fetch.max.bytes": 32 << 20,
-    })
-    reading = ReadToEnd(consumer, {(topic, p): 0 for p in range(partitions)},
-                        timeout_s=timeout_s, on_error=fail, max_messages=batch_size)
+    consumer = make_consumer(
+        bootstrap,
+        "settlement-replay",
+        latency="bulk",
+        **{
+            "enable.partition.eof": True,
+            "fetch.max.bytes": 32 << 20,
+        },
+    )
+    reading = ReadToEnd(
+        consumer,
+        {(topic, p): 0 for p in range(partitions)},
+        timeout_s=timeout_s,
+        on_error=fail,
+        max_messages=batch_size,
+    )
     applied = skipped = 0
     batch: list[EngineOutput] = []
 
@@ -65,8 +77,8 @@ def replay(
                 flush()
         if reading.pending:
             raise ReplayError(
-                f"{topic} partitions {sorted(p for _, p in reading.pending)} "
-                "not read to the end")
+                f"{topic} partitions {sorted(p for _, p in reading.pending)} not read to the end"
+            )
         if batch:
             flush()
     finally:

@@ -116,8 +116,9 @@ class SettlementService:
         # Next offset to commit per (topic, partition): written to the store, not committed.
         self._pending: dict[tuple[str, int], int] = {}
         self._last_commit = 0.0  # monotonic time of the last commit (set when run starts)
-        self.watchdog = ConsumerWatchdog("settlement", stall_after_s=config.stall_after_s,
-                                         sink=watchdog_sink)
+        self.watchdog = ConsumerWatchdog(
+            "settlement", stall_after_s=config.stall_after_s, sink=watchdog_sink
+        )
         self._fetch_wait_ms = config.fetch_wait_ms
         # Next offset to read per assigned partition: from delivered records, else from the
         # committed offset found when the partition was assigned (-1: not known yet).
@@ -138,10 +139,15 @@ class SettlementService:
         cfg = self._cfg
         if self._fetch_wait_ms is None:
             self._fetch_wait_ms = fetch_wait_ms(self._bootstrap)
-        consumer = make_consumer(self._bootstrap, cfg.group_id, **{
-            "fetch.max.bytes": 32 << 20, "partition.assignment.strategy": "cooperative-sticky",
-            "fetch.wait.max.ms": self._fetch_wait_ms,
-        })
+        consumer = make_consumer(
+            self._bootstrap,
+            cfg.group_id,
+            **{
+                "fetch.max.bytes": 32 << 20,
+                "partition.assignment.strategy": "cooperative-sticky",
+                "fetch.wait.max.ms": self._fetch_wait_ms,
+            },
+        )
         self.watchdog.report_fetch_wait(self._fetch_wait_ms)
 
         def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
@@ -182,8 +188,9 @@ class SettlementService:
                     self.watchdog.healed()
                 # Checked on idle turns too: the last batches of a burst must not wait for
                 # the next record to be committed (lag dashboards would show them unread).
-                if self._pending and (time.monotonic() - self._last_commit
-                                      >= cfg.commit_every_ms / 1000):
+                if self._pending and (
+                    time.monotonic() - self._last_commit >= cfg.commit_every_ms / 1000
+                ):
                     self._commit_pending(consumer, None, asynchronous=True)
                 # Smart batching: wait up to T ms for the first record only, then take
                 # everything already fetched (up to N). Under load batches grow by themselves
@@ -203,8 +210,9 @@ class SettlementService:
             consumer.close()  # leaves the group now, so the others take over at once
         return self.stats
 
-    def _handle(self, consumer: Consumer, dlq: Producer, msgs: list[Message],
-                stop: threading.Event) -> None:
+    def _handle(
+        self, consumer: Consumer, dlq: Producer, msgs: list[Message], stop: threading.Event
+    ) -> None:
         decode = self._codec.decode_output
         outputs: list[EngineOutput] = []
         dead = 0
@@ -239,8 +247,9 @@ class SettlementService:
             self.stats.events += sum(_events_in(o) for o in outputs)
         self._pending.update(next_offsets)
 
-    def _commit_pending(self, consumer: Consumer, only: set[tuple[str, int]] | None,
-                        *, asynchronous: bool = False) -> None:
+    def _commit_pending(
+        self, consumer: Consumer, only: set[tuple[str, int]] | None, *, asynchronous: bool = False
+    ) -> None:
         """Commit the pending offsets (of ``only`` those partitions, when given)."""
         keys = [k for k in self._pending if only is None or k in only]
         if not keys:
@@ -257,8 +266,9 @@ class SettlementService:
             # which the versioned upserts make harmless.
             log.warning("offset commit failed (%s); those outputs will be re-applied", e)
 
-    def _write(self, consumer: Consumer, outputs: list[EngineOutput],
-               stop: threading.Event) -> bool:
+    def _write(
+        self, consumer: Consumer, outputs: list[EngineOutput], stop: threading.Event
+    ) -> bool:
         delay = self._cfg.backoff_initial_s
         paused: list[TopicPartition] = []
         try:
@@ -288,5 +298,11 @@ class SettlementService:
 
 
 def _events_in(o: EngineOutput) -> int:
-    return (len(o.trades) + len(o.order_placements) + len(o.order_updates)
-            + len(o.order_completions) + len(o.balance_updates) + len(o.rejections))
+    return (
+        len(o.trades)
+        + len(o.order_placements)
+        + len(o.order_updates)
+        + len(o.order_completions)
+        + len(o.balance_updates)
+        + len(o.rejections)
+    )

@@ -56,15 +56,23 @@ def scan_tails(
 
     The end is the fetch's, not ListOffsets' (see :class:`exchange.kafka.ReadToEnd`).
     """
+
     def fail(_msg: Message, err: KafkaError) -> None:
         raise OutputLogError(f"reading {topic}: {err}")
 
-    consumer = make_consumer(bootstrap, "engine-output-tail-scan", latency="bulk",
-                             **{"enable.partition.eof": True,
-                                "max.partition.fetch.bytes": 8 << 20})
+    consumer = make_consumer(
+        bootstrap,
+        "engine-output-tail-scan",
+        latency="bulk",
+        **{"enable.partition.eof": True, "max.partition.fetch.bytes": 8 << 20},
+    )
     tails = {p: PartitionTail(0, -1, None) for p in start_offsets}
-    reading = ReadToEnd(consumer, {(topic, p): off for p, off in start_offsets.items()},
-                        timeout_s=timeout_s, on_error=fail)
+    reading = ReadToEnd(
+        consumer,
+        {(topic, p): off for p, off in start_offsets.items()},
+        timeout_s=timeout_s,
+        on_error=fail,
+    )
     try:
         for msg in reading:
             _, p, offset = where(msg)
@@ -76,7 +84,8 @@ def scan_tails(
     if reading.pending:
         raise OutputLogError(
             f"could not read {topic} partitions {sorted(p for _, p in reading.pending)} "
-            f"to the end in {timeout_s}s")
+            f"to the end in {timeout_s}s"
+        )
     return tails
 
 

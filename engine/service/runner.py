@@ -88,8 +88,9 @@ class EngineMetricsSink(Protocol):
     """What the loop reports to (see :class:`exchange.metrics.EngineMetrics`): once per
     consumed batch and once per snapshot, never per command."""
 
-    def record_batch(self, outputs: Sequence[EngineOutput], published: int,
-                     sequence: int) -> None: ...
+    def record_batch(
+        self, outputs: Sequence[EngineOutput], published: int, sequence: int
+    ) -> None: ...
 
     def record_snapshot_pause(self, seconds: float) -> None: ...
 
@@ -161,8 +162,9 @@ class EngineService:
         self._delivery_errors: list[KafkaError] = []
         self._snapshot_thread: threading.Thread | None = None
         self._snapshot_failed: BaseException | None = None
-        self.watchdog = ConsumerWatchdog("engine", stall_after_s=config.stall_after_s,
-                                         sink=watchdog_sink)
+        self.watchdog = ConsumerWatchdog(
+            "engine", stall_after_s=config.stall_after_s, sink=watchdog_sink
+        )
         self._fetch_wait_ms = config.fetch_wait_ms
         self._consuming = False  # set once the orders consumer had a fetch answered
 
@@ -206,27 +208,36 @@ class EngineService:
             meta, data = loaded
             self._engine = self._restore_engine(data)
             if meta.state_hash and self._engine.state_hash() != meta.state_hash:
-                raise InvariantError(f"snapshot {meta.snapshot_id} restored to a different "
-                                     "state hash than it was taken with")
+                raise InvariantError(
+                    f"snapshot {meta.snapshot_id} restored to a different "
+                    "state hash than it was taken with"
+                )
             self._next_offset = meta.orders_next_offset
             scan_from = dict(meta.output_scan_from)
             snapshot_sequence = meta.sequence
-            log.info("restored snapshot at sequence %d (orders offset %d, %d bytes)",
-                     meta.sequence, meta.orders_next_offset, meta.size)
+            log.info(
+                "restored snapshot at sequence %d (orders offset %d, %d bytes)",
+                meta.sequence,
+                meta.orders_next_offset,
+                meta.size,
+            )
         self._partitions = partitions_of(self._bootstrap, self._cfg.output_topic)
         for p in range(self._partitions):
             scan_from.setdefault(p, 0)
         self._tails = scan_tails(self._bootstrap, self._cfg.output_topic, scan_from)
         self._skip_until = {p: t.last_sequence for p, t in self._tails.items()}
-        self._scan_from = {p: (t.last_offset if t.last_offset >= 0 else scan_from[p])
-                           for p, t in self._tails.items()}
+        self._scan_from = {
+            p: (t.last_offset if t.last_offset >= 0 else scan_from[p])
+            for p, t in self._tails.items()
+        }
         for p in range(self._partitions):
             # Every output up to the snapshot was flushed before it was taken.
             expected = _last_sequence_in_partition(snapshot_sequence, p, self._partitions)
             if self._skip_until[p] < expected:
                 raise InvariantError(
                     f"{self._cfg.output_topic}[{p}] ends at sequence {self._skip_until[p]} but "
-                    f"the snapshot says it held {expected}: the output log lost records")
+                    f"the snapshot says it held {expected}: the output log lost records"
+                )
         self.stats.recovery_s = time.monotonic() - started
         log.info("recovered in %.2fs; output tails %s", self.stats.recovery_s, self._skip_until)
 
@@ -240,12 +251,18 @@ class EngineService:
         if self._fetch_wait_ms is None:
             self._fetch_wait_ms = fetch_wait_ms(self._bootstrap)
         consumer = self._orders_consumer()
-        producer = make_producer(self._bootstrap, **{
-            "linger.ms": 5, "batch.num.messages": 10_000, "batch.size": 4 << 20,
-            "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1 << 20,
-            # A broker outage makes us wait, never drop: no delivery deadline.
-            "message.timeout.ms": 0,
-        })
+        producer = make_producer(
+            self._bootstrap,
+            **{
+                "linger.ms": 5,
+                "batch.num.messages": 10_000,
+                "batch.size": 4 << 20,
+                "queue.buffering.max.messages": 1_000_000,
+                "queue.buffering.max.kbytes": 1 << 20,
+                # A broker outage makes us wait, never drop: no delivery deadline.
+                "message.timeout.ms": 0,
+            },
+        )
         orders = (cfg.orders_topic, 0)
         watchdog = self.watchdog
         last_commit = time.monotonic()
@@ -283,8 +300,10 @@ class EngineService:
                     log.error("snapshot write failed (will retry): %s", self._snapshot_failed)
                     self._snapshot_failed = None
                 now = time.monotonic()
-                if since_snapshot and (since_snapshot >= cfg.snapshot_every_commands
-                                       or now - last_snapshot >= cfg.snapshot_every_s):
+                if since_snapshot and (
+                    since_snapshot >= cfg.snapshot_every_commands
+                    or now - last_snapshot >= cfg.snapshot_every_s
+                ):
                     self._snapshot(producer)
                     since_snapshot = 0
                     last_snapshot = now
@@ -307,7 +326,8 @@ class EngineService:
         """A consumer of ``orders`` assigned at the next offset to apply."""
         wait = self._fetch_wait_ms
         overrides: dict[str, Any] = {
-            "fetch.max.bytes": 32 << 20, "max.partition.fetch.bytes": 16 << 20,
+            "fetch.max.bytes": 32 << 20,
+            "max.partition.fetch.bytes": 16 << 20,
             "queued.max.messages.kbytes": 256 << 10,
         }
         if wait is not None:
@@ -367,7 +387,8 @@ class EngineService:
                 if seq == tail.last_sequence and encode(output) != tail.last_value:
                     raise InvariantError(
                         f"replayed output {seq} differs from the one already published: "
-                        "the engine is not deterministic")
+                        "the engine is not deterministic"
+                    )
             if on_output is not None:
                 on_output(output)
             if batch is not None:
@@ -375,8 +396,7 @@ class EngineService:
             self._next_offset = offset + 1
         self.stats.applied += applied
         if metrics is not None and batch:
-            metrics.record_batch(batch, self.stats.published - published_before,
-                                 engine.sequence)
+            metrics.record_batch(batch, self.stats.published - published_before, engine.sequence)
         return applied
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
@@ -401,8 +421,10 @@ class EngineService:
     def _commit(self, consumer: Any) -> None:
         # Committed offsets only feed lag dashboards; recovery uses snapshots and the log.
         try:
-            consumer.commit(offsets=[TopicPartition(self._cfg.orders_topic, 0,
-                                                    self._next_offset)], asynchronous=False)
+            consumer.commit(
+                offsets=[TopicPartition(self._cfg.orders_topic, 0, self._next_offset)],
+                asynchronous=False,
+            )
         except Exception as e:  # a failed commit costs only dashboard accuracy
             log.warning("committing the orders offset failed: %s", e)
 
@@ -415,8 +437,10 @@ class EngineService:
         started = time.monotonic()
         engine = self.engine
         meta = SnapshotMeta(
-            snapshot_id=engine.sequence, orders_next_offset=self._next_offset,
-            sequence=engine.sequence, output_scan_from=dict(self._scan_from),
+            snapshot_id=engine.sequence,
+            orders_next_offset=self._next_offset,
+            sequence=engine.sequence,
+            output_scan_from=dict(self._scan_from),
         )
         if self._cfg.snapshot_fork and hasattr(os, "fork"):
             serialized = serialize_in_child(engine)
@@ -425,15 +449,18 @@ class EngineService:
 
             def serialized() -> bytes:
                 return data
+
         pause = time.monotonic() - started
         self.stats.snapshot_pause_s.append(pause)
         if self._metrics is not None:
             self._metrics.record_snapshot_pause(pause)
-        log.info("snapshot at sequence %d: matching paused %.1f ms", meta.sequence,
-                 pause * 1000)
+        log.info("snapshot at sequence %d: matching paused %.1f ms", meta.sequence, pause * 1000)
         self._snapshot_thread = threading.Thread(
-            target=self._write_snapshot, args=(meta, serialized), name="snapshot-writer",
-            daemon=True)
+            target=self._write_snapshot,
+            args=(meta, serialized),
+            name="snapshot-writer",
+            daemon=True,
+        )
         self._snapshot_thread.start()
 
     def _write_snapshot(self, meta: SnapshotMeta, serialized: Callable[[], bytes]) -> None:

@@ -66,8 +66,13 @@ def seal(meta: SnapshotMeta, data: bytes, chunk_size: int = CHUNK_SIZE) -> Snaps
     """The manifest for ``data``: size, digest and chunk count filled in."""
     chunks = max(1, -(-len(data) // chunk_size))
     return SnapshotMeta(
-        **{**asdict(meta), "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-           "chunks": chunks, "created_unix_ms": int(time.time() * 1000)}
+        **{
+            **asdict(meta),
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "chunks": chunks,
+            "created_unix_ms": int(time.time() * 1000),
+        }
     )
 
 
@@ -121,8 +126,9 @@ class FileSnapshotStore:
 class KafkaSnapshotStore:
     """Chunked snapshots on a compacted single-partition topic, in two alternating slots."""
 
-    def __init__(self, producer: Producer, bootstrap: str, topic: str,
-                 chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(
+        self, producer: Producer, bootstrap: str, topic: str, chunk_size: int = CHUNK_SIZE
+    ) -> None:
         self._producer = producer
         self._saves = 0
         self._bootstrap = bootstrap
@@ -141,25 +147,29 @@ class KafkaSnapshotStore:
 
         view = memoryview(data)
         for i in range(meta.chunks):
-            chunk = view[i * self._chunk_size:(i + 1) * self._chunk_size]
+            chunk = view[i * self._chunk_size : (i + 1) * self._chunk_size]
             self._produce(f"{slot}/chunk/{i:06d}".encode(), prefix + bytes(chunk), on_delivery)
         # The manifest goes last: a reader only trusts chunks a manifest vouches for.
         self._produce(f"{slot}/manifest".encode(), meta.to_json(), on_delivery)
         remaining = self._producer.flush(120)
         if remaining or errors:
-            raise SnapshotStoreError(f"snapshot {meta.snapshot_id} not fully written: "
-                                f"{remaining} undelivered, errors {errors[:3]}")
+            raise SnapshotStoreError(
+                f"snapshot {meta.snapshot_id} not fully written: "
+                f"{remaining} undelivered, errors {errors[:3]}"
+            )
 
     def _next_slot(self) -> str:
         self._saves += 1
         return "A" if self._saves % 2 else "B"
 
-    def _produce(self, key: bytes, value: bytes,
-                 cb: Callable[[KafkaError | None, Message], None]) -> None:
+    def _produce(
+        self, key: bytes, value: bytes, cb: Callable[[KafkaError | None, Message], None]
+    ) -> None:
         while True:
             try:
-                self._producer.produce(self._topic, key=key, value=value, partition=0,
-                                       on_delivery=cb)
+                self._producer.produce(
+                    self._topic, key=key, value=value, partition=0, on_delivery=cb
+                )
                 return
             except BufferError:
                 self._producer.poll(0.1)
@@ -183,16 +193,21 @@ class KafkaSnapshotStore:
                     break
                 parts.append(value[8:])
             data = b"".join(parts)
-            if (len(parts) != meta.chunks or len(data) != meta.size
-                    or hashlib.sha256(data).hexdigest() != meta.sha256):
+            if (
+                len(parts) != meta.chunks
+                or len(data) != meta.size
+                or hashlib.sha256(data).hexdigest() != meta.sha256
+            ):
                 log.warning("ignoring incomplete snapshot %s in slot %s", meta.snapshot_id, slot)
                 continue
             if best is None or meta.snapshot_id > best[0].snapshot_id:
                 best = (meta, data)
         if best is not None:
             # Continue alternating after the slot that holds the newest snapshot.
-            newest_slot_a = latest.get(b"A/manifest") is not None and \
-                SnapshotMeta.from_json(latest[b"A/manifest"]).snapshot_id == best[0].snapshot_id
+            newest_slot_a = (
+                latest.get(b"A/manifest") is not None
+                and SnapshotMeta.from_json(latest[b"A/manifest"]).snapshot_id == best[0].snapshot_id
+            )
             self._saves = 1 if newest_slot_a else 0
         return best
 
@@ -202,12 +217,20 @@ def _read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> dict[by
 
     The end is the fetch's, not ListOffsets' (see :class:`exchange.kafka.ReadToEnd`).
     """
+
     def fail(_msg: Message, err: KafkaError) -> None:
         raise SnapshotStoreError(f"reading {topic}: {err}")
 
-    consumer = make_consumer(bootstrap, "engine-snapshot-loader", latency="bulk",
-                             **{"enable.partition.eof": True, "fetch.max.bytes": 64 << 20,
-                                "max.partition.fetch.bytes": 16 << 20})
+    consumer = make_consumer(
+        bootstrap,
+        "engine-snapshot-loader",
+        latency="bulk",
+        **{
+            "enable.partition.eof": True,
+            "fetch.max.bytes": 64 << 20,
+            "max.partition.fetch.bytes": 16 << 20,
+        },
+    )
     latest: dict[bytes, bytes] = {}
     reading = ReadToEnd(consumer, {(topic, 0): 0}, timeout_s=timeout_s, on_error=fail)
     try:

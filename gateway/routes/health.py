@@ -68,9 +68,11 @@ def _peer_client(state: Any) -> httpx.AsyncClient:
     response_model=None,
     responses={
         200: {"model": Envelope[ReadyOut]},
-        503: error_doc("NOT_READY: the broker or the store is unreachable, the "
-                       "engine-output follower is not following, or the engine or a "
-                       "settlement worker is not ready."),
+        503: error_doc(
+            "NOT_READY: the broker or the store is unreachable, the "
+            "engine-output follower is not following, or the engine or a "
+            "settlement worker is not ready."
+        ),
     },
     tags=["health"],
 )

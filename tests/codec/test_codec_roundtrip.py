@@ -363,14 +363,27 @@ def test_decode_command_when_built_through_the_fast_path_is_a_real_frozen_comman
     from exchange.codec import Codec as C
 
     codec = C()
-    place = Place(command_id=7, timestamp_ms=1, order_id=7, user_id=2, symbol="BTC_USDT",
-                  side=S.SELL, order_type=OT.LIMIT, time_in_force=Tif.IOC, post_only=False,
-                  price=5, quantity=3, client_order_id="c-1", stp_mode=Stp.EXPIRE_BOTH)
+    place = Place(
+        command_id=7,
+        timestamp_ms=1,
+        order_id=7,
+        user_id=2,
+        symbol="BTC_USDT",
+        side=S.SELL,
+        order_type=OT.LIMIT,
+        time_in_force=Tif.IOC,
+        post_only=False,
+        price=5,
+        quantity=3,
+        client_order_id="c-1",
+        stp_mode=Stp.EXPIRE_BOTH,
+    )
     cancel = Cancel(command_id=8, timestamp_ms=1, user_id=2, symbol="BTC_USDT", order_id=7)
 
     for original in (place, cancel):
-        decoded = codec.decode_command(codec.encode_command(original),
-                                       command_id=original.command_id)
+        decoded = codec.decode_command(
+            codec.encode_command(original), command_id=original.command_id
+        )
         assert type(decoded) is type(original)
         assert decoded == original and hash(decoded) == hash(original)
         assert dataclasses.replace(decoded) == original

@@ -42,8 +42,11 @@ def services() -> dict[str, dict[str, Any]]:
 
 def project_services() -> dict[str, dict[str, Any]]:
     """The services that run the project's own image (`exchange <command>`)."""
-    return {name: s for name, s in services().items()
-            if str(s.get("image", "")).startswith(PROJECT_IMAGE + ":")}
+    return {
+        name: s
+        for name, s in services().items()
+        if str(s.get("image", "")).startswith(PROJECT_IMAGE + ":")
+    }
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
@@ -90,6 +93,7 @@ def variable_values(dash: dict[str, Any]) -> dict[str, str]:
 
 def substitute(expr: str, values: dict[str, str]) -> str:
     """What Grafana sends to Prometheus for ``expr``: ``$var``/``${var}`` replaced."""
+
     def one(m: re.Match[str]) -> str:
         name = m.group(1) or m.group(2)
         if name not in values:
@@ -106,8 +110,12 @@ def dashboard_queries() -> list[Query]:
         values = variable_values(dash)
         for p in panels(dash):
             for t in p.get("targets", []):
-                out.append(Query(f"{dash['title']} / {p['title']} / {t['refId']}",
-                                 substitute(t["expr"], values)))
+                out.append(
+                    Query(
+                        f"{dash['title']} / {p['title']} / {t['refId']}",
+                        substitute(t["expr"], values),
+                    )
+                )
     return out
 
 

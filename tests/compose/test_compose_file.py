@@ -51,8 +51,11 @@ def test_kafka_and_cassandra_images_when_read_match_the_pinned_real_stack() -> N
 
 
 def test_services_when_read_have_a_healthcheck_or_a_stated_reason() -> None:
-    without = {name for name, s in services().items()
-               if not s.get("healthcheck", {}).get("test") or s["healthcheck"].get("disable")}
+    without = {
+        name
+        for name, s in services().items()
+        if not s.get("healthcheck", {}).get("test") or s["healthcheck"].get("disable")
+    }
     assert without == set(NO_HEALTHCHECK)
 
 
@@ -135,9 +138,12 @@ def test_volumes_when_mounted_are_named_or_our_config_read_only() -> None:
 
 
 def test_health_and_metrics_ports_when_read_match_the_service_settings() -> None:
-    ports = {"engine": "EXCHANGE_ENGINE_METRICS_PORT", "settlement":
-             "EXCHANGE_SETTLEMENT_METRICS_PORT", "lag": "EXCHANGE_LAG_METRICS_PORT",
-             "gateway": "EXCHANGE_PORT"}
+    ports = {
+        "engine": "EXCHANGE_ENGINE_METRICS_PORT",
+        "settlement": "EXCHANGE_SETTLEMENT_METRICS_PORT",
+        "lag": "EXCHANGE_LAG_METRICS_PORT",
+        "gateway": "EXCHANGE_PORT",
+    }
     ours = project_services()
     for name, variable in ports.items():
         port = environment(ours[name])[variable]
@@ -147,8 +153,10 @@ def test_health_and_metrics_ports_when_read_match_the_service_settings() -> None
 def test_prometheus_when_configured_scrapes_every_service_on_its_port() -> None:
     expected = {
         "engine": ("engine", environment(services()["engine"])["EXCHANGE_ENGINE_METRICS_PORT"]),
-        "settlement": ("settlement",
-                       environment(services()["settlement"])["EXCHANGE_SETTLEMENT_METRICS_PORT"]),
+        "settlement": (
+            "settlement",
+            environment(services()["settlement"])["EXCHANGE_SETTLEMENT_METRICS_PORT"],
+        ),
         "gateway": ("gateway", environment(services()["gateway"])["EXCHANGE_PORT"]),
         "exchange-lag": ("lag", environment(services()["lag"])["EXCHANGE_LAG_METRICS_PORT"]),
         "kafka-exporter": ("kafka-exporter", "9308"),
@@ -183,8 +191,11 @@ def test_dockerfile_when_built_has_a_final_stage_without_build_tools_running_as_
 
 
 def test_dockerignore_when_read_sends_only_what_the_image_copies() -> None:
-    lines = [ln.strip() for ln in DOCKERIGNORE.read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
+    lines = [
+        ln.strip()
+        for ln in DOCKERIGNORE.read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     assert lines[0] == "*", "allow-list: everything else (.venv, data, .git, tests) stays out"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
     copied = set(re.findall(r"(?m)^COPY\s+(?!--from)(\S+)", DOCKERFILE.read_text()))
@@ -194,13 +205,16 @@ def test_dockerignore_when_read_sends_only_what_the_image_copies() -> None:
     # Every package the project installs, and the data the codec and the Cassandra store
     # read from beside them.
     include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "packages"]["find"]["include"]
+        "packages"
+    ]["find"]["include"]
     for package in [p.removesuffix("*") for p in include] + ["avro", "cql"]:
         assert package in allowed and package in copied, f"{package} is not in the image"
 
 
-@pytest.mark.parametrize("image", ["apache/kafka", "cassandra", "prom/prometheus",
-                                   "grafana/grafana", "danielqsj/kafka-exporter"])
+@pytest.mark.parametrize(
+    "image",
+    ["apache/kafka", "cassandra", "prom/prometheus", "grafana/grafana", "danielqsj/kafka-exporter"],
+)
 def test_stack_when_read_has_each_dependency_once(image: str) -> None:
     assert sum(1 for s in services().values() if s["image"].startswith(image + ":")) == 1
 
@@ -215,7 +229,8 @@ def test_grafana_when_provisioned_loads_our_dashboards_and_opens_one_as_home() -
     grafana = services()["grafana"]
     mounts = dict(v.split(":")[:2] for v in grafana["volumes"])
     (provider,) = load_yaml(ROOT / "compose/grafana/provisioning/dashboards/exchange.yml")[
-        "providers"]
+        "providers"
+    ]
     assert mounts["./grafana/dashboards"] == provider["options"]["path"]
     assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
     home = environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
@@ -226,7 +241,8 @@ def test_grafana_when_provisioned_loads_our_dashboards_and_opens_one_as_home() -
     assert environment(grafana)["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
     assert environment(grafana)["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
     (source,) = load_yaml(ROOT / "compose/grafana/provisioning/datasources/prometheus.yml")[
-        "datasources"]
+        "datasources"
+    ]
     assert source["url"] == "http://prometheus:9090" and "prometheus" in services()
 
 
@@ -237,17 +253,29 @@ def test_gateway_when_deployed_requires_and_scrapes_every_container_by_name() ->
     assert sources is not None
     replicas = s["settlement"]["deploy"]["replicas"]
     project = compose()["name"]
-    port = {name: environment(s[name])[var] for name, var in (
-        ("engine", "EXCHANGE_ENGINE_METRICS_PORT"), ("settlement",
-        "EXCHANGE_SETTLEMENT_METRICS_PORT"), ("lag", "EXCHANGE_LAG_METRICS_PORT"))}
+    port = {
+        name: environment(s[name])[var]
+        for name, var in (
+            ("engine", "EXCHANGE_ENGINE_METRICS_PORT"),
+            ("settlement", "EXCHANGE_SETTLEMENT_METRICS_PORT"),
+            ("lag", "EXCHANGE_LAG_METRICS_PORT"),
+        )
+    }
     assert set(sources) == {
-        f"http://engine:{port['engine']}/metrics", f"http://lag:{port['lag']}/metrics",
-        *(f"http://{project}-settlement-{i}:{port['settlement']}/metrics"
-          for i in range(1, replicas + 1))}
+        f"http://engine:{port['engine']}/metrics",
+        f"http://lag:{port['lag']}/metrics",
+        *(
+            f"http://{project}-settlement-{i}:{port['settlement']}/metrics"
+            for i in range(1, replicas + 1)
+        ),
+    }
     assert set(settings.ready_urls) == {
         f"http://engine:{port['engine']}/ready",
-        *(f"http://{project}-settlement-{i}:{port['settlement']}/ready"
-          for i in range(1, replicas + 1))}
+        *(
+            f"http://{project}-settlement-{i}:{port['settlement']}/ready"
+            for i in range(1, replicas + 1)
+        ),
+    }
 
 
 def test_engine_when_deployed_cannot_be_scaled_past_its_single_writer() -> None:

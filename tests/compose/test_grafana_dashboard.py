@@ -58,8 +58,11 @@ def _lost_keys(original: Any, round_trip: Any, path: str = "") -> list[str]:
     if isinstance(original, list):
         if not isinstance(round_trip, list) or len(original) != len(round_trip):
             return [path]
-        return [k for i, (a, b) in enumerate(zip(original, round_trip, strict=True))
-                for k in _lost_keys(a, b, f"{path}[{i}]")]
+        return [
+            k
+            for i, (a, b) in enumerate(zip(original, round_trip, strict=True))
+            for k in _lost_keys(a, b, f"{path}[{i}]")
+        ]
     return []
 
 
@@ -104,11 +107,14 @@ def test_dashboard_when_round_tripped_through_grafanas_schema_keeps_every_key(pa
         assert _lost_keys(p["options"], options) == [], p["title"]
         custom = p["fieldConfig"]["defaults"].get("custom")
         if custom is not None:
-            assert _lost_keys(custom, _plain(plugin.FieldConfig.from_json(custom).to_json())) \
-                == [], p["title"]
+            assert (
+                _lost_keys(custom, _plain(plugin.FieldConfig.from_json(custom).to_json())) == []
+            ), p["title"]
         for t in p["targets"]:
-            assert _lost_keys(t, _plain(prometheus.Dataquery.from_json(t).to_json())) == [], \
-                (p["title"], t["refId"])
+            assert _lost_keys(t, _plain(prometheus.Dataquery.from_json(t).to_json())) == [], (
+                p["title"],
+                t["refId"],
+            )
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
@@ -155,8 +161,9 @@ def test_dashboard_when_read_has_every_panel_the_issue_asks_for() -> None:
         "exchange_dlq_records_total",
     }
     assert wanted <= used, sorted(wanted - used)
-    by_status = [q.expr for q in dashboard_queries()
-                 if "exchange_gateway_request_seconds_bucket" in q.expr]
+    by_status = [
+        q.expr for q in dashboard_queries() if "exchange_gateway_request_seconds_bucket" in q.expr
+    ]
     assert by_status and all("status" in e for e in by_status)
 
 
@@ -174,4 +181,4 @@ def test_dashboard_variables_when_substituted_leave_no_variable() -> None:
         for q in dashboard_queries():
             assert "$" not in q.expr, q
         with pytest.raises(KeyError):
-            substitute("up{job=~\"$nope\"}", values)
+            substitute('up{job=~"$nope"}', values)

@@ -11,8 +11,10 @@ import pytest
 from ops.broker import free_port
 from ops.healthcheck import check, main
 
-PAGES = {"/metrics": (200, "# HELP x\nexchange_settlement_ready 1.0\nother 2.0\n"),
-         "/ready": (503, '{"success": false}')}
+PAGES = {
+    "/metrics": (200, "# HELP x\nexchange_settlement_ready 1.0\nother 2.0\n"),
+    "/ready": (503, '{"success": false}'),
+}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -47,7 +49,8 @@ def test_check_when_the_page_answers_with_the_expected_line_is_healthy(base: str
 
 
 def test_check_when_the_expected_line_is_missing_is_unhealthy(
-        base: str, capsys: pytest.CaptureFixture[str]) -> None:
+    base: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert "no line" in str(check(f"{base}/metrics", "exchange_settlement_ready 0.0"))
     # a prefix of a line is not the line
     assert check(f"{base}/metrics", "exchange_settlement_ready 1") is not None

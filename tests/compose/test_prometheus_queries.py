@@ -66,8 +66,9 @@ class Stack:
     env: dict[str, str]  # what `exchange up` ran with: loadgen finds the stack through it
 
 
-def _wait(what: str, proc: subprocess.Popen[bytes], log: Path, probe: Any,
-          timeout_s: float = 180) -> None:
+def _wait(
+    what: str, proc: subprocess.Popen[bytes], log: Path, probe: Any, timeout_s: float = 180
+) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         assert proc.poll() is None, f"{what} exited:\n{log.read_text()[-4000:]}"
@@ -94,34 +95,55 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> int:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data = tmp_path_factory.mktemp("stack")
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
-    ports = {"gateway": free_port(), "engine": free_port(), "settlement": free_port(),
-             "exchange-lag": free_port()}
+    ports = {
+        "gateway": free_port(),
+        "engine": free_port(),
+        "settlement": free_port(),
+        "exchange-lag": free_port(),
+    }
     run = uuid.uuid4().hex[:8]
-    env.update({"EXCHANGE_DATA_DIR": str(data), "EXCHANGE_PORT": str(ports["gateway"]),
-                "EXCHANGE_ENGINE_METRICS_PORT": str(ports["engine"]),
-                "EXCHANGE_SETTLEMENT_METRICS_PORT": str(ports["settlement"]),
-                "EXCHANGE_LAG_METRICS_PORT": str(ports["exchange-lag"])})
+    env.update(
+        {
+            "EXCHANGE_DATA_DIR": str(data),
+            "EXCHANGE_PORT": str(ports["gateway"]),
+            "EXCHANGE_ENGINE_METRICS_PORT": str(ports["engine"]),
+            "EXCHANGE_SETTLEMENT_METRICS_PORT": str(ports["settlement"]),
+            "EXCHANGE_LAG_METRICS_PORT": str(ports["exchange-lag"]),
+        }
+    )
     orders = "orders"
     if env.get("KAFKA_BOOTSTRAP_SERVERS"):  # a shared cluster: topics of our own
         orders = f"prom-{run}-orders"
-        env.update({"EXCHANGE_TOPIC_ORDERS": orders,
-                    "EXCHANGE_TOPIC_ENGINE_OUTPUT": f"prom-{run}-engine-output",
-                    "EXCHANGE_TOPIC_ORDERS_DLQ": f"prom-{run}-orders.dlq",
-                    "EXCHANGE_TOPIC_ENGINE_OUTPUT_DLQ": f"prom-{run}-engine-output.dlq",
-                    "EXCHANGE_TOPIC_ENGINE_SNAPSHOTS": f"prom-{run}-engine-snapshots"})
+        env.update(
+            {
+                "EXCHANGE_TOPIC_ORDERS": orders,
+                "EXCHANGE_TOPIC_ENGINE_OUTPUT": f"prom-{run}-engine-output",
+                "EXCHANGE_TOPIC_ORDERS_DLQ": f"prom-{run}-orders.dlq",
+                "EXCHANGE_TOPIC_ENGINE_OUTPUT_DLQ": f"prom-{run}-engine-output.dlq",
+                "EXCHANGE_TOPIC_ENGINE_SNAPSHOTS": f"prom-{run}-engine-snapshots",
+            }
+        )
     if env.get("CASSANDRA_CONTACT_POINTS"):
         env["CASSANDRA_KEYSPACE"] = f"prom_{run}"
     log = data / "stack.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([EXCHANGE, "up"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([EXCHANGE, "up"], env=env, stdout=out, stderr=subprocess.STDOUT)
     api = f"http://127.0.0.1:{ports['gateway']}"
     try:
-        _wait("exchange up", proc, log,
-              lambda: httpx.get(f"{api}/ready", timeout=5).status_code == 200)
+        _wait(
+            "exchange up",
+            proc,
+            log,
+            lambda: httpx.get(f"{api}/ready", timeout=5).status_code == 200,
+        )
         info = json.loads((data / "stack.json").read_text())
-        yield Stack(api=api, ports=ports, bootstrap=str(info["bootstrap_servers"]),
-                    orders_topic=orders, env=env)
+        yield Stack(
+            api=api,
+            ports=ports,
+            bootstrap=str(info["bootstrap_servers"]),
+            orders_topic=orders,
+            env=env,
+        )
     finally:
         code = _stop(proc)
         assert code == 0, log.read_text()[-4000:]
@@ -151,8 +173,10 @@ def test_loopback_config_when_built_changes_only_the_targets() -> None:
     ports = {job["job_name"]: 1 for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
     rewritten = _loopback_config(ports)
     assert _without_targets(rewritten) == _without_targets(load_yaml(PROMETHEUS_CONFIG))
-    assert all(job["static_configs"] == [{"targets": ["127.0.0.1:1"]}]
-               for job in rewritten["scrape_configs"])
+    assert all(
+        job["static_configs"] == [{"targets": ["127.0.0.1:1"]}]
+        for job in rewritten["scrape_configs"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -168,13 +192,25 @@ def prometheus(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     log = home / "prometheus.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [binary, f"--config.file={home / 'prometheus.yml'}",
-             f"--storage.tsdb.path={home / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=home)
+            [
+                binary,
+                f"--config.file={home / 'prometheus.yml'}",
+                f"--storage.tsdb.path={home / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=home,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait("prometheus", proc, log,
-              lambda: httpx.get(f"{url}/-/ready", timeout=5).status_code == 200, 60)
+        _wait(
+            "prometheus",
+            proc,
+            log,
+            lambda: httpx.get(f"{url}/-/ready", timeout=5).status_code == 200,
+            60,
+        )
         yield url
     finally:
         _stop(proc, signal.SIGTERM)
@@ -192,13 +228,39 @@ def loaded(stack: Stack, prometheus: str) -> str:
     """The stack after a short load, a rejection and one dead letter, scraped meanwhile."""
     time.sleep(6)  # a first scrape of every target before the load
     load = subprocess.run(
-        [EXCHANGE, "loadgen", "--via", "http", "--url", stack.api,
-         "--rate", "200", "--duration", "15", "--users", "20"],
-        env=stack.env, capture_output=True, text=True, timeout=300)
+        [
+            EXCHANGE,
+            "loadgen",
+            "--via",
+            "http",
+            "--url",
+            stack.api,
+            "--rate",
+            "200",
+            "--duration",
+            "15",
+            "--users",
+            "20",
+        ],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert load.returncode == 0, load.stdout + load.stderr
-    rejected = httpx.post(f"{stack.api}/api/v1/order/create", params={"wait": "true"}, json={
-        "user_id": 987_654_321, "symbol": "BTC_USDT", "side": "BUY", "order_type": "LIMIT",
-        "price": "50000.00", "quantity": "0.01000"}, timeout=30)
+    rejected = httpx.post(
+        f"{stack.api}/api/v1/order/create",
+        params={"wait": "true"},
+        json={
+            "user_id": 987_654_321,
+            "symbol": "BTC_USDT",
+            "side": "BUY",
+            "order_type": "LIMIT",
+            "price": "50000.00",
+            "quantity": "0.01000",
+        },
+        timeout=30,
+    )
     assert rejected.status_code < 500, rejected.text
     producer = make_producer(stack.bootstrap)
     producer.produce(stack.orders_topic, value=b"\x00 not an OrderCommand")
@@ -208,15 +270,18 @@ def loaded(stack: Stack, prometheus: str) -> str:
 
 def test_promtool_when_checking_the_compose_config_and_rules_passes() -> None:
     promtool = _need(PROMTOOL, "promtool")
-    for args in (["check", "config", str(PROMETHEUS_CONFIG)],
-                 ["check", "rules", str(ALERT_RULES)],
-                 ["test", "rules", str(HERE / "alerts_test.yml")]):
+    for args in (
+        ["check", "config", str(PROMETHEUS_CONFIG)],
+        ["check", "rules", str(ALERT_RULES)],
+        ["test", "rules", str(HERE / "alerts_test.yml")],
+    ):
         done = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (args, done.stdout, done.stderr)
 
 
 def test_every_dashboard_and_alert_query_when_the_stack_ran_a_load_returns_series(
-        loaded: str) -> None:
+    loaded: str,
+) -> None:
     queries: list[Query] = dashboard_queries() + variable_queries() + alert_queries()
     empty = list(queries)
     deadline = time.monotonic() + 120
@@ -231,8 +296,9 @@ def test_dead_letter_alert_when_a_record_is_undecodable_fires(loaded: str) -> No
     deadline = time.monotonic() + 90
     while True:
         resp = httpx.get(f"{loaded}/api/v1/alerts", timeout=10).json()
-        firing = {a["labels"]["alertname"] for a in resp["data"]["alerts"]
-                  if a["state"] == "firing"}
+        firing = {
+            a["labels"]["alertname"] for a in resp["data"]["alerts"] if a["state"] == "firing"
+        }
         if "DeadLetterRecords" in firing:
             break
         assert time.monotonic() < deadline, resp

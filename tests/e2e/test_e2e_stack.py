@@ -19,8 +19,9 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module", params=["embedded", pytest.param("real", marks=pytest.mark.e2e)])
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[httpx.Client]:
+def api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
     """`exchange up` on the embedded stack (Tansu + SQLite, `make test`) or, under `make e2e`,
     on the real one (Apache Kafka + Cassandra from KAFKA_BOOTSTRAP_SERVERS and
     CASSANDRA_CONTACT_POINTS), with topics and keyspace of its own."""
@@ -43,10 +44,12 @@ def _error(resp: httpx.Response, status: int, code: str) -> None:
     assert body == {"success": False, "error": {"code": code, "message": body["error"]["message"]}}
 
 
-
 def _deposit(api: httpx.Client, user: int, asset: str, amount: str) -> None:
-    data = _ok(api.post("/api/v1/deposit?wait=true",
-                        json={"user_id": user, "asset": asset, "amount": amount}))
+    data = _ok(
+        api.post(
+            "/api/v1/deposit?wait=true", json={"user_id": user, "asset": asset, "amount": amount}
+        )
+    )
     assert data["status"] == "COMPLETED", data
 
 
@@ -61,8 +64,7 @@ def _balances(api: httpx.Client, user: int) -> dict[str, tuple[str, str]]:
 
 
 def _active_ids(api: httpx.Client, user: int) -> list[str]:
-    return [o["order_id"] for o in _ok(api.get("/api/v1/order/active",
-                                               params={"user_id": user}))]
+    return [o["order_id"] for o in _ok(api.get("/api/v1/order/active", params={"user_id": user}))]
 
 
 def _history(api: httpx.Client, user: int) -> dict[str, Any]:
@@ -88,16 +90,19 @@ def test_order_lifecycle_when_placed_then_cancelled_moves_from_active_to_history
 
     def visible() -> None:
         assert _active_ids(api, 1001) == [order_id]
+
     eventually(visible)
     assert _balances(api, 1001)["USDT"] == ("99500.00000000", "500.00000000")
 
-    cancel = api.post("/api/v1/order/cancel",
-                      json={"user_id": 1001, "symbol": "BTC_USDT", "order_id": order_id})
+    cancel = api.post(
+        "/api/v1/order/cancel", json={"user_id": 1001, "symbol": "BTC_USDT", "order_id": order_id}
+    )
     assert _ok(cancel, 202) == {"order_id": order_id, "status": "CANCEL_REQUESTED"}
 
     def gone() -> None:
         assert _active_ids(api, 1001) == []
         assert _in_history(api, 1001, order_id)["status"] == "CANCELLED"
+
     eventually(gone)
     assert _balances(api, 1001)["USDT"] == ("100000.00000000", "0.00000000")
 
@@ -117,14 +122,20 @@ def test_fill_when_buyer_limit_above_maker_price_trades_at_maker_price_and_refun
     assert [(f["price"], f["quantity"]) for f in bid["fills"]] == [("50000.00", "0.01000")]
 
     def settled() -> None:
-        assert _balances(api, buyer) == {"USDT": ("500.00000000", "0.00000000"),
-                                         "BTC": ("0.01000000", "0.00000000")}
-        assert _balances(api, seller) == {"BTC": ("0.99000000", "0.00000000"),
-                                          "USDT": ("500.00000000", "0.00000000")}
+        assert _balances(api, buyer) == {
+            "USDT": ("500.00000000", "0.00000000"),
+            "BTC": ("0.01000000", "0.00000000"),
+        }
+        assert _balances(api, seller) == {
+            "BTC": ("0.99000000", "0.00000000"),
+            "USDT": ("500.00000000", "0.00000000"),
+        }
+
     eventually(settled)
     trades = _ok(api.get("/api/v1/trades", params={"user_id": buyer}))
     assert [(t["side"], t["price"], t["quantity"], t["is_maker"]) for t in trades] == [
-        ("BUY", "50000.00", "0.01000", False)]
+        ("BUY", "50000.00", "0.01000", False)
+    ]
 
 
 def test_resting_order_when_filled_in_two_steps_goes_partial_then_filled(
@@ -140,8 +151,11 @@ def test_resting_order_when_filled_in_two_steps_goes_partial_then_filled(
 
     def partial() -> None:
         active = _ok(api.get("/api/v1/order/active", params={"user_id": maker}))
-        assert [(o["order_id"], o["status"], o["filled_quantity"], o["remaining_quantity"])
-                for o in active] == [(order_id, "PARTIALLY_FILLED", "0.01000", "0.01000")]
+        assert [
+            (o["order_id"], o["status"], o["filled_quantity"], o["remaining_quantity"])
+            for o in active
+        ] == [(order_id, "PARTIALLY_FILLED", "0.01000", "0.01000")]
+
     eventually(partial)
 
     _order(api, user_id=taker, side="BUY", price="30000.00", quantity="0.01000")
@@ -151,6 +165,7 @@ def test_resting_order_when_filled_in_two_steps_goes_partial_then_filled(
         order = _in_history(api, maker, order_id)
         assert (order["status"], order["filled_quantity"]) == ("FILLED", "0.02000")
         assert order["avg_fill_price"] == "30000.00"
+
     eventually(filled)
     detail = _ok(api.get(f"/api/v1/order/{order_id}", params={"user_id": maker}))
     assert [u["status"] for u in detail["updates"]] == ["NEW", "PARTIALLY_FILLED", "FILLED"]
@@ -165,6 +180,7 @@ def test_order_when_funds_are_insufficient_is_rejected_and_never_active(
 
     def in_history() -> None:
         assert _in_history(api, 4001, placed["order_id"])["status"] == "REJECTED"
+
     eventually(in_history)
     assert _active_ids(api, 4001) == []
 
@@ -175,12 +191,20 @@ def test_market_order_when_book_is_thin_fills_what_exists_and_expires_the_rest(
     maker, taker = 5001, 5002
     _deposit(api, maker, "USDT", "100000")
     _deposit(api, taker, "BTC", "1")
-    _order(api, user_id=maker, side="BUY", symbol="BTC_USDT", price="20000.00",
-           quantity="0.01000")
+    _order(api, user_id=maker, side="BUY", symbol="BTC_USDT", price="20000.00", quantity="0.01000")
 
-    market = _ok(api.post("/api/v1/order/create?wait=true", json={
-        "user_id": taker, "symbol": "BTC_USDT", "side": "SELL", "order_type": "MARKET",
-        "quantity": "0.03000"}))
+    market = _ok(
+        api.post(
+            "/api/v1/order/create?wait=true",
+            json={
+                "user_id": taker,
+                "symbol": "BTC_USDT",
+                "side": "SELL",
+                "order_type": "MARKET",
+                "quantity": "0.03000",
+            },
+        )
+    )
 
     assert market["status"] == "EXPIRED"
     assert market["filled_quantity"] == "0.01000"
@@ -190,12 +214,12 @@ def test_market_order_when_book_is_thin_fills_what_exists_and_expires_the_rest(
 def test_ioc_order_when_nothing_matches_expires_without_fills(api: httpx.Client) -> None:
     _deposit(api, 6001, "USDT", "1000")
 
-    ioc = _order(api, user_id=6001, side="BUY", price="1.00", quantity="0.01000",
-                 time_in_force="IOC")
+    ioc = _order(
+        api, user_id=6001, side="BUY", price="1.00", quantity="0.01000", time_in_force="IOC"
+    )
 
     assert (ioc["status"], ioc["filled_quantity"], ioc["fills"]) == ("EXPIRED", "0.00000", [])
-    eventually(lambda: _assert_equal(_balances(api, 6001)["USDT"],
-                                      ("1000.00000000", "0.00000000")))
+    eventually(lambda: _assert_equal(_balances(api, 6001)["USDT"], ("1000.00000000", "0.00000000")))
 
 
 def test_cancel_when_order_belongs_to_another_user_is_refused_with_404(
@@ -205,41 +229,57 @@ def test_cancel_when_order_belongs_to_another_user_is_refused_with_404(
     placed = _order(api, user_id=7001, side="BUY", price="100.00", quantity="0.01000")
     eventually(lambda: _assert_equal(_active_ids(api, 7001), [placed["order_id"]]))
 
-    resp = api.post("/api/v1/order/cancel", json={"user_id": 7002, "symbol": "BTC_USDT",
-                                                  "order_id": placed["order_id"]})
+    resp = api.post(
+        "/api/v1/order/cancel",
+        json={"user_id": 7002, "symbol": "BTC_USDT", "order_id": placed["order_id"]},
+    )
 
     _error(resp, 404, "ORDER_NOT_FOUND")
-    _error(api.get(f"/api/v1/order/{placed['order_id']}", params={"user_id": 7002}),
-           404, "ORDER_NOT_FOUND")
+    _error(
+        api.get(f"/api/v1/order/{placed['order_id']}", params={"user_id": 7002}),
+        404,
+        "ORDER_NOT_FOUND",
+    )
     assert _active_ids(api, 7001) == [placed["order_id"]]
 
 
-@pytest.mark.parametrize(("body", "code"), [
-    ({"symbol": "DOGE_USDT"}, "UNKNOWN_SYMBOL"),
-    ({"price": "50000.001"}, "INVALID_PRICE"),
-    ({"price": "-1"}, "INVALID_PRICE"),
-    ({"quantity": "0.000001"}, "INVALID_QUANTITY"),
-    ({"quantity": "NaN"}, "INVALID_QUANTITY"),
-    ({"quantity": "1e999999"}, "INVALID_QUANTITY"),
-    ({"order_type": "MARKET"}, "INVALID_ORDER"),
-    ({"side": "HOLD"}, "INVALID_REQUEST"),
-    ({"user_id": 2**63}, "INVALID_REQUEST"),
-])
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"symbol": "DOGE_USDT"}, "UNKNOWN_SYMBOL"),
+        ({"price": "50000.001"}, "INVALID_PRICE"),
+        ({"price": "-1"}, "INVALID_PRICE"),
+        ({"quantity": "0.000001"}, "INVALID_QUANTITY"),
+        ({"quantity": "NaN"}, "INVALID_QUANTITY"),
+        ({"quantity": "1e999999"}, "INVALID_QUANTITY"),
+        ({"order_type": "MARKET"}, "INVALID_ORDER"),
+        ({"side": "HOLD"}, "INVALID_REQUEST"),
+        ({"user_id": 2**63}, "INVALID_REQUEST"),
+    ],
+)
 def test_create_order_when_input_is_bad_answers_400_with_its_code(
-    api: httpx.Client, body: dict[str, Any], code: str,
+    api: httpx.Client,
+    body: dict[str, Any],
+    code: str,
 ) -> None:
-    base = {"user_id": 8001, "symbol": "BTC_USDT", "side": "BUY", "order_type": "LIMIT",
-            "price": "50000.00", "quantity": "0.01000"}
+    base = {
+        "user_id": 8001,
+        "symbol": "BTC_USDT",
+        "side": "BUY",
+        "order_type": "LIMIT",
+        "price": "50000.00",
+        "quantity": "0.01000",
+    }
 
     _error(api.post("/api/v1/order/create", json={**base, **body}), 400, code)
 
 
 def test_create_order_when_json_is_malformed_answers_400(api: httpx.Client) -> None:
-    resp = api.post("/api/v1/order/create", content=b"{not json",
-                    headers={"content-type": "application/json"})
+    resp = api.post(
+        "/api/v1/order/create", content=b"{not json", headers={"content-type": "application/json"}
+    )
     _error(resp, 400, "MALFORMED_JSON")
 
 
 def _assert_equal(a: object, b: object) -> None:
     assert a == b
-

@@ -28,23 +28,27 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 def _engine_env(bootstrap: str, topics: Topics, data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "EXCHANGE_DATA_DIR": str(data_dir),
-        "EXCHANGE_TOPIC_ORDERS": topics.orders.name,
-        "EXCHANGE_TOPIC_ENGINE_OUTPUT": topics.engine_output.name,
-        "EXCHANGE_TOPIC_ORDERS_DLQ": topics.orders_dlq.name,
-        "EXCHANGE_TOPIC_ENGINE_SNAPSHOTS": topics.engine_snapshots.name,
-        "EXCHANGE_SNAPSHOT_EVERY_COMMANDS": "3000",
-        "EXCHANGE_ENGINE_BATCH_SIZE": "500",
-        "EXCHANGE_LOG_LEVEL": "INFO",
-        "EXCHANGE_ENGINE_METRICS_PORT": "0",
-    })
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "EXCHANGE_DATA_DIR": str(data_dir),
+            "EXCHANGE_TOPIC_ORDERS": topics.orders.name,
+            "EXCHANGE_TOPIC_ENGINE_OUTPUT": topics.engine_output.name,
+            "EXCHANGE_TOPIC_ORDERS_DLQ": topics.orders_dlq.name,
+            "EXCHANGE_TOPIC_ENGINE_SNAPSHOTS": topics.engine_snapshots.name,
+            "EXCHANGE_SNAPSHOT_EVERY_COMMANDS": "3000",
+            "EXCHANGE_ENGINE_BATCH_SIZE": "500",
+            "EXCHANGE_LOG_LEVEL": "INFO",
+            "EXCHANGE_ENGINE_METRICS_PORT": "0",
+        }
+    )
     return env
 
 
 def test_engine_when_killed_repeatedly_publishes_every_sequence_exactly_once(
-    kafka_bootstrap: str, fresh_topics: Topics, tmp_path: Path,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    tmp_path: Path,
 ) -> None:
     codec = Codec()
     commands = list(command_stream(seed=99, count=30_000, users=300))
@@ -60,8 +64,12 @@ def test_engine_when_killed_repeatedly_publishes_every_sequence_exactly_once(
         for attempt in range(8):
             log.flush()
             start = log_path.stat().st_size
-            proc = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "engine"], env=env,
-                                    stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "entrypoints.cli", "engine"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             if kills < 4:
                 # Driven by progress, not by a timer: odd attempts kill while a snapshot is
                 # being written (right after its pause), even ones between snapshots (right
@@ -75,8 +83,12 @@ def test_engine_when_killed_repeatedly_publishes_every_sequence_exactly_once(
                 kills += 1
                 continue
             # Final run: let it finish the stream, then stop it.
-            eventually(lambda at=start: "engine: consuming" in log_path.read_text()[at:],
-                       timeout_s=120, interval_s=0.01, what="the final engine to start")
+            eventually(
+                lambda at=start: "engine: consuming" in log_path.read_text()[at:],
+                timeout_s=120,
+                interval_s=0.01,
+                what="the final engine to start",
+            )
             _wait_until_published(kafka_bootstrap, fresh_topics, n, parts, proc)
             proc.terminate()
             assert proc.wait(60) == 0
@@ -100,8 +112,9 @@ _PAUSED = re.compile(r"snapshot at sequence (\d+): matching paused")
 _WRITTEN = re.compile(r"snapshot at sequence (\d+) written")
 
 
-def _wait_for_progress(path: Path, start: int, proc: subprocess.Popen[bytes],
-                       event: re.Pattern[str]) -> int:
+def _wait_for_progress(
+    path: Path, start: int, proc: subprocess.Popen[bytes], event: re.Pattern[str]
+) -> int:
     """The sequence of the first ``event`` this run logs (from byte ``start`` of the log)."""
 
     def progressed() -> int | bool:
@@ -112,8 +125,14 @@ def _wait_for_progress(path: Path, start: int, proc: subprocess.Popen[bytes],
     return eventually(progressed, timeout_s=120, interval_s=0.01, what=event.pattern)
 
 
-def _wait_until_published(bootstrap: str, topics: Topics, n: int, parts: int,
-                          proc: subprocess.Popen[bytes], timeout_s: float = 240) -> None:
+def _wait_until_published(
+    bootstrap: str,
+    topics: Topics,
+    n: int,
+    parts: int,
+    proc: subprocess.Popen[bytes],
+    timeout_s: float = 240,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert proc.poll() is None, "engine exited early"

@@ -39,14 +39,17 @@ def test_engine_when_broker_freezes_mid_stream_waits_then_publishes_everything_o
         service = EngineService(
             bootstrap=bootstrap,
             config=EngineServiceConfig(
-                orders_topic=topics.orders.name, output_topic=topics.engine_output.name,
-                orders_dlq_topic=topics.orders_dlq.name, batch_size=200,
+                orders_topic=topics.orders.name,
+                output_topic=topics.engine_output.name,
+                orders_dlq_topic=topics.orders_dlq.name,
+                batch_size=200,
                 # The engine waits for the broker at its next commit: commit often, so it
                 # stalls right after the outage begins, however fast it gets through the
                 # commands it has already fetched.
                 commit_every_s=0.05,
             ),
-            codec=codec, new_engine=lambda: Engine(markets),
+            codec=codec,
+            new_engine=lambda: Engine(markets),
             restore_engine=lambda data: Engine.restore(data, markets),
             snapshots=FileSnapshotStore(tmp_path / "snaps"),
         )
@@ -78,7 +81,8 @@ def test_engine_when_broker_freezes_mid_stream_waits_then_publishes_everything_o
         assert service.stats.applied == n
         reference = Engine(markets)
         expected = [codec.encode_output(reference.apply(c)) for c in commands]
-        records = sorted(read_all(bootstrap, topics.engine_output.name,
-                                  topics.engine_output.partitions))
+        records = sorted(
+            read_all(bootstrap, topics.engine_output.name, topics.engine_output.partitions)
+        )
         assert [seq for seq, _, _ in records] == list(range(1, n + 1))
         assert [value for _, _, value in records] == expected

@@ -30,14 +30,24 @@ def codec() -> Codec:
     return Codec()
 
 
-def _service(bootstrap: str, topics: Topics, codec: Codec, markets: Markets,
-             snapshots: SnapshotStore, every: int = 10**9) -> EngineService:
+def _service(
+    bootstrap: str,
+    topics: Topics,
+    codec: Codec,
+    markets: Markets,
+    snapshots: SnapshotStore,
+    every: int = 10**9,
+) -> EngineService:
     return EngineService(
         bootstrap=bootstrap,
         config=EngineServiceConfig(
-            orders_topic=topics.orders.name, output_topic=topics.engine_output.name,
-            orders_dlq_topic=topics.orders_dlq.name, group_id=f"engine-{topics.orders.name}",
-            snapshot_every_commands=every, snapshot_every_s=3600.0, batch_size=500,
+            orders_topic=topics.orders.name,
+            output_topic=topics.engine_output.name,
+            orders_dlq_topic=topics.orders_dlq.name,
+            group_id=f"engine-{topics.orders.name}",
+            snapshot_every_commands=every,
+            snapshot_every_s=3600.0,
+            batch_size=500,
         ),
         codec=codec,
         new_engine=lambda: Engine(markets),
@@ -51,7 +61,10 @@ def _run_to(service: EngineService, offset: int) -> None:
 
 
 def test_engine_service_when_stream_consumed_publishes_exactly_the_in_process_outputs(
-    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    codec: Codec,
+    markets: Markets,
     tmp_path: Path,
 ) -> None:
     commands = list(command_stream(seed=7, count=20_000, users=200))
@@ -59,27 +72,40 @@ def test_engine_service_when_stream_consumed_publishes_exactly_the_in_process_ou
     reference = Engine(markets)
     expected = [codec.encode_output(reference.apply(c)) for c in commands]
 
-    service = _service(kafka_bootstrap, fresh_topics, codec, markets,
-                       FileSnapshotStore(tmp_path / "snaps"), every=5000)
+    service = _service(
+        kafka_bootstrap,
+        fresh_topics,
+        codec,
+        markets,
+        FileSnapshotStore(tmp_path / "snaps"),
+        every=5000,
+    )
     _run_to(service, n)
 
-    records = read_all(kafka_bootstrap, fresh_topics.engine_output.name,
-                       fresh_topics.engine_output.partitions)
+    records = read_all(
+        kafka_bootstrap, fresh_topics.engine_output.name, fresh_topics.engine_output.partitions
+    )
     by_sequence = sorted(records)
     assert [seq for seq, _, _ in by_sequence] == list(range(1, n + 1))
-    assert all(part == seq % fresh_topics.engine_output.partitions
-               for seq, part, _ in by_sequence)
+    assert all(part == seq % fresh_topics.engine_output.partitions for seq, part, _ in by_sequence)
     assert [value for _, _, value in by_sequence] == expected
     assert service.engine.state_hash() == reference.state_hash()
 
 
 def test_engine_service_when_restarted_from_snapshot_reaches_the_uninterrupted_state(
-    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    codec: Codec,
+    markets: Markets,
 ) -> None:
     commands = list(command_stream(seed=11, count=6_000, users=50))
     n = produce_commands(kafka_bootstrap, fresh_topics.orders.name, commands, codec)
-    store = KafkaSnapshotStore(make_producer(kafka_bootstrap), kafka_bootstrap,
-                               fresh_topics.engine_snapshots.name, chunk_size=64 * 1024)
+    store = KafkaSnapshotStore(
+        make_producer(kafka_bootstrap),
+        kafka_bootstrap,
+        fresh_topics.engine_snapshots.name,
+        chunk_size=64 * 1024,
+    )
 
     first = _service(kafka_bootstrap, fresh_topics, codec, markets, store, every=1000)
     _run_to(first, 4_321)  # stops mid-stream; the last snapshot is at or before it
@@ -94,14 +120,18 @@ def test_engine_service_when_restarted_from_snapshot_reaches_the_uninterrupted_s
     for c in commands:
         reference.apply(c)
     assert second.engine.state_hash() == reference.state_hash()
-    records = read_all(kafka_bootstrap, fresh_topics.engine_output.name,
-                       fresh_topics.engine_output.partitions)
+    records = read_all(
+        kafka_bootstrap, fresh_topics.engine_output.name, fresh_topics.engine_output.partitions
+    )
     sequences = sorted(seq for seq, _, _ in records)
     assert sequences == list(range(1, n + 1)), "an output was lost or published twice"
 
 
 def test_engine_service_when_record_is_poison_dead_letters_it_and_keeps_matching(
-    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    codec: Codec,
+    markets: Markets,
     tmp_path: Path,
 ) -> None:
     commands = list(command_stream(seed=3, count=50, users=5))
@@ -110,8 +140,9 @@ def test_engine_service_when_record_is_poison_dead_letters_it_and_keeps_matching
     produce_commands(kafka_bootstrap, fresh_topics.orders.name, commands[20:], codec)
     total = len(commands) + 2
 
-    service = _service(kafka_bootstrap, fresh_topics, codec, markets,
-                       FileSnapshotStore(tmp_path / "snaps"))
+    service = _service(
+        kafka_bootstrap, fresh_topics, codec, markets, FileSnapshotStore(tmp_path / "snaps")
+    )
     _run_to(service, total)
 
     assert service.stats.dead_lettered == 2
@@ -120,6 +151,7 @@ def test_engine_service_when_record_is_poison_dead_letters_it_and_keeps_matching
     assert [value for value, _ in dead] == [b"\x00garbage", b""]
     assert [h["dlq.source.offset"] for _, h in dead] == [b"20", b"21"]
     assert all(h["dlq.error.type"] == b"DecodeError" for _, h in dead)
-    outputs = read_all(kafka_bootstrap, fresh_topics.engine_output.name,
-                       fresh_topics.engine_output.partitions)
+    outputs = read_all(
+        kafka_bootstrap, fresh_topics.engine_output.name, fresh_topics.engine_output.partitions
+    )
     assert sorted(seq for seq, _, _ in outputs) == list(range(1, len(commands) + 1))

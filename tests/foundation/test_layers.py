@@ -16,14 +16,18 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=root, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"], cwd=root, capture_output=True, text=True, timeout=120
+    )
 
 
 def copy_tree(tmp_path: Path) -> Path:
     for package in PACKAGES:
-        shutil.copytree(ROOT / package, tmp_path / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.json", "*.sql", "static"))
+        shutil.copytree(
+            ROOT / package,
+            tmp_path / package,
+            ignore=shutil.ignore_patterns("__pycache__", "*.json", "*.sql", "static"),
+        )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
 
@@ -40,8 +44,11 @@ def test_lint_imports_when_run_on_the_tree_keeps_every_contract() -> None:
         ("settlement/store.py", "import ops.lag", "settlement is not allowed to import ops"),
         ("exchange/topics.py", "import settlement.store", "exchange is not allowed to import"),
         ("engine/book.py", "import fastavro", "engine.book is not allowed to import fastavro"),
-        ("engine/orders.py", "import engine.service.output_log",
-         "engine.orders is not allowed to import engine.service"),
+        (
+            "engine/orders.py",
+            "import engine.service.output_log",
+            "engine.orders is not allowed to import engine.service",
+        ),
     ],
 )
 def test_lint_imports_when_an_import_points_the_wrong_way_breaks_a_contract(

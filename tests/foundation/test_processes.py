@@ -26,25 +26,35 @@ def _alive(pid: int) -> bool:
         return False
 
 
-
 def _start(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("EXCHANGE_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("EXCHANGE_") and k != "KAFKA_BOOTSTRAP_SERVERS"
+    }
     env["EXCHANGE_DATA_DIR"] = str(tmp_path)
     # Free ports, so a `make run` on the same machine does not collide with the test's stack.
     from ops.broker import free_port
 
-    for name in ("EXCHANGE_PORT", "EXCHANGE_ENGINE_METRICS_PORT",
-                 "EXCHANGE_SETTLEMENT_METRICS_PORT", "EXCHANGE_LAG_METRICS_PORT"):
+    for name in (
+        "EXCHANGE_PORT",
+        "EXCHANGE_ENGINE_METRICS_PORT",
+        "EXCHANGE_SETTLEMENT_METRICS_PORT",
+        "EXCHANGE_LAG_METRICS_PORT",
+    ):
         env[name] = str(free_port())
     return subprocess.Popen(
-        [sys.executable, "-m", "entrypoints.cli", *args], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "entrypoints.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
-def _read_until(proc: subprocess.Popen[str], pattern: str, timeout_s: float = 60.0
-                ) -> tuple[re.Match[str], list[str]]:
+def _read_until(
+    proc: subprocess.Popen[str], pattern: str, timeout_s: float = 60.0
+) -> tuple[re.Match[str], list[str]]:
     assert proc.stdout is not None
     seen: list[str] = []
     deadline = time.monotonic() + timeout_s
@@ -91,8 +101,11 @@ def test_topics_command_when_run_twice_reports_no_change_the_second_time(tmp_pat
     broker = _start(["broker"], tmp_path)
     try:
         m, _ = _read_until(broker, r"export KAFKA_BOOTSTRAP_SERVERS=(\S+)")
-        env = {"PATH": os.environ.get("PATH", ""), "KAFKA_BOOTSTRAP_SERVERS": m.group(1),
-               "EXCHANGE_DATA_DIR": str(tmp_path)}
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "KAFKA_BOOTSTRAP_SERVERS": m.group(1),
+            "EXCHANGE_DATA_DIR": str(tmp_path),
+        }
         run = [sys.executable, "-m", "entrypoints.cli", "topics"]
         first = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
         second = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)

@@ -32,23 +32,27 @@ def topic(kafka_bootstrap: str) -> str:
 
 @pytest.fixture
 def eof_consumer(kafka_bootstrap: str) -> Iterator[Consumer]:
-    consumer = make_consumer(kafka_bootstrap, f"rte{uuid.uuid4().hex[:8]}",
-                             **{"enable.partition.eof": True})
+    consumer = make_consumer(
+        kafka_bootstrap, f"rte{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": True}
+    )
     yield consumer
     consumer.close()
 
 
 @pytest.mark.kafka
 def test_read_to_end_when_started_at_offsets_yields_exactly_the_records_from_there_to_the_end(
-    topic: str, eof_consumer: Consumer,
+    topic: str,
+    eof_consumer: Consumer,
 ) -> None:
-    reading = ReadToEnd(eof_consumer, {(topic, 0): 10, (topic, 1): 0, (topic, 2): 0},
-                        timeout_s=30, on_error=_fail)
+    reading = ReadToEnd(
+        eof_consumer, {(topic, 0): 10, (topic, 1): 0, (topic, 2): 0}, timeout_s=30, on_error=_fail
+    )
 
     got = [(m.partition(), m.offset(), m.value()) for m in reading]
 
-    assert sorted(got) == [(0, i, f"0-{i}".encode()) for i in range(10, 50)] + \
-        [(1, i, f"1-{i}".encode()) for i in range(5)]
+    assert sorted(got) == [(0, i, f"0-{i}".encode()) for i in range(10, 50)] + [
+        (1, i, f"1-{i}".encode()) for i in range(5)
+    ]
     assert [o for p, o, _ in got if p == 0] == list(range(10, 50))  # log order per partition
     assert reading.ends == {(topic, 0): 50, (topic, 1): 5, (topic, 2): 0}
     assert reading.pending == set()
@@ -56,10 +60,10 @@ def test_read_to_end_when_started_at_offsets_yields_exactly_the_records_from_the
 
 @pytest.mark.kafka
 def test_read_to_end_when_start_is_the_end_finishes_at_once_with_no_records(
-    topic: str, eof_consumer: Consumer,
+    topic: str,
+    eof_consumer: Consumer,
 ) -> None:
-    reading = ReadToEnd(eof_consumer, {(topic, 1): 5, (topic, 2): 0},
-                        timeout_s=30, on_error=_fail)
+    reading = ReadToEnd(eof_consumer, {(topic, 1): 5, (topic, 2): 0}, timeout_s=30, on_error=_fail)
     started = time.monotonic()
 
     got = list(reading)
@@ -72,7 +76,8 @@ def test_read_to_end_when_start_is_the_end_finishes_at_once_with_no_records(
 
 @pytest.mark.kafka
 def test_read_to_end_when_no_end_of_partition_comes_stops_at_the_deadline_with_it_pending(
-    kafka_bootstrap: str, topic: str,
+    kafka_bootstrap: str,
+    topic: str,
 ) -> None:
     # Without enable.partition.eof librdkafka never reports the end.
     consumer = make_consumer(kafka_bootstrap, f"rte{uuid.uuid4().hex[:8]}")
@@ -91,10 +96,14 @@ def test_read_to_end_when_no_end_of_partition_comes_stops_at_the_deadline_with_i
 
 @pytest.mark.kafka
 def test_read_to_end_when_start_is_past_the_end_yields_nothing_and_never_ends_elsewhere(
-    kafka_bootstrap: str, topic: str,
+    kafka_bootstrap: str,
+    topic: str,
 ) -> None:
-    consumer = make_consumer(kafka_bootstrap, f"rte{uuid.uuid4().hex[:8]}",
-                             **{"enable.partition.eof": True, "auto.offset.reset": "latest"})
+    consumer = make_consumer(
+        kafka_bootstrap,
+        f"rte{uuid.uuid4().hex[:8]}",
+        **{"enable.partition.eof": True, "auto.offset.reset": "latest"},
+    )
     reading = ReadToEnd(consumer, {(topic, 1): 80}, timeout_s=2.0, on_error=_fail)
     try:
         got = list(reading)
@@ -121,8 +130,9 @@ class _FakeConsumer:
 
 
 def _eof(topic: str, partition: int, offset: int) -> Message:
-    return Message(topic=topic, partition=partition, offset=offset,
-                   error=KafkaError(KafkaError._PARTITION_EOF))
+    return Message(
+        topic=topic, partition=partition, offset=offset, error=KafkaError(KafkaError._PARTITION_EOF)
+    )
 
 
 def test_read_to_end_when_no_partitions_are_given_yields_nothing_and_assigns_nothing() -> None:
@@ -138,8 +148,12 @@ def test_read_to_end_when_a_record_is_of_another_partition_drops_it() -> None:
     stale = Message(topic="t", partition=1, offset=7, value=b"old")
     mine = Message(topic="t", partition=0, offset=3, value=b"new")
     consumer = _FakeConsumer([stale, mine, _eof("t", 1, 8), _eof("t", 0, 4)])
-    reading = ReadToEnd(consumer, {("t", 0): 3}, timeout_s=30,  # type: ignore[arg-type]
-                        on_error=_fail)
+    reading = ReadToEnd(
+        consumer,
+        {("t", 0): 3},
+        timeout_s=30,  # type: ignore[arg-type]
+        on_error=_fail,
+    )
 
     assert [m.value() for m in reading] == [b"new"]
     assert reading.ends == {("t", 0): 4}
@@ -154,8 +168,12 @@ def test_read_to_end_when_on_error_raises_stops_the_read_with_that_error() -> No
         seen.append(err)
         raise RuntimeError("stop")
 
-    reading = ReadToEnd(consumer, {("t", 0): 0}, timeout_s=30,  # type: ignore[arg-type]
-                        on_error=on_error)
+    reading = ReadToEnd(
+        consumer,
+        {("t", 0): 0},
+        timeout_s=30,  # type: ignore[arg-type]
+        on_error=on_error,
+    )
 
     with pytest.raises(RuntimeError, match="stop"):
         list(reading)
@@ -164,18 +182,24 @@ def test_read_to_end_when_on_error_raises_stops_the_read_with_that_error() -> No
 
 
 def test_read_to_end_when_on_error_returns_reads_on_to_the_end() -> None:
-    consumer = _FakeConsumer([
-        Message(error=KafkaError(KafkaError._TRANSPORT)),
-        Message(topic="t", partition=0, offset=0, value=b"x"),
-        _eof("t", 0, 1),
-    ])
+    consumer = _FakeConsumer(
+        [
+            Message(error=KafkaError(KafkaError._TRANSPORT)),
+            Message(topic="t", partition=0, offset=0, value=b"x"),
+            _eof("t", 0, 1),
+        ]
+    )
     seen: list[KafkaError] = []
 
     def on_error(_msg: Message, err: KafkaError) -> None:
         seen.append(err)
 
-    reading = ReadToEnd(consumer, {("t", 0): 0}, timeout_s=30,  # type: ignore[arg-type]
-                        on_error=on_error)
+    reading = ReadToEnd(
+        consumer,
+        {("t", 0): 0},
+        timeout_s=30,  # type: ignore[arg-type]
+        on_error=on_error,
+    )
 
     assert [m.value() for m in reading] == [b"x"]
     assert len(seen) == 1

@@ -44,10 +44,11 @@ def test_settings_when_loaded_are_frozen() -> None:
         ({"EXCHANGE_TOPIC_ORDERS": "has space"}, "EXCHANGE_TOPIC_ORDERS='has space'"),
         ({"EXCHANGE_LOG_LEVEL": "LOUD"}, "EXCHANGE_LOG_LEVEL='LOUD'"),
         ({"CASSANDRA_PORT": "-1"}, "CASSANDRA_PORT='-1'"),
-        ({"EXCHANGE_SETTLEMENT_COMMIT_EVERY_MS": "-5"},
-         "EXCHANGE_SETTLEMENT_COMMIT_EVERY_MS='-5'"),
-        ({"EXCHANGE_SETTLEMENT_COMMIT_EVERY_MS": "soon"},
-         "EXCHANGE_SETTLEMENT_COMMIT_EVERY_MS='soon'"),
+        ({"EXCHANGE_SETTLEMENT_COMMIT_EVERY_MS": "-5"}, "EXCHANGE_SETTLEMENT_COMMIT_EVERY_MS='-5'"),
+        (
+            {"EXCHANGE_SETTLEMENT_COMMIT_EVERY_MS": "soon"},
+            "EXCHANGE_SETTLEMENT_COMMIT_EVERY_MS='soon'",
+        ),
         ({"EXCHANGE_PROT": "8000"}, "EXCHANGE_PROT: unknown setting"),
     ],
 )
@@ -64,9 +65,14 @@ def test_load_settings_when_value_invalid_raises_one_line_naming_the_variable(
 def test_cli_when_setting_invalid_exits_2_with_one_clear_line(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "entrypoints.cli", "topics"],
-        env={"PATH": "/usr/bin:/bin", "EXCHANGE_PORT": "not-a-port",
-             "EXCHANGE_DATA_DIR": str(tmp_path)},
-        capture_output=True, text=True, timeout=60,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "EXCHANGE_PORT": "not-a-port",
+            "EXCHANGE_DATA_DIR": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -76,5 +82,9 @@ def test_cli_when_setting_invalid_exits_2_with_one_clear_line(tmp_path: Path) ->
 
 def test_load_settings_when_commit_interval_given_reads_it_as_milliseconds() -> None:
     assert load_settings({}).exchange_settlement_commit_every_ms == 200
-    assert load_settings(
-        {"EXCHANGE_SETTLEMENT_COMMIT_EVERY_MS": "0"}).exchange_settlement_commit_every_ms == 0
+    assert (
+        load_settings(
+            {"EXCHANGE_SETTLEMENT_COMMIT_EVERY_MS": "0"}
+        ).exchange_settlement_commit_every_ms
+        == 0
+    )

@@ -42,5 +42,9 @@ def test_topics_layout_when_built_from_defaults_gives_orders_one_partition() -> 
     assert topics.engine_output.partitions == 4
     assert topics.engine_snapshots.config == {"cleanup.policy": "compact"}
     assert [t.name for t in topics.all()] == [
-        "orders", "engine-output", "orders.dlq", "engine-output.dlq", "engine-snapshots"
+        "orders",
+        "engine-output",
+        "orders.dlq",
+        "engine-output.dlq",
+        "engine-snapshots",
     ]

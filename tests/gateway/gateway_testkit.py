@@ -84,12 +84,12 @@ def run_gateway(
         writer.close()
 
 
-def read_commands(bootstrap: str, topic: str, codec: Codec,
-                  timeout_s: float = 30.0) -> list[tuple[int, Command]]:
+def read_commands(
+    bootstrap: str, topic: str, codec: Codec, timeout_s: float = 30.0
+) -> list[tuple[int, Command]]:
     """Every record of the single-partition orders topic as (offset, decoded command)."""
     consumer = make_consumer(bootstrap, "gateway-test-reader", **{"enable.partition.eof": True})
-    reading = ReadToEnd(consumer, {(topic, 0): 0}, timeout_s=timeout_s,
-                        on_error=skip_read_errors)
+    reading = ReadToEnd(consumer, {(topic, 0): 0}, timeout_s=timeout_s, on_error=skip_read_errors)
     out: list[tuple[int, Command]] = []
     try:
         for msg in reading:
@@ -133,13 +133,30 @@ class Script:
     def withdraw(self, user: int, asset: str, amount: int) -> EngineOutput:
         return self._apply(Withdraw, user_id=user, asset=asset, amount=amount)
 
-    def place(self, user: int, side: Side, price: int | None, quantity: int, *,
-              symbol: str = "BTC_USDT", order_type: OrderType = OrderType.LIMIT,
-              tif: TimeInForce = TimeInForce.GTC, client_order_id: str | None = None) -> int:
+    def place(
+        self,
+        user: int,
+        side: Side,
+        price: int | None,
+        quantity: int,
+        *,
+        symbol: str = "BTC_USDT",
+        order_type: OrderType = OrderType.LIMIT,
+        tif: TimeInForce = TimeInForce.GTC,
+        client_order_id: str | None = None,
+    ) -> int:
         order_id = self.next_id
-        self._apply(PlaceOrder, user_id=user, symbol=symbol, side=side, order_type=order_type,
-                    time_in_force=tif, price=price, quantity=quantity,
-                    client_order_id=client_order_id)
+        self._apply(
+            PlaceOrder,
+            user_id=user,
+            symbol=symbol,
+            side=side,
+            order_type=order_type,
+            time_in_force=tif,
+            price=price,
+            quantity=quantity,
+            client_order_id=client_order_id,
+        )
         return order_id
 
     def cancel(self, user: int, order_id: int, symbol: str = "BTC_USDT") -> EngineOutput:

@@ -67,9 +67,17 @@ def _order_a(order_id: int) -> dict[str, Any]:
 def test_create_order_when_valid_returns_202_and_its_order_id_is_the_log_offset(
     gateway: Gateway, codec: Codec
 ) -> None:
-    body = {"user_id": 5, "symbol": "BTC_USDT", "side": "SELL", "order_type": "LIMIT",
-            "price": "50123.45", "quantity": "0.25", "time_in_force": "IOC",
-            "client_order_id": "my_order-1", "stp_mode": "EXPIRE_BOTH"}
+    body = {
+        "user_id": 5,
+        "symbol": "BTC_USDT",
+        "side": "SELL",
+        "order_type": "LIMIT",
+        "price": "50123.45",
+        "quantity": "0.25",
+        "time_in_force": "IOC",
+        "client_order_id": "my_order-1",
+        "stp_mode": "EXPIRE_BOTH",
+    }
     before = int(time.time() * 1000)
     first = envelope_data(gateway.client.post("/api/v1/order/create", json=body), 202)
     second = envelope_data(gateway.client.post("/api/v1/order/create", json=body), 202)
@@ -83,7 +91,11 @@ def test_create_order_when_valid_returns_202_and_its_order_id_is_the_log_offset(
     assert isinstance(command, PlaceOrder)
     assert command.order_id == 0 and command.command_id == 0
     assert (command.user_id, command.symbol, command.side, command.order_type) == (
-        5, "BTC_USDT", Side.SELL, OrderType.LIMIT)
+        5,
+        "BTC_USDT",
+        Side.SELL,
+        OrderType.LIMIT,
+    )
     assert (command.price, command.quantity) == (5_012_345, 25_000)  # ticks, lots
     assert command.time_in_force is TimeInForce.IOC and command.post_only is False
     assert command.client_order_id == "my_order-1"
@@ -93,8 +105,13 @@ def test_create_order_when_valid_returns_202_and_its_order_id_is_the_log_offset(
 def test_create_order_when_market_order_publishes_it_without_a_price(
     gateway: Gateway, codec: Codec
 ) -> None:
-    body = {"user_id": 5, "symbol": "ETH_USDT", "side": "BUY", "order_type": "MARKET",
-            "quantity": 2}
+    body = {
+        "user_id": 5,
+        "symbol": "ETH_USDT",
+        "side": "BUY",
+        "order_type": "MARKET",
+        "quantity": 2,
+    }
     envelope_data(gateway.client.post("/api/v1/order/create", json=body), 202)
     [(_, command)] = gateway.orders_log(codec)
     assert isinstance(command, PlaceOrder)
@@ -105,10 +122,16 @@ def test_create_order_when_market_order_publishes_it_without_a_price(
 def test_deposit_and_withdraw_when_valid_return_202_and_publish_minor_units(
     gateway: Gateway, codec: Codec
 ) -> None:
-    dep = envelope_data(gateway.client.post(
-        "/api/v1/deposit", json={"user_id": 3, "asset": "USDT", "amount": "1000.5"}), 202)
-    wd = envelope_data(gateway.client.post(
-        "/api/v1/withdraw", json={"user_id": 3, "asset": "USDT", "amount": 2}), 202)
+    dep = envelope_data(
+        gateway.client.post(
+            "/api/v1/deposit", json={"user_id": 3, "asset": "USDT", "amount": "1000.5"}
+        ),
+        202,
+    )
+    wd = envelope_data(
+        gateway.client.post("/api/v1/withdraw", json={"user_id": 3, "asset": "USDT", "amount": 2}),
+        202,
+    )
     assert dep == {"command_id": "0", "status": "ACCEPTED"}
     assert wd == {"command_id": "1", "status": "ACCEPTED"}
     log = dict(gateway.orders_log(codec))
@@ -124,8 +147,7 @@ def test_cancel_when_own_open_order_returns_202_and_publishes_the_cancel(
     assert data == {"order_id": str(seeded["a"]), "status": "CANCEL_REQUESTED"}
     [(_, command)] = gateway.orders_log(codec)
     assert isinstance(command, CancelOrder)
-    assert (command.user_id, command.symbol, command.order_id) == (BUYER, "BTC_USDT",
-                                                                   seeded["a"])
+    assert (command.user_id, command.symbol, command.order_id) == (BUYER, "BTC_USDT", seeded["a"])
 
 
 def test_cancel_when_named_by_client_order_id_resolves_and_publishes_its_order_id(
@@ -150,13 +172,19 @@ def test_cancel_when_named_by_client_order_id_resolves_and_publishes_its_order_i
     ],
 )
 def test_cancel_when_order_not_the_users_open_order_returns_404_and_publishes_nothing(
-    gateway: Gateway, seeded: dict[str, int], codec: Codec, user: int, symbol: str,
+    gateway: Gateway,
+    seeded: dict[str, int],
+    codec: Codec,
+    user: int,
+    symbol: str,
     which: str | None,
 ) -> None:
     order_id = seeded[which] if which else 999_999_999
     body = {"user_id": user, "symbol": symbol, "order_id": str(order_id)}
     assert envelope_error(gateway.client.post("/api/v1/order/cancel", json=body)) == (
-        404, "ORDER_NOT_FOUND")
+        404,
+        "ORDER_NOT_FOUND",
+    )
     assert gateway.orders_log(codec) == []
 
 
@@ -165,7 +193,8 @@ def test_cancel_when_order_unknown_answers_404_only_after_the_bounded_store_look
 ) -> None:
     started = time.monotonic()
     response = gateway.client.post(
-        "/api/v1/order/cancel", json={"user_id": 1, "symbol": "BTC_USDT", "order_id": 77})
+        "/api/v1/order/cancel", json={"user_id": 1, "symbol": "BTC_USDT", "order_id": 77}
+    )
     elapsed = time.monotonic() - started
     assert envelope_error(response) == (404, "ORDER_NOT_FOUND")
     # Not before the fixture's lookup window (0.3 s) ran out. A lower bound only: an upper
@@ -184,11 +213,11 @@ def test_cancel_when_order_reaches_the_store_during_the_lookup_returns_202(
     try:
         response = gateway.client.post(
             "/api/v1/order/cancel",
-            json={"user_id": BUYER, "symbol": "BTC_USDT", "order_id": order_id})
+            json={"user_id": BUYER, "symbol": "BTC_USDT", "order_id": order_id},
+        )
     finally:
         late.join()
-    assert envelope_data(response, 202) == {"order_id": str(order_id),
-                                            "status": "CANCEL_REQUESTED"}
+    assert envelope_data(response, 202) == {"order_id": str(order_id), "status": "CANCEL_REQUESTED"}
 
 
 # ---- reads ---------------------------------------------------------------------------
@@ -234,7 +263,9 @@ def test_order_history_when_orders_completed_includes_every_status(
     data = envelope_data(gateway.client.get(f"/api/v1/order/history?user_id={BUYER}"), 200)
     assert isinstance(data, dict)
     assert [(o["order_id"], o["status"]) for o in data["orders"]] == [
-        (str(seeded["b"]), "CANCELLED"), (str(seeded["a"]), "PARTIALLY_FILLED")]
+        (str(seeded["b"]), "CANCELLED"),
+        (str(seeded["a"]), "PARTIALLY_FILLED"),
+    ]
     assert data["next_cursor"] is None
     assert data["orders"][1] == _order_a(seeded["a"])
 
@@ -247,8 +278,9 @@ def test_get_order_when_own_order_returns_it_with_its_update_trail(
     assert isinstance(data, dict)
     updates = data.pop("updates")
     assert data == _order_a(a)
-    assert [(u["status"], u["filled_quantity"], u["last_fill_price"], u["command_id"])
-            for u in updates] == [
+    assert [
+        (u["status"], u["filled_quantity"], u["last_fill_price"], u["command_id"]) for u in updates
+    ] == [
         ("NEW", "0.00000", None, str(a)),
         ("PARTIALLY_FILLED", "0.00500", "50000.00", str(seeded["c"])),
     ]
@@ -278,14 +310,36 @@ def test_trades_when_orders_matched_returns_each_users_side(
 ) -> None:
     buyer = envelope_data(gateway.client.get(f"/api/v1/trades?user_id={BUYER}"), 200)
     seller = envelope_data(
-        gateway.client.get(f"/api/v1/trades?user_id={SELLER}&symbol=BTC_USDT&limit=1"), 200)
-    common = {"trade_id": "1", "symbol": "BTC_USDT", "price": "50000.00",
-              "quantity": "0.00500", "quote_quantity": "250.00000000",
-              "executed_at": TS + seeded["c"] - SEED_BASE}
-    assert buyer == [{**common, "order_id": str(seeded["a"]), "side": "BUY", "is_maker": True,
-                      "fee": "0.00000000", "fee_asset": "BTC"}]
-    assert seller == [{**common, "order_id": str(seeded["c"]), "side": "SELL",
-                       "is_maker": False, "fee": "0.00000000", "fee_asset": "USDT"}]
+        gateway.client.get(f"/api/v1/trades?user_id={SELLER}&symbol=BTC_USDT&limit=1"), 200
+    )
+    common = {
+        "trade_id": "1",
+        "symbol": "BTC_USDT",
+        "price": "50000.00",
+        "quantity": "0.00500",
+        "quote_quantity": "250.00000000",
+        "executed_at": TS + seeded["c"] - SEED_BASE,
+    }
+    assert buyer == [
+        {
+            **common,
+            "order_id": str(seeded["a"]),
+            "side": "BUY",
+            "is_maker": True,
+            "fee": "0.00000000",
+            "fee_asset": "BTC",
+        }
+    ]
+    assert seller == [
+        {
+            **common,
+            "order_id": str(seeded["c"]),
+            "side": "SELL",
+            "is_maker": False,
+            "fee": "0.00000000",
+            "fee_asset": "USDT",
+        }
+    ]
 
 
 def test_balances_when_funds_deposited_traded_and_locked_returns_decimal_strings(
@@ -310,8 +364,13 @@ def test_unknown_route_returns_404_not_found_envelope(gateway: Gateway, path: st
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/api/v1/order/create"), ("PUT", "/api/v1/order/cancel"),
-     ("DELETE", "/api/v1/balances"), ("POST", "/api/v1/trades"), ("PATCH", "/health")],
+    [
+        ("GET", "/api/v1/order/create"),
+        ("PUT", "/api/v1/order/cancel"),
+        ("DELETE", "/api/v1/balances"),
+        ("POST", "/api/v1/trades"),
+        ("PATCH", "/health"),
+    ],
 )
 def test_wrong_method_returns_405_envelope_with_allow_header(
     gateway: Gateway, method: str, path: str
@@ -332,47 +391,75 @@ def test_ready_when_broker_and_store_reachable_returns_200(gateway: Gateway) -> 
 def test_openapi_when_served_documents_every_route_without_422(gateway: Gateway) -> None:
     spec = gateway.client.get("/openapi.json").json()
     assert set(spec["paths"]) == {
-        "/api/v1/order/create", "/api/v1/order/cancel", "/api/v1/deposit", "/api/v1/withdraw",
-        "/api/v1/order/active", "/api/v1/order/history", "/api/v1/order/{order_id}",
-        "/api/v1/trades", "/api/v1/balances", "/health", "/ready"}
+        "/api/v1/order/create",
+        "/api/v1/order/cancel",
+        "/api/v1/deposit",
+        "/api/v1/withdraw",
+        "/api/v1/order/active",
+        "/api/v1/order/history",
+        "/api/v1/order/{order_id}",
+        "/api/v1/trades",
+        "/api/v1/balances",
+        "/health",
+        "/ready",
+    }
     for path in spec["paths"].values():
         for op in path.values():
             assert op["summary"] and op["description"]
             assert "422" not in op["responses"]
     create = spec["paths"]["/api/v1/order/create"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/PlaceOrderRequest"}
+        "$ref": "#/components/schemas/PlaceOrderRequest"
+    }
     assert {"PlaceOrderRequest", "CancelOrderRequest", "FundsRequest"} <= set(
-        spec["components"]["schemas"])
+        spec["components"]["schemas"]
+    )
     assert gateway.client.get("/docs").status_code == 200
 
 
 def test_create_order_when_wait_and_no_engine_answers_falls_back_to_202_after_timeout(
     gateway: Gateway,
 ) -> None:
-    body = {"user_id": 5, "symbol": "BTC_USDT", "side": "BUY", "order_type": "LIMIT",
-            "price": "1.00", "quantity": "1"}
+    body = {
+        "user_id": 5,
+        "symbol": "BTC_USDT",
+        "side": "BUY",
+        "order_type": "LIMIT",
+        "price": "1.00",
+        "quantity": "1",
+    }
     started = time.monotonic()
     response = gateway.client.post("/api/v1/order/create?wait=true&timeout_ms=300", json=body)
     elapsed = time.monotonic() - started
-    assert envelope_data(response, 202) == {"order_id": "0", "client_order_id": None,
-                                            "status": "ACCEPTED"}
+    assert envelope_data(response, 202) == {
+        "order_id": "0",
+        "client_order_id": None,
+        "status": "ACCEPTED",
+    }
     assert elapsed >= 0.3  # only once the wait timed out (a lower bound: see above)
 
 
 def test_create_order_when_served_by_the_fastapi_route_answers_as_the_fast_path(
     gateway: Gateway, codec: Codec
 ) -> None:
-    body = {"user_id": 5, "symbol": "BTC_USDT", "side": "BUY", "order_type": "LIMIT",
-            "price": "10.00", "quantity": "1", "client_order_id": "x"}
+    body = {
+        "user_id": 5,
+        "symbol": "BTC_USDT",
+        "side": "BUY",
+        "order_type": "LIMIT",
+        "price": "10.00",
+        "quantity": "1",
+        "client_order_id": "x",
+    }
     answers = []
     for fast in (True, False):
         gateway.app.fast_path = fast
-        answers.append(envelope_data(gateway.client.post("/api/v1/order/create", json=body),
-                                     202))
+        answers.append(envelope_data(gateway.client.post("/api/v1/order/create", json=body), 202))
     gateway.app.fast_path = True
-    assert answers == [{"order_id": "0", "client_order_id": "x", "status": "ACCEPTED"},
-                       {"order_id": "1", "client_order_id": "x", "status": "ACCEPTED"}]
+    assert answers == [
+        {"order_id": "0", "client_order_id": "x", "status": "ACCEPTED"},
+        {"order_id": "1", "client_order_id": "x", "status": "ACCEPTED"},
+    ]
     log = gateway.orders_log(codec)
     assert [type(c) for _, c in log] == [PlaceOrder, PlaceOrder]
     assert log[0][1].timestamp_ms <= log[1][1].timestamp_ms

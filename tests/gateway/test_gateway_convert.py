@@ -63,14 +63,51 @@ def test_parse_decimal_when_value_is_a_positive_decimal_returns_it_exactly(
 @pytest.mark.parametrize(
     "raw",
     [
-        "0", "0.00", "-1", "-0.01", "+1", " 1", "1 ", "1.", ".5", "1e3", "1E-2", "0x10",
-        "NaN", "nan", "Infinity", "-Infinity", "inf", "1e999999", "", "1,5", "١٢",
+        "0",
+        "0.00",
+        "-1",
+        "-0.01",
+        "+1",
+        " 1",
+        "1 ",
+        "1.",
+        ".5",
+        "1e3",
+        "1E-2",
+        "0x10",
+        "NaN",
+        "nan",
+        "Infinity",
+        "-Infinity",
+        "inf",
+        "1e999999",
+        "",
+        "1,5",
+        "١٢",
         "1" * 65,  # over the length limit
         "9" * 32,  # 10**31 or more
-        0, -5, 10**31, -(10**40), 10**4000,
-        True, False, None, 1.5, 0.1, [], {}, ["1"],
-        Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity"), Decimal("-1"), Decimal("0"),
-        Decimal("1E+999999"), Decimal("1E-999999"), Decimal("1E+31"), Decimal("1E-31"),
+        0,
+        -5,
+        10**31,
+        -(10**40),
+        10**4000,
+        True,
+        False,
+        None,
+        1.5,
+        0.1,
+        [],
+        {},
+        ["1"],
+        Decimal("NaN"),
+        Decimal("Infinity"),
+        Decimal("-Infinity"),
+        Decimal("-1"),
+        Decimal("0"),
+        Decimal("1E+999999"),
+        Decimal("1E-999999"),
+        Decimal("1E+31"),
+        Decimal("1E-31"),
     ],
 )
 def test_parse_decimal_when_value_is_not_a_positive_finite_decimal_raises_value_error(
@@ -91,8 +128,19 @@ def test_parse_json_when_number_has_a_fraction_keeps_it_exact_not_binary_float()
 
 
 @pytest.mark.parametrize(
-    "body", [b"", b"   ", b"{", b"{'a': 1}", b"NaN", b'{"a": Infinity}', b'{"a": -Infinity}',
-             b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000, b'{"a": 1} x']
+    "body",
+    [
+        b"",
+        b"   ",
+        b"{",
+        b"{'a': 1}",
+        b"NaN",
+        b'{"a": Infinity}',
+        b'{"a": -Infinity}',
+        b"\xff\xfe",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a": 1} x',
+    ],
 )
 def test_parse_json_when_body_is_not_json_raises_malformed_json(body: bytes) -> None:
     assert _code(lambda: parse_json(body)) is ErrorCode.MALFORMED_JSON
@@ -187,9 +235,7 @@ def test_amount_to_minor_when_exact_within_int64_converts(
 def test_amount_to_minor_when_finer_than_minor_unit_or_beyond_int64_raises_invalid_amount(
     usdt: AssetSpec, amount: str
 ) -> None:
-    assert _code(lambda: amount_to_minor(usdt, parse_decimal(amount))) is (
-        ErrorCode.INVALID_AMOUNT
-    )
+    assert _code(lambda: amount_to_minor(usdt, parse_decimal(amount))) is (ErrorCode.INVALID_AMOUNT)
 
 
 # ---- outbound ----------------------------------------------------------------------------

@@ -26,17 +26,28 @@ pytestmark = pytest.mark.kafka
 # publisher's acknowledgement watchdog (gateway.publisher).
 _BOUNDED = re.compile(r"timed out|did not acknowledge within")
 
-ORDER = {"user_id": 1, "symbol": "BTC_USDT", "side": "BUY", "order_type": "LIMIT",
-         "price": "100.00", "quantity": "1"}
+ORDER = {
+    "user_id": 1,
+    "symbol": "BTC_USDT",
+    "side": "BUY",
+    "order_type": "LIMIT",
+    "price": "100.00",
+    "quantity": "1",
+}
 
 
 def test_create_order_when_broker_unreachable_returns_503_within_the_delivery_bound(
     tmp_path: Path, markets: Markets, codec: Codec
 ) -> None:
     closed = f"127.0.0.1:{free_port()}"  # nothing listens there
-    with run_gateway(bootstrap=closed, topics=Topics.with_prefix("down-"),
-                     store_path=tmp_path / "s.sqlite3", markets=markets, codec=codec,
-                     wait_follower=False) as gw:  # production delivery timeout (5 s)
+    with run_gateway(
+        bootstrap=closed,
+        topics=Topics.with_prefix("down-"),
+        store_path=tmp_path / "s.sqlite3",
+        markets=markets,
+        codec=codec,
+        wait_follower=False,
+    ) as gw:  # production delivery timeout (5 s)
         response = gw.client.post("/api/v1/order/create?wait=true", json=ORDER)
         assert envelope_error(response) == (503, "BROKER_UNAVAILABLE")
         # The answer came from one of the two time bounds (the producer's delivery timeout
@@ -55,9 +66,14 @@ def test_create_order_when_broker_dies_after_start_returns_503_not_202(
     try:
         topics = Topics.with_prefix(f"die{uuid.uuid4().hex[:6]}-")
         ensure_topics(make_admin(broker.bootstrap_servers), topics.all())
-        with run_gateway(bootstrap=broker.bootstrap_servers, topics=topics,
-                         store_path=tmp_path / "s.sqlite3", markets=markets, codec=codec,
-                         delivery_timeout_ms=2000) as gw:
+        with run_gateway(
+            bootstrap=broker.bootstrap_servers,
+            topics=topics,
+            store_path=tmp_path / "s.sqlite3",
+            markets=markets,
+            codec=codec,
+            delivery_timeout_ms=2000,
+        ) as gw:
             envelope_data(gw.client.post("/api/v1/order/create", json=ORDER), 202)
             broker.stop()
             response = gw.client.post("/api/v1/order/create", json=ORDER)
@@ -70,8 +86,9 @@ def test_create_order_when_broker_dies_after_start_returns_503_not_202(
 def test_publish_when_producer_queue_full_refuses_at_once() -> None:
     closed = f"127.0.0.1:{free_port()}"
     publisher = CommandPublisher(
-        lambda: make_producer(closed, **{"message.timeout.ms": 3000,
-                                         "queue.buffering.max.messages": 1}),
+        lambda: make_producer(
+            closed, **{"message.timeout.ms": 3000, "queue.buffering.max.messages": 1}
+        ),
         "orders",
         ack_timeout_s=4.0,
     )
@@ -103,33 +120,55 @@ def test_publish_when_producer_queue_full_refuses_at_once() -> None:
 
 
 def test_reads_when_store_file_missing_return_503_store_unavailable(
-    kafka_bootstrap: str, fresh_topics: Topics, tmp_path: Path, markets: Markets,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    tmp_path: Path,
+    markets: Markets,
     codec: Codec,
 ) -> None:
-    with run_gateway(bootstrap=kafka_bootstrap, topics=fresh_topics,
-                     store_path=tmp_path / "no-such-dir" / "s.sqlite3", markets=markets,
-                     codec=codec, init_schema=False) as gw:
+    with run_gateway(
+        bootstrap=kafka_bootstrap,
+        topics=fresh_topics,
+        store_path=tmp_path / "no-such-dir" / "s.sqlite3",
+        markets=markets,
+        codec=codec,
+        init_schema=False,
+    ) as gw:
         _assert_store_down(gw)
 
 
 def test_reads_when_store_has_no_schema_yet_return_503_store_unavailable(
-    kafka_bootstrap: str, fresh_topics: Topics, tmp_path: Path, markets: Markets,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    tmp_path: Path,
+    markets: Markets,
     codec: Codec,
 ) -> None:
     path = tmp_path / "empty.sqlite3"
     path.write_bytes(b"")  # settlement has not created its tables yet
-    with run_gateway(bootstrap=kafka_bootstrap, topics=fresh_topics, store_path=path,
-                     markets=markets, codec=codec, init_schema=False) as gw:
+    with run_gateway(
+        bootstrap=kafka_bootstrap,
+        topics=fresh_topics,
+        store_path=path,
+        markets=markets,
+        codec=codec,
+        init_schema=False,
+    ) as gw:
         _assert_store_down(gw)
 
 
 def _assert_store_down(gw: Gateway) -> None:
-    for path in ("/api/v1/balances?user_id=1", "/api/v1/order/active?user_id=1",
-                 "/api/v1/order/history?user_id=1", "/api/v1/trades?user_id=1",
-                 "/api/v1/order/5?user_id=1"):
+    for path in (
+        "/api/v1/balances?user_id=1",
+        "/api/v1/order/active?user_id=1",
+        "/api/v1/order/history?user_id=1",
+        "/api/v1/trades?user_id=1",
+        "/api/v1/order/5?user_id=1",
+    ):
         assert envelope_error(gw.client.get(path)) == (503, "STORE_UNAVAILABLE"), path
-    cancel = gw.client.post("/api/v1/order/cancel",
-                            json={"user_id": 1, "symbol": "BTC_USDT", "order_id": "5"})
+    cancel = gw.client.post(
+        "/api/v1/order/cancel", json={"user_id": 1, "symbol": "BTC_USDT", "order_id": "5"}
+    )
     assert envelope_error(cancel) == (503, "STORE_UNAVAILABLE")
     ready = gw.client.get("/ready")
     assert envelope_error(ready) == (503, "NOT_READY")
@@ -144,9 +183,14 @@ def test_ready_when_output_follower_has_no_topic_yet_is_503_until_it_follows(
     # The broker answers, the store answers, but engine-output does not exist yet: ?wait=true
     # could only answer 202 at once, so the gateway is not ready.
     topics = Topics.with_prefix(f"late{uuid.uuid4().hex[:6]}-")
-    with run_gateway(bootstrap=kafka_bootstrap, topics=topics,
-                     store_path=tmp_path / "s.sqlite3", markets=markets, codec=codec,
-                     wait_follower=False) as gw:
+    with run_gateway(
+        bootstrap=kafka_bootstrap,
+        topics=topics,
+        store_path=tmp_path / "s.sqlite3",
+        markets=markets,
+        codec=codec,
+        wait_follower=False,
+    ) as gw:
         ready = gw.client.get("/ready")
         assert envelope_error(ready) == (503, "NOT_READY")
         assert "follower" in ready.json()["error"]["message"]

@@ -58,7 +58,9 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def fuzz_gateway(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, markets: Markets,
+    kafka_bootstrap: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    markets: Markets,
     codec: Codec,
 ) -> Iterator[Gateway]:
     """The gateway, the real engine service answering its commands (so ``?wait=true`` is
@@ -69,9 +71,12 @@ def fuzz_gateway(
     engine = EngineService(
         bootstrap=kafka_bootstrap,
         config=EngineServiceConfig(
-            orders_topic=topics.orders.name, output_topic=topics.engine_output.name,
-            orders_dlq_topic=topics.orders_dlq.name, group_id=f"engine-{topics.orders.name}",
-            snapshot_every_commands=10**9, snapshot_every_s=3600.0,
+            orders_topic=topics.orders.name,
+            output_topic=topics.engine_output.name,
+            orders_dlq_topic=topics.orders_dlq.name,
+            group_id=f"engine-{topics.orders.name}",
+            snapshot_every_commands=10**9,
+            snapshot_every_s=3600.0,
         ),
         codec=codec,
         new_engine=lambda: Engine(markets),
@@ -82,9 +87,14 @@ def fuzz_gateway(
     engine_thread = threading.Thread(target=engine.run, args=(stop,), daemon=True)
     engine_thread.start()
     try:
-        with run_gateway(bootstrap=kafka_bootstrap, topics=topics,
-                         store_path=tmp / "exchange.sqlite3", markets=markets, codec=codec,
-                         config=GatewayConfig(cancel_lookup_s=0.02)) as gw:
+        with run_gateway(
+            bootstrap=kafka_bootstrap,
+            topics=topics,
+            store_path=tmp / "exchange.sqlite3",
+            markets=markets,
+            codec=codec,
+            config=GatewayConfig(cancel_lookup_s=0.02),
+        ) as gw:
             s = Script(markets)
             for user in (1, 2, 3):
                 s.deposit(user, "USDT", 10**13)
@@ -145,9 +155,13 @@ def test_api_when_fuzzed_from_its_spec_never_answers_5xx_and_conforms(
     @given(case=operation.as_strategy(generation_mode=mode))
     # No shrinking: each example is a network round trip, and schemathesis already prints
     # the failing request as a curl command.
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              phases=[Phase.explicit, Phase.reuse, Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     def fuzz(case: Any) -> None:
         calls.append(case.method)
         case.call_and_validate(checks=CHECKS, timeout=45)

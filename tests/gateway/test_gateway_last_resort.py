@@ -38,18 +38,33 @@ def test_unexpected_error_when_raised_by_a_route_returns_500_internal_error_enve
 ) -> None:
     store = _BuggyStore(tmp_path / "s.sqlite3")
     store.init_schema()
-    app = create_gateway_app(bootstrap=kafka_bootstrap, topics=fresh_topics, markets=markets,
-                             codec=_BuggyCodec(), store=store)
-    order = {"user_id": 1, "symbol": "BTC_USDT", "side": "BUY", "order_type": "LIMIT",
-             "price": "1.00", "quantity": "1"}
+    app = create_gateway_app(
+        bootstrap=kafka_bootstrap,
+        topics=fresh_topics,
+        markets=markets,
+        codec=_BuggyCodec(),
+        store=store,
+    )
+    order = {
+        "user_id": 1,
+        "symbol": "BTC_USDT",
+        "side": "BUY",
+        "order_type": "LIMIT",
+        "price": "1.00",
+        "quantity": "1",
+    }
     try:
         with ServerThread(app, free_port()) as url, httpx.Client(base_url=url) as client:
             assert envelope_error(client.get("/api/v1/balances?user_id=1")) == (
-                500, "INTERNAL_ERROR")
+                500,
+                "INTERNAL_ERROR",
+            )
             for fast in (True, False):
                 app.fast_path = fast
                 assert envelope_error(client.post("/api/v1/order/create", json=order)) == (
-                    500, "INTERNAL_ERROR")
+                    500,
+                    "INTERNAL_ERROR",
+                )
             # and the server is still serving
             assert client.get("/health").status_code == 200
     finally:

@@ -35,7 +35,6 @@ def _env(bootstrap: str, topics: Topics, data_dir: Path, port: int) -> dict[str,
     }
 
 
-
 def _healthy(url: str) -> bool:
     try:
         return httpx.get(f"{url}/health", timeout=1).status_code == 200
@@ -90,14 +89,22 @@ def test_run_gateway_when_sigterm_serves_until_then_and_exits_0(
 ) -> None:
     port = free_port()
     env = {**os.environ, **_env(kafka_bootstrap, fresh_topics, tmp_path, port)}
-    code = ("import sys; from exchange.settings import load_settings; "
-            "from entrypoints.gateway import run_gateway; sys.exit(run_gateway(load_settings()))")
+    code = (
+        "import sys; from exchange.settings import load_settings; "
+        "from entrypoints.gateway import run_gateway; sys.exit(run_gateway(load_settings()))"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
         eventually(lambda: _healthy(url), what=f"{url} to answer /health")
-        order = {"user_id": 1, "symbol": "BTC_USDT", "side": "BUY", "order_type": "LIMIT",
-                 "price": "1.00", "quantity": "1"}
+        order = {
+            "user_id": 1,
+            "symbol": "BTC_USDT",
+            "side": "BUY",
+            "order_type": "LIMIT",
+            "price": "1.00",
+            "quantity": "1",
+        }
         response = httpx.post(f"{url}/api/v1/order/create", json=order, timeout=10)
         assert response.status_code == 202, response.text
         proc.send_signal(signal.SIGTERM)

@@ -35,7 +35,9 @@ WAIT = "?wait=true&timeout_ms=10000"
 
 @pytest.fixture(scope="module")
 def pipeline(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, markets: Markets,
+    kafka_bootstrap: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    markets: Markets,
     codec: Codec,
 ) -> Iterator[Gateway]:
     topics = Topics.with_prefix(f"p{uuid.uuid4().hex[:10]}-")
@@ -45,9 +47,12 @@ def pipeline(
     engine = EngineService(
         bootstrap=kafka_bootstrap,
         config=EngineServiceConfig(
-            orders_topic=topics.orders.name, output_topic=topics.engine_output.name,
-            orders_dlq_topic=topics.orders_dlq.name, group_id=f"engine-{topics.orders.name}",
-            snapshot_every_commands=10**9, snapshot_every_s=3600.0,
+            orders_topic=topics.orders.name,
+            output_topic=topics.engine_output.name,
+            orders_dlq_topic=topics.orders_dlq.name,
+            group_id=f"engine-{topics.orders.name}",
+            snapshot_every_commands=10**9,
+            snapshot_every_s=3600.0,
         ),
         codec=codec,
         new_engine=lambda: Engine(markets),
@@ -68,13 +73,21 @@ def pipeline(
         store=settlement_store,
     )
     stop = threading.Event()
-    threads = [threading.Thread(target=engine.run, args=(stop,), daemon=True),
-               threading.Thread(target=settlement.run, args=(stop,), daemon=True)]
+    threads = [
+        threading.Thread(target=engine.run, args=(stop,), daemon=True),
+        threading.Thread(target=settlement.run, args=(stop,), daemon=True),
+    ]
     for t in threads:
         t.start()
     try:
-        with run_gateway(bootstrap=kafka_bootstrap, topics=topics, store_path=store_path,
-                         markets=markets, codec=codec, init_schema=False) as gw:
+        with run_gateway(
+            bootstrap=kafka_bootstrap,
+            topics=topics,
+            store_path=store_path,
+            markets=markets,
+            codec=codec,
+            init_schema=False,
+        ) as gw:
             yield gw
     finally:
         stop.set()
@@ -83,19 +96,28 @@ def pipeline(
         settlement_store.close()
 
 
-
 def _deposit(gw: Gateway, user: int, asset: str, amount: str) -> dict[str, Any]:
-    data = envelope_data(gw.client.post(f"/api/v1/deposit{WAIT}", json={
-        "user_id": user, "asset": asset, "amount": amount}), 200)
+    data = envelope_data(
+        gw.client.post(
+            f"/api/v1/deposit{WAIT}", json={"user_id": user, "asset": asset, "amount": amount}
+        ),
+        200,
+    )
     assert isinstance(data, dict)
     return data
 
 
-def _order(gw: Gateway, user: int, side: str, price: str | None, quantity: str,
-           **extra: Any) -> httpx.Response:
-    body: dict[str, Any] = {"user_id": user, "symbol": "BTC_USDT", "side": side,
-                            "order_type": "LIMIT" if price else "MARKET", "quantity": quantity,
-                            **extra}
+def _order(
+    gw: Gateway, user: int, side: str, price: str | None, quantity: str, **extra: Any
+) -> httpx.Response:
+    body: dict[str, Any] = {
+        "user_id": user,
+        "symbol": "BTC_USDT",
+        "side": side,
+        "order_type": "LIMIT" if price else "MARKET",
+        "quantity": quantity,
+        **extra,
+    }
     if price:
         body["price"] = price
     return gw.client.post(f"/api/v1/order/create{WAIT}", json=body)
@@ -115,13 +137,26 @@ def test_withdraw_when_wait_and_funds_short_returns_200_rejected_with_reason(
     pipeline: Gateway,
 ) -> None:
     _deposit(pipeline, 102, "BTC", "1")
-    data = envelope_data(pipeline.client.post(f"/api/v1/withdraw{WAIT}", json={
-        "user_id": 102, "asset": "BTC", "amount": "1.00000001"}), 200)
-    assert data == {"command_id": data["command_id"], "status": "REJECTED",  # type: ignore[index]
-                    "asset": "BTC", "available": None, "locked": None,
-                    "reject_reason": "INSUFFICIENT_FUNDS"}
-    ok = envelope_data(pipeline.client.post(f"/api/v1/withdraw{WAIT}", json={
-        "user_id": 102, "asset": "BTC", "amount": "0.25"}), 200)
+    data = envelope_data(
+        pipeline.client.post(
+            f"/api/v1/withdraw{WAIT}", json={"user_id": 102, "asset": "BTC", "amount": "1.00000001"}
+        ),
+        200,
+    )
+    assert data == {
+        "command_id": data["command_id"],
+        "status": "REJECTED",  # type: ignore[index]
+        "asset": "BTC",
+        "available": None,
+        "locked": None,
+        "reject_reason": "INSUFFICIENT_FUNDS",
+    }
+    ok = envelope_data(
+        pipeline.client.post(
+            f"/api/v1/withdraw{WAIT}", json={"user_id": 102, "asset": "BTC", "amount": "0.25"}
+        ),
+        200,
+    )
     assert isinstance(ok, dict) and ok["available"] == "0.75000000"
 
 
@@ -133,8 +168,12 @@ def test_create_order_when_wait_and_it_rests_returns_200_new_without_fills(
     data = envelope_data(response, 200)
     assert isinstance(data, dict)
     assert data["status"] == "NEW" and data["fills"] == []
-    assert (data["price"], data["quantity"], data["filled_quantity"],
-            data["remaining_quantity"]) == ("100.00", "0.50000", "0.00000", "0.50000")
+    assert (
+        data["price"],
+        data["quantity"],
+        data["filled_quantity"],
+        data["remaining_quantity"],
+    ) == ("100.00", "0.50000", "0.00000", "0.50000")
     assert data["avg_fill_price"] is None and data["client_order_id"] == "rest-1"
     assert data["user_id"] == 103 and data["reject_reason"] is None
 
@@ -181,10 +220,16 @@ def test_cancel_when_wait_returns_200_with_the_cancelled_order_and_reads_follow(
     order_id = placed["order_id"]
     # The cancel checks the order against the store, which lags the engine (by the settlement
     # group's first join here), so wait until settlement has written it.
-    eventually(lambda: pipeline.client.get(f"/api/v1/order/{order_id}?user_id=107")
-                .status_code == 200)
-    data = envelope_data(pipeline.client.post(f"/api/v1/order/cancel{WAIT}", json={
-        "user_id": 107, "symbol": "BTC_USDT", "order_id": order_id}), 200)
+    eventually(
+        lambda: pipeline.client.get(f"/api/v1/order/{order_id}?user_id=107").status_code == 200
+    )
+    data = envelope_data(
+        pipeline.client.post(
+            f"/api/v1/order/cancel{WAIT}",
+            json={"user_id": 107, "symbol": "BTC_USDT", "order_id": order_id},
+        ),
+        200,
+    )
     assert isinstance(data, dict)
     assert data["order_id"] == order_id and data["status"] == "CANCELLED"
     assert data["remaining_quantity"] == "0.00000"
@@ -195,8 +240,10 @@ def test_cancel_when_wait_returns_200_with_the_cancelled_order_and_reads_follow(
 
     detail = eventually(settled)
     assert [u["status"] for u in detail["updates"]] == ["NEW", "CANCELLED"]
-    again = pipeline.client.post(f"/api/v1/order/cancel{WAIT}", json={
-        "user_id": 107, "symbol": "BTC_USDT", "order_id": order_id})
+    again = pipeline.client.post(
+        f"/api/v1/order/cancel{WAIT}",
+        json={"user_id": 107, "symbol": "BTC_USDT", "order_id": order_id},
+    )
     assert envelope_error(again) == (404, "ORDER_NOT_FOUND")
     balances = envelope_data(pipeline.client.get("/api/v1/balances?user_id=107"), 200)
     assert balances == [{"asset": "USDT", "available": "1000.00000000", "locked": "0.00000000"}]
@@ -208,8 +255,9 @@ def test_create_order_when_many_wait_at_once_each_gets_its_own_result(
     _deposit(pipeline, 108, "USDT", "1000000")
 
     def place(i: int) -> dict[str, Any]:
-        data = envelope_data(_order(pipeline, 108, "BUY", f"{1 + i}.00", "0.001",
-                                    client_order_id=f"c{i}"), 200)
+        data = envelope_data(
+            _order(pipeline, 108, "BUY", f"{1 + i}.00", "0.001", client_order_id=f"c{i}"), 200
+        )
         assert isinstance(data, dict)
         return data
 

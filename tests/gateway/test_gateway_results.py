@@ -27,25 +27,40 @@ T = TypeVar("T")
 
 
 def _output(command_id: int, sequence: int = 1) -> EngineOutput:
-    return EngineOutput(sequence=sequence, command_id=command_id,
-                        command_kind=CommandKind.DEPOSIT, timestamp_ms=1_700_000_000_000)
+    return EngineOutput(
+        sequence=sequence,
+        command_id=command_id,
+        command_kind=CommandKind.DEPOSIT,
+        timestamp_ms=1_700_000_000_000,
+    )
 
 
 def _publish(bootstrap: str, topics: Topics, codec: Codec, output: EngineOutput) -> None:
     producer = make_producer(bootstrap)
-    producer.produce(topics.engine_output.name, codec.encode_output(output),
-                     key=sequence_key(output.sequence),
-                     partition=output.sequence % topics.engine_output.partitions)
+    producer.produce(
+        topics.engine_output.name,
+        codec.encode_output(output),
+        key=sequence_key(output.sequence),
+        partition=output.sequence % topics.engine_output.partitions,
+    )
     assert producer.flush(10) == 0
 
 
-
-def _follow(bootstrap: str, topics: Topics, codec: Codec,
-            scenario: Callable[[OutputFollower], Awaitable[T]], **kwargs: Any) -> T:
+def _follow(
+    bootstrap: str,
+    topics: Topics,
+    codec: Codec,
+    scenario: Callable[[OutputFollower], Awaitable[T]],
+    **kwargs: Any,
+) -> T:
     follower = OutputFollower(
-        lambda **extra: make_consumer(bootstrap, "gateway-follower-test",
-                                      **CONSUMER_OVERRIDES, **extra),
-        topics.engine_output.name, codec, **kwargs)
+        lambda **extra: make_consumer(
+            bootstrap, "gateway-follower-test", **CONSUMER_OVERRIDES, **extra
+        ),
+        topics.engine_output.name,
+        codec,
+        **kwargs,
+    )
 
     async def run() -> T:
         follower.start(asyncio.get_running_loop())
@@ -139,8 +154,11 @@ def test_follower_when_its_consumer_stalls_rebuilds_it_and_answers_waits_again(
         producer = make_producer(kafka_bootstrap, **{"batch.num.messages": 1, "linger.ms": 0})
         parts = fresh_topics.engine_output.partitions
         for seq in range(1, outputs + 1):
-            producer.produce(fresh_topics.engine_output.name,
-                             codec.encode_output(_output(seq, seq)), partition=seq % parts)
+            producer.produce(
+                fresh_topics.engine_output.name,
+                codec.encode_output(_output(seq, seq)),
+                partition=seq % parts,
+            )
             producer.poll(0)
         assert producer.flush(30) == 0
         await eventually_async(lambda: f.watchdog.stalls == 1, 30)
@@ -154,8 +172,9 @@ def test_follower_when_its_consumer_stalls_rebuilds_it_and_answers_waits_again(
         finally:
             f.end()
 
-    got = _follow(kafka_bootstrap, fresh_topics, codec, scenario, stall_after_s=1.0,
-                  fetch_wait=lambda: 1)
+    got = _follow(
+        kafka_bootstrap, fresh_topics, codec, scenario, stall_after_s=1.0, fetch_wait=lambda: 1
+    )
     assert got is not None and got.command_id == outputs + 1
 
 
@@ -169,7 +188,11 @@ def test_try_begin_when_waiters_at_capacity_refuses_until_one_ends(
         return got
 
     assert _follow(kafka_bootstrap, fresh_topics, codec, scenario, max_waiters=2) == [
-        True, True, False, True]
+        True,
+        True,
+        False,
+        True,
+    ]
 
 
 def test_cache_when_more_outputs_than_its_size_keeps_only_the_newest(
@@ -198,36 +221,76 @@ def test_cache_when_more_outputs_than_its_size_keeps_only_the_newest(
 def test_create_order_when_wait_and_output_fed_by_hand_returns_the_engines_answer(
     gateway: Gateway, codec: Codec
 ) -> None:
-    body = {"user_id": 9, "symbol": "BTC_USDT", "side": "BUY", "order_type": "LIMIT",
-            "price": "123.45", "quantity": "0.5", "client_order_id": "fed"}
+    body = {
+        "user_id": 9,
+        "symbol": "BTC_USDT",
+        "side": "BUY",
+        "order_type": "LIMIT",
+        "price": "123.45",
+        "quantity": "0.5",
+        "client_order_id": "fed",
+    }
     result: dict[str, Any] = {}
 
     def call() -> None:
         result["response"] = gateway.client.post(
-            "/api/v1/order/create?wait=true&timeout_ms=15000", json=body)
+            "/api/v1/order/create?wait=true&timeout_ms=15000", json=body
+        )
 
     caller = threading.Thread(target=call)
     caller.start()
     [(offset, command)] = eventually(
         lambda: read_commands(gateway.bootstrap, gateway.topics.orders.name, codec) or False,
-        what="the order on the log")
-    update = OrderUpdated(
-        order_id=offset, client_order_id="fed", user_id=9, symbol="BTC_USDT", side=Side.BUY,
-        order_type=OrderType.LIMIT, time_in_force=TimeInForce.GTC, price=12_345,
-        quantity=50_000, status=OrderStatus.NEW, filled_quantity=0, remaining_quantity=50_000,
-        cumulative_quote=0, avg_fill_price=0, last_fill_price=0, last_fill_quantity=0,
-        reject_reason=None, created_at=command.timestamp_ms, updated_at=command.timestamp_ms,
+        what="the order on the log",
     )
-    output = EngineOutput(sequence=1, command_id=offset, command_kind=CommandKind.PLACE_ORDER,
-                          timestamp_ms=command.timestamp_ms, order_updates=(update,))
+    update = OrderUpdated(
+        order_id=offset,
+        client_order_id="fed",
+        user_id=9,
+        symbol="BTC_USDT",
+        side=Side.BUY,
+        order_type=OrderType.LIMIT,
+        time_in_force=TimeInForce.GTC,
+        price=12_345,
+        quantity=50_000,
+        status=OrderStatus.NEW,
+        filled_quantity=0,
+        remaining_quantity=50_000,
+        cumulative_quote=0,
+        avg_fill_price=0,
+        last_fill_price=0,
+        last_fill_quantity=0,
+        reject_reason=None,
+        created_at=command.timestamp_ms,
+        updated_at=command.timestamp_ms,
+    )
+    output = EngineOutput(
+        sequence=1,
+        command_id=offset,
+        command_kind=CommandKind.PLACE_ORDER,
+        timestamp_ms=command.timestamp_ms,
+        order_updates=(update,),
+    )
     _publish(gateway.bootstrap, gateway.topics, codec, output)
     caller.join(20)
 
     data = envelope_data(result["response"], 200)
     assert data == {
-        "order_id": str(offset), "client_order_id": "fed", "user_id": 9, "symbol": "BTC_USDT",
-        "side": "BUY", "order_type": "LIMIT", "time_in_force": "GTC", "price": "123.45",
-        "quantity": "0.50000", "filled_quantity": "0.00000", "remaining_quantity": "0.50000",
-        "avg_fill_price": None, "status": "NEW", "reject_reason": None,
-        "created_at": command.timestamp_ms, "updated_at": command.timestamp_ms, "fills": [],
+        "order_id": str(offset),
+        "client_order_id": "fed",
+        "user_id": 9,
+        "symbol": "BTC_USDT",
+        "side": "BUY",
+        "order_type": "LIMIT",
+        "time_in_force": "GTC",
+        "price": "123.45",
+        "quantity": "0.50000",
+        "filled_quantity": "0.00000",
+        "remaining_quantity": "0.50000",
+        "avg_fill_price": None,
+        "status": "NEW",
+        "reject_reason": None,
+        "created_at": command.timestamp_ms,
+        "updated_at": command.timestamp_ms,
+        "fills": [],
     }

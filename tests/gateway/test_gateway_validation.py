@@ -93,10 +93,20 @@ CASES: list[tuple[str, str, bytes, int, str]] = [
     ("create", "", _with(ORDER, price=_DROP), 400, "INVALID_ORDER"),
     ("create", "", _with(ORDER, price=None), 400, "INVALID_ORDER"),
     ("create", "", _with(ORDER, order_type="MARKET"), 400, "INVALID_ORDER"),
-    ("create", "", _with(ORDER, order_type="MARKET", price=_DROP, time_in_force="FOK"), 400,
-     "INVALID_ORDER"),
-    ("create", "", _with(ORDER, order_type="MARKET", price=_DROP, post_only=True), 400,
-     "INVALID_ORDER"),
+    (
+        "create",
+        "",
+        _with(ORDER, order_type="MARKET", price=_DROP, time_in_force="FOK"),
+        400,
+        "INVALID_ORDER",
+    ),
+    (
+        "create",
+        "",
+        _with(ORDER, order_type="MARKET", price=_DROP, post_only=True),
+        400,
+        "INVALID_ORDER",
+    ),
     ("create", "", _with(ORDER, post_only=True, time_in_force="IOC"), 400, "INVALID_ORDER"),
     # symbols and enums
     ("create", "", _with(ORDER, symbol="DOGE_USDT"), 400, "UNKNOWN_SYMBOL"),
@@ -112,8 +122,13 @@ CASES: list[tuple[str, str, bytes, int, str]] = [
     ("create", "", _with(ORDER, post_only="yes"), 400, "INVALID_REQUEST"),
     ("create", "", _with(ORDER, post_only=1), 400, "INVALID_REQUEST"),
     # client order ids
-    ("create", "", _with(ORDER, client_order_id="a" * (MAX_CLIENT_ORDER_ID_LENGTH + 1)), 400,
-     "INVALID_REQUEST"),
+    (
+        "create",
+        "",
+        _with(ORDER, client_order_id="a" * (MAX_CLIENT_ORDER_ID_LENGTH + 1)),
+        400,
+        "INVALID_REQUEST",
+    ),
     ("create", "", _with(ORDER, client_order_id=""), 400, "INVALID_REQUEST"),
     ("create", "", _with(ORDER, client_order_id="a b"), 400, "INVALID_REQUEST"),
     ("create", "", _with(ORDER, client_order_id="é"), 400, "INVALID_REQUEST"),
@@ -205,20 +220,22 @@ READ_CASES: list[tuple[str, int, str]] = [
 
 @pytest.fixture(scope="module")
 def gw(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, markets: Markets,
+    kafka_bootstrap: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    markets: Markets,
     codec: Codec,
 ) -> Iterator[Gateway]:
     topics = Topics.with_prefix(f"v{uuid.uuid4().hex[:10]}-")
     ensure_topics(make_admin(kafka_bootstrap), topics.all())
     path: Path = tmp_path_factory.mktemp("validation") / "exchange.sqlite3"
-    with run_gateway(bootstrap=kafka_bootstrap, topics=topics, store_path=path,
-                     markets=markets, codec=codec) as gateway:
+    with run_gateway(
+        bootstrap=kafka_bootstrap, topics=topics, store_path=path, markets=markets, codec=codec
+    ) as gateway:
         yield gateway
 
 
 def _sentinel(gw: Gateway) -> int:
-    response = gw.client.post("/api/v1/deposit", json={"user_id": 1, "asset": "BTC",
-                                                       "amount": "1"})
+    response = gw.client.post("/api/v1/deposit", json={"user_id": 1, "asset": "BTC", "amount": "1"})
     assert response.status_code == 202, response.text
     return int(response.json()["data"]["command_id"])
 
@@ -232,8 +249,9 @@ def test_command_when_input_invalid_returns_its_code_and_publishes_nothing(
     for fast in (True, False):
         gw.app.fast_path = fast
         try:
-            response = gw.client.post(ROUTES[route] + query, content=body,
-                                      headers={"content-type": "application/json"})
+            response = gw.client.post(
+                ROUTES[route] + query, content=body, headers={"content-type": "application/json"}
+            )
         finally:
             gw.app.fast_path = True
         assert envelope_error(response) == (status, code), response.text
@@ -252,8 +270,9 @@ def test_read_when_parameter_invalid_returns_400_envelope(
 
 
 def test_command_when_posted_as_text_plain_is_still_parsed_as_json(gw: Gateway) -> None:
-    response = gw.client.post("/api/v1/deposit", content=json.dumps(FUNDS),
-                              headers={"content-type": "text/plain"})
+    response = gw.client.post(
+        "/api/v1/deposit", content=json.dumps(FUNDS), headers={"content-type": "text/plain"}
+    )
     assert response.status_code == 202, response.text
 
 

@@ -46,20 +46,27 @@ def settlement_group(topics: Topics) -> str:
     return f"settle-{topics.orders.name}"
 
 
-def start_engine(bootstrap: str, topics: Topics, codec: Codec, markets: Markets,
-                 snaps: Path) -> tuple[EngineService, Running]:
+def start_engine(
+    bootstrap: str, topics: Topics, codec: Codec, markets: Markets, snaps: Path
+) -> tuple[EngineService, Running]:
     registry = new_registry()
     metrics = EngineMetrics(registry)
     service = EngineService(
         bootstrap=bootstrap,
         config=EngineServiceConfig(
-            orders_topic=topics.orders.name, output_topic=topics.engine_output.name,
-            orders_dlq_topic=topics.orders_dlq.name, group_id=engine_group(topics),
-            batch_size=1000, commit_every_s=0.2, snapshot_every_s=3600.0,
+            orders_topic=topics.orders.name,
+            output_topic=topics.engine_output.name,
+            orders_dlq_topic=topics.orders_dlq.name,
+            group_id=engine_group(topics),
+            batch_size=1000,
+            commit_every_s=0.2,
+            snapshot_every_s=3600.0,
         ),
-        codec=codec, new_engine=lambda: Engine(markets),
+        codec=codec,
+        new_engine=lambda: Engine(markets),
         restore_engine=lambda data: Engine.restore(data, markets),
-        snapshots=FileSnapshotStore(snaps), metrics=metrics,
+        snapshots=FileSnapshotStore(snaps),
+        metrics=metrics,
     )
     metrics.watch(service.stats)
     server = serve_metrics(0, registry)
@@ -69,16 +76,21 @@ def start_engine(bootstrap: str, topics: Topics, codec: Codec, markets: Markets,
     return service, Running(stop, thread, server)
 
 
-def start_settlement(bootstrap: str, topics: Topics, codec: Codec, store: SqliteStore
-                     ) -> tuple[SettlementService, Running]:
+def start_settlement(
+    bootstrap: str, topics: Topics, codec: Codec, store: SqliteStore
+) -> tuple[SettlementService, Running]:
     registry = new_registry()
     metrics = SettlementMetrics(registry)
     service = SettlementService(
         bootstrap=bootstrap,
-        config=SettlementConfig(output_topic=topics.engine_output.name,
-                                output_dlq_topic=topics.engine_output_dlq.name,
-                                group_id=settlement_group(topics)),
-        codec=codec, store=store, on_batch=metrics.on_batch,
+        config=SettlementConfig(
+            output_topic=topics.engine_output.name,
+            output_dlq_topic=topics.engine_output_dlq.name,
+            group_id=settlement_group(topics),
+        ),
+        codec=codec,
+        store=store,
+        on_batch=metrics.on_batch,
     )
     metrics.watch(service.stats)
     server = serve_metrics(0, registry)

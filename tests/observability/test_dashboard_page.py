@@ -38,12 +38,28 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 def _output(seq: int, ts: int, rejected: bool = False) -> EngineOutput:
-    rejections = (CommandRejected(command_id=seq, kind=CommandKind.CANCEL_ORDER, user_id=1,
-                                  reason=RejectReason.ORDER_NOT_FOUND, order_id=1,
-                                  client_order_id=None, message="no such order"),
-                  ) if rejected else ()
-    return EngineOutput(sequence=seq, command_id=seq, command_kind=CommandKind.CANCEL_ORDER,
-                        timestamp_ms=ts, rejections=rejections)
+    rejections = (
+        (
+            CommandRejected(
+                command_id=seq,
+                kind=CommandKind.CANCEL_ORDER,
+                user_id=1,
+                reason=RejectReason.ORDER_NOT_FOUND,
+                order_id=1,
+                client_order_id=None,
+                message="no such order",
+            ),
+        )
+        if rejected
+        else ()
+    )
+    return EngineOutput(
+        sequence=seq,
+        command_id=seq,
+        command_kind=CommandKind.CANCEL_ORDER,
+        timestamp_ms=ts,
+        rejections=rejections,
+    )
 
 
 def test_histogram_quantile_when_rank_falls_inside_a_bucket_interpolates_like_promql() -> None:
@@ -74,11 +90,13 @@ def test_dashboard_data_when_sources_move_reports_rates_quantiles_and_lag() -> N
 
         asyncio.run(sampler.data())  # the baseline sample
         # Published 5 ms after their stamps (1 ... 100 ms apart).
-        engine.record_batch([_output(i, clock["ms"] - 5 - (i - 1), rejected=i % 4 == 0)
-                             for i in range(1, 101)], published=100, sequence=100)
+        engine.record_batch(
+            [_output(i, clock["ms"] - 5 - (i - 1), rejected=i % 4 == 0) for i in range(1, 101)],
+            published=100,
+            sequence=100,
+        )
         # 100 outputs stamped 20 ms before the write, 0 ... 99 ms apart.
-        settlement.on_batch([_output(i, clock["ms"] - 20 - (i - 1)) for i in range(1, 91)],
-                            0.004)
+        settlement.on_batch([_output(i, clock["ms"] - 20 - (i - 1)) for i in range(1, 91)], 0.004)
         for _ in range(30):
             gateway.observe("/api/v1/order/create", "POST", 202, 0.001)
         time.sleep(0.2)
@@ -90,7 +108,8 @@ def test_dashboard_data_when_sources_move_reports_rates_quantiles_and_lag() -> N
     assert len(data["t"]) == 2
     assert charts["commands"]["applied/s"][-1] > 0
     assert charts["commands"]["rejected/s"][-1] == pytest.approx(
-        charts["commands"]["applied/s"][-1] / 3)
+        charts["commands"]["applied/s"][-1] / 3
+    )
     assert charts["settlement"]["events/s"][-1] is None  # no stats attached: no series
     assert charts["gateway"]["requests/s"][-1] > 0
     p50, p99 = charts["freshness"]["p50 ms"][-1], charts["freshness"]["p99 ms"][-1]
@@ -116,7 +135,13 @@ def test_dashboard_router_when_mounted_serves_page_assets_and_data() -> None:
     assert script.status_code == 200 and "setInterval(refresh, 1000)" in script.text
     assert missing.status_code == 404 and unknown.status_code == 404
     assert {c["id"] for c in data["charts"]} == {
-        "lag", "commands", "settlement", "freshness", "behind", "gateway"}
+        "lag",
+        "commands",
+        "settlement",
+        "freshness",
+        "behind",
+        "gateway",
+    }
     assert (STATIC_DIR / "dashboard.css").is_file()
 
 
@@ -133,8 +158,9 @@ def test_dashboard_page_when_opened_headless_draws_live_svg_charts(tmp_path: Pat
     app = FastAPI()
     app.include_router(dashboard_router([], registries=[registry], min_interval_s=0.0))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                           access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     stop = threading.Event()
@@ -154,10 +180,20 @@ def test_dashboard_page_when_opened_headless_draws_live_svg_charts(tmp_path: Pat
             time.sleep(0.05)
         assert httpx.get(f"http://127.0.0.1:{port}/dashboard").status_code == 200
         dom = subprocess.run(
-            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=6000",
-             "--dump-dom", f"http://127.0.0.1:{port}/dashboard"],
-            capture_output=True, text=True, timeout=120, check=False,
+            [
+                str(CHROMIUM),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--virtual-time-budget=6000",
+                "--dump-dom",
+                f"http://127.0.0.1:{port}/dashboard",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         ).stdout
     finally:
         stop.set()

@@ -40,24 +40,34 @@ def _timed(text: str) -> dict[tuple[str, str, str], float]:
 
 
 def test_gateway_metrics_when_requests_are_served_count_them_by_route_template_and_status(
-    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    codec: Codec,
+    markets: Markets,
     tmp_path: Path,
 ) -> None:
     store = SqliteStore(tmp_path / "gw.sqlite3")
     store.init_schema()
-    app = create_gateway_app(bootstrap=kafka_bootstrap, topics=fresh_topics, markets=markets,
-                             codec=codec, store=store)
+    app = create_gateway_app(
+        bootstrap=kafka_bootstrap, topics=fresh_topics, markets=markets, codec=codec, store=store
+    )
     asgi, _, _ = instrument(app)
     with ServerThread(cast(FastAPI, asgi), free_port()) as url:
         deposit = {"user_id": 1, "asset": "USDT", "amount": "100.5"}
         assert httpx.post(f"{url}/api/v1/deposit", json=deposit, timeout=30).status_code == 202
         assert httpx.post(f"{url}/api/v1/deposit", json=deposit, timeout=30).status_code == 202
-        assert httpx.post(f"{url}/api/v1/order/create", json={"user_id": 1},
-                          timeout=30).status_code == 400
-        assert httpx.get(f"{url}/api/v1/order/42", params={"user_id": 1},
-                         timeout=30).status_code == 404
-        assert httpx.get(f"{url}/api/v1/order/43", params={"user_id": 1},
-                         timeout=30).status_code == 404
+        assert (
+            httpx.post(f"{url}/api/v1/order/create", json={"user_id": 1}, timeout=30).status_code
+            == 400
+        )
+        assert (
+            httpx.get(f"{url}/api/v1/order/42", params={"user_id": 1}, timeout=30).status_code
+            == 404
+        )
+        assert (
+            httpx.get(f"{url}/api/v1/order/43", params={"user_id": 1}, timeout=30).status_code
+            == 404
+        )
         assert httpx.get(f"{url}/no/such/route/1", timeout=30).status_code == 404
         assert httpx.get(f"{url}/no/such/route/2", timeout=30).status_code == 404
         metrics = httpx.get(f"{url}/metrics", timeout=30)

@@ -70,8 +70,7 @@ def _lag_values(text: str) -> dict[tuple[str, str, str], float]:
     for family in text_string_to_metric_families(text):
         if family.name == "kafka_consumergroup_lag":
             for s in family.samples:
-                out[(s.labels["consumergroup"], s.labels["topic"], s.labels["partition"])] = \
-                    s.value
+                out[(s.labels["consumergroup"], s.labels["topic"], s.labels["partition"])] = s.value
     return out
 
 
@@ -88,8 +87,12 @@ def test_tail_scan_when_broker_is_the_embedded_tansu_is_on(kafka_bootstrap: str)
 
 @pytest.mark.kafka
 def test_lag_when_groups_stop_while_records_are_produced_equals_the_unread_records(
-    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets,
-    store: SqliteStore, tmp_path: Path,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    codec: Codec,
+    markets: Markets,
+    store: SqliteStore,
+    tmp_path: Path,
 ) -> None:
     import httpx
 
@@ -106,15 +109,21 @@ def test_lag_when_groups_stop_while_records_are_produced_equals_the_unread_recor
         produce_commands(kafka_bootstrap, orders, first, codec)
         _, e_run = start_engine(kafka_bootstrap, t, codec, markets, tmp_path / "snaps")
         _, s_run = start_settlement(kafka_bootstrap, t, codec, store)
-        eventually(lambda: monitor.sample().lag_of(e_group) == 0
-                 and store.max_sequence() == len(first)
-                 and monitor.sample().lag_of(s_group) == 0, what="both groups caught up")
+        eventually(
+            lambda: (
+                monitor.sample().lag_of(e_group) == 0
+                and store.max_sequence() == len(first)
+                and monitor.sample().lag_of(s_group) == 0
+            ),
+            what="both groups caught up",
+        )
         e_run.halt()
         s_run.halt()
 
         # 2. Both stopped; N more commands arrive.
-        more = list(command_stream(seed=4, count=1234, users=20, fund=False,
-                                   first_offset=len(first)))
+        more = list(
+            command_stream(seed=4, count=1234, users=20, fund=False, first_offset=len(first))
+        )
         n = produce_commands(kafka_bootstrap, orders, more, codec)
         sample = monitor.sample()
         exported = _lag_values(httpx.get(server.url).text)

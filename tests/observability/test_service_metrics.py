@@ -37,33 +37,45 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 ENGINE_NAMES = (
-    "exchange_engine_commands_total", "exchange_engine_rejections_total",
-    "exchange_engine_outputs_published_total", "exchange_engine_sequence",
-    "exchange_engine_snapshot_pause_seconds_count", "exchange_dlq_records_total",
+    "exchange_engine_commands_total",
+    "exchange_engine_rejections_total",
+    "exchange_engine_outputs_published_total",
+    "exchange_engine_sequence",
+    "exchange_engine_snapshot_pause_seconds_count",
+    "exchange_dlq_records_total",
     "exchange_engine_publish_latency_seconds_bucket",
 )
 SETTLEMENT_NAMES = (
-    "exchange_settlement_batches_total", "exchange_settlement_batch_size_bucket",
-    "exchange_store_write_seconds_bucket", "exchange_settlement_sequence_settled",
-    "exchange_pipeline_freshness_seconds_bucket", "exchange_pipeline_freshness_seconds_count",
-    "exchange_settlement_events_total", "exchange_dlq_records_total",
+    "exchange_settlement_batches_total",
+    "exchange_settlement_batch_size_bucket",
+    "exchange_store_write_seconds_bucket",
+    "exchange_settlement_sequence_settled",
+    "exchange_pipeline_freshness_seconds_bucket",
+    "exchange_pipeline_freshness_seconds_count",
+    "exchange_settlement_events_total",
+    "exchange_dlq_records_total",
 )
 
 
 @pytest.mark.kafka
 def test_service_metrics_when_a_stream_is_settled_report_every_command_and_output(
-    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets,
-    store: SqliteStore, tmp_path: Path,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    codec: Codec,
+    markets: Markets,
+    store: SqliteStore,
+    tmp_path: Path,
 ) -> None:
     commands = list(command_stream(seed=21, count=3000, users=30))
     n = produce_commands(kafka_bootstrap, fresh_topics.orders.name, commands, codec)
     produce_raw(kafka_bootstrap, fresh_topics.orders.name, [b"not an avro command"])
-    engine, e_run = start_engine(kafka_bootstrap, fresh_topics, codec, markets,
-                                 tmp_path / "snaps")
+    engine, e_run = start_engine(kafka_bootstrap, fresh_topics, codec, markets, tmp_path / "snaps")
     settlement, s_run = start_settlement(kafka_bootstrap, fresh_topics, codec, store)
     try:
-        eventually(lambda: store.max_sequence() == n and engine.stats.dead_lettered == 1,
-                 what="the stream settled")
+        eventually(
+            lambda: store.max_sequence() == n and engine.stats.dead_lettered == 1,
+            what="the stream settled",
+        )
         # After the engine's recovery scan (which needs keyed records): a poison output.
         produce_raw(kafka_bootstrap, fresh_topics.engine_output.name, [b"not an output"])
         eventually(lambda: settlement.stats.dead_lettered == 1, what="the poison output parked")
@@ -80,7 +92,8 @@ def test_service_metrics_when_a_stream_is_settled_report_every_command_and_outpu
     assert value(eng, "exchange_engine_commands_total") == n
     assert value(eng, "exchange_engine_commands_total", kind="DEPOSIT") == 30 * 3
     assert value(eng, "exchange_engine_commands_total", result="rejected") == value(
-        eng, "exchange_engine_rejections_total")
+        eng, "exchange_engine_rejections_total"
+    )
     assert value(eng, "exchange_engine_outputs_published_total") == n
     assert value(eng, "exchange_engine_sequence") == n
     assert value(eng, "exchange_engine_publish_latency_seconds_count") == n
@@ -89,19 +102,20 @@ def test_service_metrics_when_a_stream_is_settled_report_every_command_and_outpu
     assert value(stl, "exchange_pipeline_freshness_seconds_count") == n
     assert value(stl, "exchange_settlement_batch_size_sum") == n
     assert value(stl, "exchange_settlement_batches_total") == value(
-        stl, "exchange_store_write_seconds_count")
+        stl, "exchange_store_write_seconds_count"
+    )
     assert value(stl, "exchange_settlement_outputs_total") == n
     assert value(stl, "exchange_settlement_events_total") == settlement.stats.events
     assert value(stl, "exchange_dlq_records_total", service="settlement") == 1
     assert value(stl, "exchange_settlement_ready") == 1
-    buckets = [(float(labels["le"]), v) for labels, v in stl[
-        "exchange_pipeline_freshness_seconds_bucket"]]
+    buckets = [
+        (float(labels["le"]), v) for labels, v in stl["exchange_pipeline_freshness_seconds_bucket"]
+    ]
     assert buckets == sorted(buckets), "cumulative buckets must not decrease"
     assert buckets[-1] == (float("inf"), n)
 
 
-def test_serve_metrics_when_the_port_is_taken_raises_a_config_error_naming_the_setting(
-) -> None:
+def test_serve_metrics_when_the_port_is_taken_raises_a_config_error_naming_the_setting() -> None:
     import socket
 
     from engine.errors import ConfigError
@@ -115,8 +129,9 @@ def test_serve_metrics_when_the_port_is_taken_raises_a_config_error_naming_the_s
             serve_metrics(port, new_registry(), setting="EXCHANGE_ENGINE_METRICS_PORT")
 
 
-def test_engine_metrics_when_recovery_recomputed_part_of_a_batch_times_only_published_outputs(
-) -> None:
+def test_engine_metrics_when_recovery_recomputed_part_of_a_batch_times_only_published_outputs() -> (
+    None
+):
     from engine.enums import CommandKind
     from engine.events import EngineOutput
     from exchange.metrics import EngineMetrics, new_registry
@@ -125,8 +140,9 @@ def test_engine_metrics_when_recovery_recomputed_part_of_a_batch_times_only_publ
     metrics = EngineMetrics(new_registry(), clock_ms=lambda: now)
 
     def output(seq: int, ts: int) -> EngineOutput:
-        return EngineOutput(sequence=seq, command_id=seq, command_kind=CommandKind.DEPOSIT,
-                            timestamp_ms=ts)
+        return EngineOutput(
+            sequence=seq, command_id=seq, command_kind=CommandKind.DEPOSIT, timestamp_ms=ts
+        )
 
     # Ten outputs recovery recomputed (commands from an hour ago, already published before
     # the restart), then five published now, 7 ms after the gateway stamped them.

@@ -39,9 +39,18 @@ def _produce_one_by_one(bootstrap: str, topic: str, codec: Codec, count: int) ->
     """Each command in its own record batch, as a sequential REST client produces them."""
     producer = make_producer(bootstrap, **{"batch.num.messages": 1, "linger.ms": 0})
     for i in range(count):
-        producer.produce(topic, codec.encode_command(Deposit(
-            command_id=0, timestamp_ms=1_700_000_000_000 + i, user_id=1 + i % 7,
-            asset="USDT", amount=1_000 + i)))
+        producer.produce(
+            topic,
+            codec.encode_command(
+                Deposit(
+                    command_id=0,
+                    timestamp_ms=1_700_000_000_000 + i,
+                    user_id=1 + i % 7,
+                    asset="USDT",
+                    amount=1_000 + i,
+                )
+            ),
+        )
         producer.poll(0)
     assert producer.flush(30) == 0
 
@@ -52,14 +61,16 @@ def _require_tansu(bootstrap: str) -> None:
 
 
 def test_fetch_when_listing_outlasts_the_wait_on_the_embedded_broker_returns_no_records(
-    kafka_bootstrap: str, fresh_topics: Topics,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
 ) -> None:
     _require_tansu(kafka_bootstrap)
     _produce_one_by_one(kafka_bootstrap, fresh_topics.orders.name, Codec(), COMMANDS)
 
     def records_read(wait_ms: int) -> int:
-        consumer = make_consumer(kafka_bootstrap, "liveness-probe",
-                                 **{"fetch.wait.max.ms": wait_ms})
+        consumer = make_consumer(
+            kafka_bootstrap, "liveness-probe", **{"fetch.wait.max.ms": wait_ms}
+        )
         consumer.assign([TopicPartition(fresh_topics.orders.name, 0, COMMANDS - 10)])
         try:
             deadline = time.monotonic() + 3.0
@@ -67,7 +78,8 @@ def test_fetch_when_listing_outlasts_the_wait_on_the_embedded_broker_returns_no_
             while time.monotonic() < deadline and read < 10:
                 read += sum(1 for m in consumer.consume(100, 0.1) if m.error() is None)
             high = consumer.get_watermark_offsets(
-                TopicPartition(fresh_topics.orders.name, 0), cached=True)[1]
+                TopicPartition(fresh_topics.orders.name, 0), cached=True
+            )[1]
             assert high == COMMANDS, "the (empty) fetch responses carry the true end"
             return read
         finally:
@@ -78,7 +90,9 @@ def test_fetch_when_listing_outlasts_the_wait_on_the_embedded_broker_returns_no_
 
 
 def test_engine_when_its_consumer_stalls_heals_itself_and_applies_every_command(
-    kafka_bootstrap: str, fresh_topics: Topics, tmp_path: Path,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    tmp_path: Path,
 ) -> None:
     _require_tansu(kafka_bootstrap)
     codec, markets = Codec(), load_markets()
@@ -91,7 +105,8 @@ def test_engine_when_its_consumer_stalls_heals_itself_and_applies_every_command(
             output_topic=fresh_topics.engine_output.name,
             orders_dlq_topic=fresh_topics.orders_dlq.name,
             group_id=f"engine-{fresh_topics.orders.name}",
-            snapshot_every_s=3600.0, snapshot_on_shutdown=False,
+            snapshot_every_s=3600.0,
+            snapshot_on_shutdown=False,
             stall_after_s=1.0,
             fetch_wait_ms=1,  # the stall: no fetch with records ever returns them
         ),
@@ -104,7 +119,8 @@ def test_engine_when_its_consumer_stalls_heals_itself_and_applies_every_command(
     done = threading.Event()
     runner = threading.Thread(
         target=lambda: (service.run(threading.Event(), until_offset=COMMANDS), done.set()),
-        daemon=True)
+        daemon=True,
+    )
     runner.start()
 
     assert done.wait(60), f"engine still stuck at offset {service.next_offset}"
@@ -112,21 +128,34 @@ def test_engine_when_its_consumer_stalls_heals_itself_and_applies_every_command(
     # One stall, or more on a loaded machine: each heal doubles the wait until listing fits.
     assert service.watchdog.stalls >= 1
     assert service.fetch_wait is not None and service.fetch_wait >= 50
-    assert registry.get_sample_value("exchange_consumer_stalls_total",
-                                     {"service": "engine"}) == service.watchdog.stalls
+    assert (
+        registry.get_sample_value("exchange_consumer_stalls_total", {"service": "engine"})
+        == service.watchdog.stalls
+    )
 
 
 def test_settlement_when_its_consumer_stalls_heals_itself_and_settles_every_output(
-    kafka_bootstrap: str, fresh_topics: Topics, tmp_path: Path,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
+    tmp_path: Path,
 ) -> None:
     _require_tansu(kafka_bootstrap)
     codec, markets = Codec(), load_markets()
     engine = Engine(markets)
     topic, parts = fresh_topics.engine_output.name, fresh_topics.engine_output.partitions
     producer = make_producer(kafka_bootstrap, **{"batch.num.messages": 1, "linger.ms": 0})
-    outputs = [engine.apply(Deposit(command_id=i, timestamp_ms=1_700_000_000_000 + i,
-                                    user_id=1 + i % 7, asset="USDT", amount=1_000 + i))
-               for i in range(COMMANDS)]
+    outputs = [
+        engine.apply(
+            Deposit(
+                command_id=i,
+                timestamp_ms=1_700_000_000_000 + i,
+                user_id=1 + i % 7,
+                asset="USDT",
+                amount=1_000 + i,
+            )
+        )
+        for i in range(COMMANDS)
+    ]
     for output in outputs:
         producer.produce(topic, codec.encode_output(output), partition=output.sequence % parts)
         producer.poll(0)
@@ -136,11 +165,16 @@ def test_settlement_when_its_consumer_stalls_heals_itself_and_settles_every_outp
     registry = new_registry()
     service = SettlementService(
         bootstrap=kafka_bootstrap,
-        config=SettlementConfig(output_topic=topic,
-                                output_dlq_topic=fresh_topics.engine_output_dlq.name,
-                                group_id=f"settlement-{topic}", stall_after_s=1.0,
-                                fetch_wait_ms=1),  # the stall, as for the engine
-        codec=codec, store=store, watchdog_sink=WatchdogMetrics(registry),
+        config=SettlementConfig(
+            output_topic=topic,
+            output_dlq_topic=fresh_topics.engine_output_dlq.name,
+            group_id=f"settlement-{topic}",
+            stall_after_s=1.0,
+            fetch_wait_ms=1,
+        ),  # the stall, as for the engine
+        codec=codec,
+        store=store,
+        watchdog_sink=WatchdogMetrics(registry),
     )
     stop = threading.Event()
     worker = threading.Thread(target=service.run, args=(stop,), daemon=True)
@@ -151,8 +185,10 @@ def test_settlement_when_its_consumer_stalls_heals_itself_and_settles_every_outp
             time.sleep(0.1)
         assert service.stats.records == COMMANDS
         assert service.watchdog.stalls >= 1
-        assert registry.get_sample_value("exchange_consumer_stalls_total",
-                                         {"service": "settlement"}) == service.watchdog.stalls
+        assert (
+            registry.get_sample_value("exchange_consumer_stalls_total", {"service": "settlement"})
+            == service.watchdog.stalls
+        )
     finally:
         stop.set()
         worker.join(30)
@@ -163,7 +199,8 @@ def test_settlement_when_its_consumer_stalls_heals_itself_and_settles_every_outp
 
 
 def test_watchdog_when_heals_never_help_raises_consumer_stalled_for_a_restart(
-    kafka_bootstrap: str, fresh_topics: Topics,
+    kafka_bootstrap: str,
+    fresh_topics: Topics,
 ) -> None:
     _require_tansu(kafka_bootstrap)
     _produce_one_by_one(kafka_bootstrap, fresh_topics.orders.name, Codec(), COMMANDS)

@@ -555,8 +555,9 @@ _CASSANDRA = os.environ.get("CASSANDRA_CONTACT_POINTS", "").strip()
 def cassandra_store() -> Iterator[SettlementStore]:
     """One fresh keyspace per test run; dropped at the end."""
     if not _CASSANDRA:  # the class is marked e2e: only `make e2e` selects it, and sets this
-        pytest.fail("CASSANDRA_CONTACT_POINTS is not set: run the Cassandra contract with "
-                    "`make e2e`")
+        pytest.fail(
+            "CASSANDRA_CONTACT_POINTS is not set: run the Cassandra contract with `make e2e`"
+        )
     from settlement.cassandra_store import CassandraStore
 
     store = CassandraStore(

@@ -12,10 +12,11 @@ from exchange.codec import Codec
 from exchange.kafka import ReadToEnd, make_consumer, make_producer, where
 
 
-def produce_commands(bootstrap: str, topic: str, commands: Iterable[Command],
-                     codec: Codec) -> int:
-    producer = make_producer(bootstrap, **{"linger.ms": 20, "batch.num.messages": 10000,
-                                           "queue.buffering.max.messages": 2_000_000})
+def produce_commands(bootstrap: str, topic: str, commands: Iterable[Command], codec: Codec) -> int:
+    producer = make_producer(
+        bootstrap,
+        **{"linger.ms": 20, "batch.num.messages": 10000, "queue.buffering.max.messages": 2_000_000},
+    )
     n = 0
     for c in commands:
         while True:
@@ -40,13 +41,19 @@ def skip_read_errors(_msg: Message, _err: KafkaError) -> None:
     """Tests tolerate transient read errors: the deadline catches a reader that is stuck."""
 
 
-def read_all(bootstrap: str, topic: str, partitions: int, timeout_s: float = 60.0
-             ) -> list[tuple[int, int, bytes]]:
+def read_all(
+    bootstrap: str, topic: str, partitions: int, timeout_s: float = 60.0
+) -> list[tuple[int, int, bytes]]:
     """Every record of ``topic`` as (sequence-from-key, partition, value), in log order."""
-    consumer = make_consumer(bootstrap, "test-reader", **{"enable.partition.eof": True,
-                                                          "fetch.wait.max.ms": 10})
-    reading = ReadToEnd(consumer, {(topic, p): 0 for p in range(partitions)},
-                        timeout_s=timeout_s, on_error=skip_read_errors)
+    consumer = make_consumer(
+        bootstrap, "test-reader", **{"enable.partition.eof": True, "fetch.wait.max.ms": 10}
+    )
+    reading = ReadToEnd(
+        consumer,
+        {(topic, p): 0 for p in range(partitions)},
+        timeout_s=timeout_s,
+        on_error=skip_read_errors,
+    )
     try:
         out = [(key_sequence(msg.key()), where(msg)[1], msg.value() or b"") for msg in reading]
     finally:
@@ -56,13 +63,13 @@ def read_all(bootstrap: str, topic: str, partitions: int, timeout_s: float = 60.
     return out
 
 
-def read_headers(bootstrap: str, topic: str, timeout_s: float = 30.0
-                 ) -> list[tuple[bytes, dict[str, bytes]]]:
+def read_headers(
+    bootstrap: str, topic: str, timeout_s: float = 30.0
+) -> list[tuple[bytes, dict[str, bytes]]]:
     """Every record of a single-partition ``topic`` as (value, headers); at the deadline, those
     read so far."""
     consumer = make_consumer(bootstrap, "test-dlq-reader", **{"enable.partition.eof": True})
-    reading = ReadToEnd(consumer, {(topic, 0): 0}, timeout_s=timeout_s,
-                        on_error=skip_read_errors)
+    reading = ReadToEnd(consumer, {(topic, 0): 0}, timeout_s=timeout_s, on_error=skip_read_errors)
     out: list[tuple[bytes, dict[str, bytes]]] = []
     try:
         for msg in reading:
