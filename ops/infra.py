@@ -353,6 +353,16 @@ def cassandra_argv(config: InfraConfig, java: str, jars: Path) -> list[str]:
     ]
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64. Like Kafka's own
+    ``Uuid.randomUuid``, never one starting with ``-``, which the storage tool's argument
+    parser would read as an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def write_kafka_config(config: InfraConfig, java: str, jars: Path) -> None:
     """Write the broker's configuration; format its storage on the first start only."""
     root = config.data_dir / "kafka"
@@ -361,7 +371,7 @@ def write_kafka_config(config: InfraConfig, java: str, jars: Path) -> None:
     (root / "conf" / "log4j2.properties").write_text(KAFKA_LOG4J2)
     if (root / "log" / "meta.properties").is_file():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_cluster_id()
     argv = [
         java,
         "-Xmx256m",

@@ -16,6 +16,7 @@ from ops.infra import (
     cassandra_yaml,
     ensure_jars,
     kafka_properties,
+    new_cluster_id,
 )
 from ops.versions import CASSANDRA_VERSION, KAFKA_VERSION
 
@@ -125,3 +126,10 @@ def test_infra_down_when_not_running_stops_nothing(tmp_path: Path) -> None:
     done = _cli(["infra", "down"], env)
 
     assert (done.returncode, done.stdout) == (0, "infra: stopped nothing (not running)\n")
+
+
+def test_cluster_id_when_generated_never_starts_with_a_dash_and_is_22_chars() -> None:
+    ids = [new_cluster_id() for _ in range(2000)]  # ~1 in 64 raw ids starts with "-"
+
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids)
