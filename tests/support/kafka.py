@@ -45,8 +45,10 @@ def read_all(
     bootstrap: str, topic: str, partitions: int, timeout_s: float = 60.0
 ) -> list[tuple[int, int, bytes]]:
     """Every record of ``topic`` as (sequence-from-key, partition, value), in log order."""
+    # A catch-up reader: the broker's bulk fetch wait (a 10 ms one stalls on the embedded
+    # broker once listing a partition takes longer; see exchange.kafka).
     consumer = make_consumer(
-        bootstrap, "test-reader", **{"enable.partition.eof": True, "fetch.wait.max.ms": 10}
+        bootstrap, "test-reader", latency="bulk", **{"enable.partition.eof": True}
     )
     reading = ReadToEnd(
         consumer,
