@@ -86,7 +86,7 @@ def test_fetch_when_listing_outlasts_the_wait_on_the_embedded_broker_returns_no_
             consumer.close()
 
     assert records_read(1) == 0  # the broker gave up listing before it reached the offset
-    assert records_read(100) == 10
+    assert records_read(1000) == 10  # a wait the listing fits in, even on a busy machine
 
 
 def test_engine_when_its_consumer_stalls_heals_itself_and_applies_every_command(
