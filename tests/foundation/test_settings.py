@@ -50,6 +50,12 @@ def test_settings_when_loaded_are_frozen() -> None:
             "EXCHANGE_SETTLEMENT_COMMIT_EVERY_MS='soon'",
         ),
         ({"EXCHANGE_PROT": "8000"}, "EXCHANGE_PROT: unknown setting"),
+        ({"EXCHANGE_STALL_AFTER_SECONDS": "0"}, "EXCHANGE_STALL_AFTER_SECONDS='0'"),
+        ({"EXCHANGE_STALL_AFTER_SECONDS": "never"}, "EXCHANGE_STALL_AFTER_SECONDS='never'"),
+        (
+            {"EXCHANGE_READY_URLS": "engine:9101/ready"},
+            "EXCHANGE_READY_URLS='engine:9101/ready'",
+        ),
     ],
 )
 def test_load_settings_when_value_invalid_raises_one_line_naming_the_variable(
@@ -88,3 +94,18 @@ def test_load_settings_when_commit_interval_given_reads_it_as_milliseconds() -> 
         ).exchange_settlement_commit_every_ms
         == 0
     )
+
+
+def test_ready_urls_when_unset_are_the_local_engine_and_settlement_ready_endpoints() -> None:
+    settings = load_settings(
+        {
+            "EXCHANGE_HOST": "0.0.0.0",
+            "EXCHANGE_ENGINE_METRICS_PORT": "9201",
+            "EXCHANGE_SETTLEMENT_METRICS_PORT": "0",
+        }
+    )
+    assert settings.ready_urls == ("http://127.0.0.1:9201/ready",)
+    assert load_settings({"EXCHANGE_READY_URLS": ""}).ready_urls == ()
+    assert load_settings(
+        {"EXCHANGE_READY_URLS": "http://engine:9101/ready, http://settlement:9102/ready"}
+    ).ready_urls == ("http://engine:9101/ready", "http://settlement:9102/ready")
