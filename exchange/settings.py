@@ -7,6 +7,8 @@ one line naming the variable and what is wrong, so the CLI can stop with exactly
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -88,6 +90,16 @@ class Settings(BaseSettings):
     # ports (the layout of `exchange up`); empty: none.
     exchange_ready_urls: Annotated[tuple[str, ...] | None, NoDecode] = None
 
+    # Access (issue #14). The first operator's Ed25519 public key (base64 of its 32 raw
+    # bytes; key id `operator`); unset: `exchange up` generates a key pair and writes the
+    # private key to $EXCHANGE_DATA_DIR/operator.key.
+    exchange_operator_public_key: str | None = None
+    # How far X-TIMESTAMP may be from the gateway's clock.
+    exchange_auth_window_ms: int = Field(default=5_000, ge=1, le=3_600_000)
+    # Per-key rate limits of traders (0 = none): order commands per second, requests per minute.
+    exchange_rate_limit_orders_per_second: int = Field(default=50, ge=0, le=1_000_000)
+    exchange_rate_limit_requests_per_minute: int = Field(default=6_000, ge=0, le=100_000_000)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -119,6 +131,21 @@ class Settings(BaseSettings):
             if bad:
                 raise ValueError(f"not an http(s) URL: {bad[0]!r}")
             return urls
+        return value
+
+    @field_validator("exchange_operator_public_key", mode="before")
+    @classmethod
+    def _public_key(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            try:
+                raw = base64.b64decode(value.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError("not the base64 of a 32-byte raw Ed25519 public key")
+            return value.strip()
         return value
 
     @field_validator("kafka_bootstrap_servers", mode="before")

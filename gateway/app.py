@@ -18,6 +18,8 @@ Theory of operation
   answers 422 (validation errors are 400) and a last-resort middleware turns any bug into a
   500 envelope.
 * :mod:`gateway.openapi`: the spec, with the request models as the documented bodies.
+* :mod:`gateway.auth`: the access gate runs before everything else (fast path included);
+  the key registry is ``app.state.keys``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from engine.markets import Markets
+from gateway.auth.gate import DEFAULT_WINDOW_MS, AuthGate
+from gateway.auth.ratelimit import RateLimiter, RateLimits
+from gateway.auth.registry import KeyRegistry
 from gateway.commands import CommandEncoder, CommandService
 from gateway.envelope import CatchAllMiddleware, install_error_handlers, render_error
 from gateway.fastpath import CommandCore, is_command, parse_command_query, serve_command
@@ -53,13 +58,15 @@ class GatewayConfig:
     """Tunables of the API (the defaults are the production values)."""
 
     max_body_bytes: int = MAX_BODY_BYTES
-    # How long a cancel looks for an order the store does not show yet (the store lags).
-    cancel_lookup_s: float = 1.0
     ready_timeout_s: float = 2.0
     # The /ready URLs of the services the pipeline needs (engine, settlement workers): the
     # gateway is ready only when each of them is (see exchange.settings, EXCHANGE_READY_URLS).
     ready_urls: tuple[str, ...] = ()
     title: str = "Exchange gateway"
+    # Access (gateway.auth): the signature's timestamp window and the per-key rate limits
+    # (None: no limits).
+    auth_window_ms: int = DEFAULT_WINDOW_MS
+    rate_limits: RateLimits | None = RateLimits()  # noqa: RUF009 (frozen: one shared default is fine)
 
 
 class GatewayAPI(FastAPI):
@@ -75,8 +82,18 @@ class GatewayAPI(FastAPI):
         self.commands: dict[str, CommandCore] = {}
         self.max_body = MAX_BODY_BYTES
         self.fast_path = True
+        self.gate: AuthGate | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gate = self.gate
+        if gate is not None and scope["type"] == "http":
+            if not gate.bound:
+                gate.bind(self.routes)  # once serving: every route has been added by then
+            await gate(scope, receive, send, self._dispatch)
+            return
+        await self._dispatch(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.fast_path and is_command(scope, self.commands):
             query = parse_command_query(scope["query_string"], DEFAULT_WAIT_MS, MAX_WAIT_MS)
             if query is not None:
@@ -96,6 +113,7 @@ def create_app(
     follower: OutputFollower,
     store: SettlementStore,
     config: GatewayConfig | None = None,
+    keys: KeyRegistry | None = None,
 ) -> GatewayAPI:
     """Build the API over its dependencies.
 
@@ -128,7 +146,7 @@ def create_app(
     install_error_handlers(app)
     service = CommandService(
         markets=markets, codec=codec, publisher=publisher, follower=follower, store=store,
-        views=views, cancel_lookup_s=cfg.cancel_lookup_s,
+        views=views,
     )  # fmt: skip
     # The adapters and services, for the routes, the composition root and the tests
     # (readiness, follower state).
@@ -143,6 +161,13 @@ def create_app(
     app.openapi = openapi_builder(app)  # type: ignore[method-assign]
     app.commands = service.cores
     app.max_body = cfg.max_body_bytes
+    app.state.keys = keys if keys is not None else KeyRegistry()
+    app.gate = app.state.auth = AuthGate(
+        registry=app.state.keys,
+        limiter=RateLimiter(cfg.rate_limits) if cfg.rate_limits is not None else None,
+        window_ms=cfg.auth_window_ms,
+        max_body=cfg.max_body_bytes,
+    )
     return app
 
 

@@ -14,17 +14,15 @@ rules the engine also checks come from :mod:`engine.validation` (one copy of eac
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Protocol
 
-from starlette.concurrency import run_in_threadpool
-
 from engine.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
-from engine.enums import CommandKind, RejectReason
+from engine.enums import CommandKind
 from engine.events import EngineOutput
 from engine.markets import Markets
 from engine.validation import order_shape_error
+from gateway.auth.principal import acting_user
 from gateway.bodies import parse_json, validate
 from gateway.convert import amount_to_minor, price_to_ticks, quantity_to_lots
 from gateway.envelope import ok_body
@@ -34,12 +32,13 @@ from gateway.publisher import CommandPublisher
 from gateway.results import OutputFollower
 from gateway.schemas import CancelOrderRequest, FundsRequest, PlaceOrderRequest
 from gateway.views import Json, Views
-from settlement.store import OrderRow, SettlementStore
+from settlement.store import SettlementStore
 
 CREATE_PATH = "/api/v1/order/create"
 CANCEL_PATH = "/api/v1/order/cancel"
 DEPOSIT_PATH = "/api/v1/deposit"
 WITHDRAW_PATH = "/api/v1/withdraw"
+UNKNOWN_USER = "UNKNOWN_USER"  # the engine's RejectReason for a user it does not know
 
 
 class CommandEncoder(Protocol):
@@ -64,7 +63,6 @@ class CommandService:
         follower: OutputFollower,
         store: SettlementStore,
         views: Views,
-        cancel_lookup_s: float,
     ) -> None:
         self._symbols = markets.symbols
         self._assets = markets.assets
@@ -73,7 +71,6 @@ class CommandService:
         self._follower = follower
         self._store = store
         self._views = views
-        self._cancel_lookup_s = cancel_lookup_s
 
     @property
     def cores(self) -> dict[str, CommandCore]:
@@ -89,7 +86,7 @@ class CommandService:
 
     async def create(self, body: bytes, wait: bool, timeout_ms: int) -> tuple[int, bytes]:
         req = validate(PlaceOrderRequest, parse_json(body))
-        command = self.place_command(req)
+        command = self.place_command(req, acting_user(req.user_id))
         offset, output = await self._publish_and_wait(self._encode(command), wait, timeout_ms)
         if output is not None:
             result = self._order_result(output, offset, command)
@@ -101,29 +98,28 @@ class CommandService:
         )  # fmt: skip
 
     async def cancel(self, body: bytes, wait: bool, timeout_ms: int) -> tuple[int, bytes]:
+        """Publish the cancel; the engine alone decides (the read model is never asked, so a
+        cancel right after a place works however far settlement lags)."""
         req = validate(CancelOrderRequest, parse_json(body))
+        user_id = acting_user(req.user_id)
         if req.symbol not in self._symbols:
             raise ApiError(ErrorCode.UNKNOWN_SYMBOL, f"unknown symbol {clip(req.symbol)}")
-        row = await self._find_open_order(req)
-        if row is None:
-            raise ApiError(ErrorCode.ORDER_NOT_FOUND, _not_found_message(req))
+        order_id = None if req.order_id is None else int(req.order_id)
         command = CancelOrder(
-            command_id=0, timestamp_ms=now_ms(), user_id=req.user_id, symbol=req.symbol,
-            order_id=row.order_id,
+            command_id=0, timestamp_ms=now_ms(), user_id=user_id, symbol=req.symbol,
+            order_id=order_id, client_order_id=req.client_order_id,
         )  # fmt: skip
-        _, output = await self._publish_and_wait(self._encode(command), wait, timeout_ms)
+        offset, output = await self._publish_and_wait(self._encode(command), wait, timeout_ms)
         if output is not None:
             if output.rejections:
-                reason = output.rejections[0].reason
-                if reason in (RejectReason.ORDER_NOT_FOUND, RejectReason.ORDER_ALREADY_COMPLETED):
-                    raise ApiError(
-                        ErrorCode.ORDER_NOT_FOUND, f"order {row.order_id} is already completed"
-                    )
-                raise ApiError(ErrorCode.INVALID_ORDER, f"the engine refused the cancel: {reason}")
-            for update in output.order_updates:
-                if update.order_id == row.order_id:
+                # Unknown, completed, another user's or another market's: one answer, so a
+                # cancel reveals nothing about other users' orders.
+                raise ApiError(ErrorCode.ORDER_NOT_FOUND, _not_found_message(req))
+            updates = output.order_updates
+            for update in reversed(updates):
+                if order_id is None or update.order_id == order_id:
                     return 200, ok_body(self._views.order_from_event(update))
-        return 202, ok_body({"order_id": str(row.order_id), "status": "CANCEL_REQUESTED"})
+        return 202, ok_body({"command_id": str(offset), "status": "CANCEL_REQUESTED"})
 
     async def deposit(self, body: bytes, wait: bool, timeout_ms: int) -> tuple[int, bytes]:
         return await self._funds(CommandKind.DEPOSIT, body, wait, timeout_ms)
@@ -133,7 +129,7 @@ class CommandService:
 
     # ---- commands from requests ---------------------------------------------------------
 
-    def place_command(self, req: PlaceOrderRequest) -> PlaceOrder:
+    def place_command(self, req: PlaceOrderRequest, user_id: int) -> PlaceOrder:
         """The engine command of a valid request; ApiError for what the engine would refuse
         as INVALID_ORDER/PRICE/QUANTITY or an unknown symbol."""
         spec = self._symbols.get(req.symbol)
@@ -149,7 +145,7 @@ class CommandService:
             command_id=0,  # not on the wire: the engine takes the record's offset
             order_id=0,  # likewise: a new order's id is its command id
             timestamp_ms=now_ms(),
-            user_id=req.user_id,
+            user_id=user_id,
             symbol=req.symbol,
             side=req.side,
             order_type=req.order_type,
@@ -181,6 +177,8 @@ class CommandService:
         command = self.funds_command(kind, req)
         offset, output = await self._publish_and_wait(self._encode(command), wait, timeout_ms)
         if output is not None:
+            if output.rejections and output.rejections[0].reason == UNKNOWN_USER:
+                raise ApiError(ErrorCode.USER_NOT_FOUND, f"no user {req.user_id}")
             return 200, ok_body(self._funds_result(output, offset, req.user_id, req.asset))
         return 202, ok_body({"command_id": str(offset), "status": "ACCEPTED"})
 
@@ -217,32 +215,6 @@ class CommandService:
             if t.taker_order_id == order_id or t.maker_order_id == order_id
         ]
         return data
-
-    async def _find_open_order(self, req: CancelOrderRequest) -> OrderRow | None:
-        """The user's open order named by the request, polling the lagging store briefly.
-
-        Another user's order is treated exactly like a missing one (same answer, same
-        time), so a cancel reveals nothing about other users' orders.
-        """
-        deadline = time.monotonic() + self._cancel_lookup_s
-        delay = 0.02
-        while True:
-            row = await run_in_threadpool(self._lookup_order, req)
-            if row is not None and row.user_id == req.user_id:
-                return row if row.is_open and row.symbol == req.symbol else None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            await asyncio.sleep(min(delay, remaining))  # the last look is at the deadline
-            delay = min(delay * 2, 0.2)
-
-    def _lookup_order(self, req: CancelOrderRequest) -> OrderRow | None:
-        if req.order_id is not None:
-            return self._store.get_order(req.order_id)
-        for row in self._store.active_orders(req.user_id, req.symbol):
-            if row.client_order_id == req.client_order_id:
-                return row
-        return None
 
     def _funds_result(
         self, output: EngineOutput, command_id: int, user_id: int, asset: str

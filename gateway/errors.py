@@ -18,7 +18,15 @@ INVALID_QUANTITY     400    not a positive decimal, not a multiple of the step, 
 INVALID_AMOUNT       400    not a positive decimal, finer than the asset's minor unit, too large
 INVALID_ORDER        400    inconsistent fields: LIMIT without a price, MARKET with a price,
                             MARKET FOK or post-only, post-only that is not GTC
+UNAUTHENTICATED      401    no ``X-API-KEY``, or an unknown or revoked key (gateway.auth)
+TIMESTAMP_OUT_OF_WINDOW 401 ``X-TIMESTAMP`` missing, not digits, or too far from the server's clock
+INVALID_SIGNATURE    401    ``X-SIGNATURE`` missing or not the key's signature of the request
+FORBIDDEN            403    a valid key without the route's role, or naming another user
 ORDER_NOT_FOUND      404    unknown order, another user's order, or (cancel) a completed one
+USER_NOT_FOUND       404    the engine knows no such user (operator commands with wait=true)
+API_KEY_NOT_FOUND    404    revoking a key the engine never knew
+DUPLICATE_API_KEY    409    the public key is already registered (revoked or not)
+RATE_LIMITED         429    over the key's rate limit; ``Retry-After`` says when to retry
 NOT_FOUND            404    no such route
 METHOD_NOT_ALLOWED   405    the route exists, not with this method
 REQUEST_TOO_LARGE    413    body above the gateway's limit
@@ -45,7 +53,15 @@ class ErrorCode(StrEnum):
     INVALID_QUANTITY = "INVALID_QUANTITY"
     INVALID_AMOUNT = "INVALID_AMOUNT"
     INVALID_ORDER = "INVALID_ORDER"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    TIMESTAMP_OUT_OF_WINDOW = "TIMESTAMP_OUT_OF_WINDOW"
+    INVALID_SIGNATURE = "INVALID_SIGNATURE"
+    FORBIDDEN = "FORBIDDEN"
     ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
+    USER_NOT_FOUND = "USER_NOT_FOUND"
+    API_KEY_NOT_FOUND = "API_KEY_NOT_FOUND"
+    DUPLICATE_API_KEY = "DUPLICATE_API_KEY"
+    RATE_LIMITED = "RATE_LIMITED"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
@@ -65,7 +81,15 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_QUANTITY: 400,
     ErrorCode.INVALID_AMOUNT: 400,
     ErrorCode.INVALID_ORDER: 400,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.TIMESTAMP_OUT_OF_WINDOW: 401,
+    ErrorCode.INVALID_SIGNATURE: 401,
+    ErrorCode.FORBIDDEN: 403,
     ErrorCode.ORDER_NOT_FOUND: 404,
+    ErrorCode.USER_NOT_FOUND: 404,
+    ErrorCode.API_KEY_NOT_FOUND: 404,
+    ErrorCode.DUPLICATE_API_KEY: 409,
+    ErrorCode.RATE_LIMITED: 429,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.REQUEST_TOO_LARGE: 413,

@@ -42,12 +42,13 @@ class ReadService:
             "next_cursor": None if next_cursor is None else str(next_cursor),
         }
 
-    def order(self, order_id: str, user_id: int) -> Json:
-        """One order with its update trail; ``order_id`` is a string of digits."""
+    def order(self, order_id: str, user_id: int | None) -> Json:
+        """One order with its update trail; ``order_id`` is a string of digits. Another
+        user's order is not found (``user_id`` None: anyone's, for operators)."""
         digits = order_id.lstrip("0") or "0"
         oid = int(digits) if len(digits) <= 19 else INT64_MAX + 1  # no giant ints
         row = self._store.get_order(oid) if oid <= INT64_MAX else None
-        if row is None or row.user_id != user_id:
+        if row is None or (user_id is not None and row.user_id != user_id):
             raise ApiError(ErrorCode.ORDER_NOT_FOUND, f"order {clip(order_id)} not found")
         data = self._views.order(row)
         data["updates"] = [self._views.update(u) for u in self._store.order_trail(oid)]

@@ -128,7 +128,8 @@ class PlaceOrderRequest(BaseModel):
         },
     )
 
-    user_id: UserId
+    # Optional: a trader acts as its key's user (another user_id is 403); see gateway.auth.
+    user_id: UserId | None = None
     symbol: Symbol
     side: Side
     order_type: OrderType
@@ -151,7 +152,7 @@ class CancelOrderRequest(BaseModel):
         json_schema_extra={"examples": [{"user_id": 1, "symbol": "BTC_USDT", "order_id": "42"}]},
     )
 
-    user_id: UserId
+    user_id: UserId | None = None  # optional, as for orders
     symbol: Symbol
     order_id: OrderIdIn | None = None
     client_order_id: ClientOrderId | None = None
@@ -164,7 +165,7 @@ class CancelOrderRequest(BaseModel):
 
 
 class FundsRequest(BaseModel):
-    """A deposit or a withdrawal of ``amount`` of ``asset``."""
+    """A deposit or a withdrawal of ``amount`` of ``asset`` (operators; they name the user)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -219,7 +220,7 @@ class OrderAccepted(BaseModel):
 
 
 class CancelAccepted(BaseModel):
-    order_id: IdStr
+    command_id: IdStr = Field(description="The cancel's offset in the log.")
     status: Literal["CANCEL_REQUESTED"]
 
 

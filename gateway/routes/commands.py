@@ -12,7 +12,7 @@ from gateway.bodies import read_body
 from gateway.commands import CANCEL_PATH, CREATE_PATH, DEPOSIT_PATH, WITHDRAW_PATH
 from gateway.envelope import JSON_MEDIA_TYPE
 from gateway.fastpath import CommandCore
-from gateway.openapi import BAD, BROKER, NOT_FOUND, TOO_LARGE, body_doc, error_doc
+from gateway.openapi import BAD, BROKER, NOT_FOUND, TOO_LARGE, body_doc
 from gateway.schemas import (
     CancelAccepted,
     CancelOrderRequest,
@@ -88,13 +88,12 @@ async def create_order(
     CANCEL_PATH,
     summary="Cancel an open order",
     description=(
-        "Names the order by exactly one of `order_id` and `client_order_id`. The order "
-        "must be one of the user's open orders on `symbol`; otherwise (unknown, "
-        "completed, or another user's) the answer is 404 `ORDER_NOT_FOUND`. The store "
-        "lags the engine slightly, so an order not shown yet is looked up again for up "
-        "to a second. Answers **202** once the cancel is in the log; with `?wait=true`, "
-        "**200** with the order after the cancel, or 404 if the engine found the order "
-        "already completed."
+        "Names the order by exactly one of `order_id` and `client_order_id`. The cancel "
+        "goes to the engine, which alone decides (the read model is not consulted): "
+        "**202** `{command_id, status: CANCEL_REQUESTED}` once it is in the log; with "
+        "`?wait=true`, **200** with the order after the cancel, or 404 `ORDER_NOT_FOUND` "
+        "when the engine refused it (unknown, completed, another user's or another "
+        "market's: one answer). A wait that times out answers the 202."
     ),
     status_code=202,
     response_model=None,
@@ -104,7 +103,7 @@ async def create_order(
         **BAD,
         **NOT_FOUND,
         **TOO_LARGE,
-        503: error_doc("BROKER_UNAVAILABLE or STORE_UNAVAILABLE."),
+        **BROKER,
     },
     openapi_extra=body_doc(CancelOrderRequest),
     tags=["orders"],

@@ -1,5 +1,8 @@
 """The read routes: the user's orders, trades and balances from the settlement read model.
 
+Who is read: :func:`gateway.auth.principal.acting_user` (a trader: its own data; an
+operator: the ``user_id`` it names).
+
 Plain ``def`` handlers: FastAPI runs them in its threadpool, because store queries block.
 """
 
@@ -11,6 +14,7 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
+from gateway.auth.principal import acting_user, is_operator
 from gateway.convert import INT64_MAX
 from gateway.envelope import ok
 from gateway.openapi import BAD, NOT_FOUND, STORE
@@ -44,7 +48,15 @@ class _DigitsConvertor(Convertor[str]):
 # convertors is a process-wide dict; registering is idempotent.)
 register_url_convertor("digits", _DigitsConvertor())
 
-UserIdQ = Annotated[int, Query(ge=1, le=INT64_MAX, description="The account.")]
+UserIdQ = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=INT64_MAX,
+        description="The account: optional for a trader (its key's user; another is 403), "
+        "required for an operator.",
+    ),
+]
 SymbolQ = Annotated[str | None, Query(max_length=64, description="Only this symbol.")]
 LimitQ = Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT, description="Page size.")]
 CursorQ = Annotated[
@@ -69,8 +81,10 @@ def _reads(request: Request) -> ReadService:
     responses={200: {"model": Envelope[list[OrderOut]]}, **BAD, **STORE},
     tags=["orders"],
 )
-def active_orders(request: Request, user_id: UserIdQ, symbol: SymbolQ = None) -> Response:
-    return ok(_reads(request).active_orders(user_id, symbol))
+def active_orders(
+    request: Request, user_id: UserIdQ = None, symbol: SymbolQ = None
+) -> Response:
+    return ok(_reads(request).active_orders(acting_user(user_id), symbol))
 
 
 @router.get(
@@ -86,12 +100,12 @@ def active_orders(request: Request, user_id: UserIdQ, symbol: SymbolQ = None) ->
 )
 def order_history(
     request: Request,
-    user_id: UserIdQ,
+    user_id: UserIdQ = None,
     symbol: SymbolQ = None,
     limit: LimitQ = DEFAULT_PAGE_LIMIT,
     before: CursorQ = None,
 ) -> Response:
-    return ok(_reads(request).order_history(user_id, symbol, limit, before))
+    return ok(_reads(request).order_history(acting_user(user_id), symbol, limit, before))
 
 
 @router.get(
@@ -105,8 +119,10 @@ def order_history(
     responses={200: {"model": Envelope[OrderDetail]}, **BAD, **NOT_FOUND, **STORE},
     tags=["orders"],
 )
-def get_order(request: Request, order_id: OrderIdP, user_id: UserIdQ) -> Response:
-    return ok(_reads(request).order(order_id, user_id))
+def get_order(request: Request, order_id: OrderIdP, user_id: UserIdQ = None) -> Response:
+    # An operator may look up any order by id; anyone else only their own.
+    owner = None if user_id is None and is_operator() else acting_user(user_id)
+    return ok(_reads(request).order(order_id, owner))
 
 
 @router.get(
@@ -118,10 +134,10 @@ def get_order(request: Request, order_id: OrderIdP, user_id: UserIdQ) -> Respons
     tags=["orders"],
 )
 def trades(
-    request: Request, user_id: UserIdQ, symbol: SymbolQ = None,
+    request: Request, user_id: UserIdQ = None, symbol: SymbolQ = None,
     limit: LimitQ = DEFAULT_PAGE_LIMIT,
 ) -> Response:  # fmt: skip
-    return ok(_reads(request).trades(user_id, symbol, limit))
+    return ok(_reads(request).trades(acting_user(user_id), symbol, limit))
 
 
 @router.get(
@@ -132,5 +148,5 @@ def trades(
     responses={200: {"model": Envelope[list[BalanceOut]]}, **BAD, **STORE},
     tags=["funds"],
 )
-def balances(request: Request, user_id: UserIdQ) -> Response:
-    return ok(_reads(request).balances(user_id))
+def balances(request: Request, user_id: UserIdQ = None) -> Response:
+    return ok(_reads(request).balances(acting_user(user_id)))

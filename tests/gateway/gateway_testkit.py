@@ -8,9 +8,12 @@ Ids and timestamps are fixed where the test controls them, so failures reproduce
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import itertools
+import json
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import httpx
 
@@ -23,18 +26,96 @@ from exchange.codec import Codec
 from exchange.kafka import ReadToEnd, make_consumer, where
 from exchange.topics import Topics
 from gateway.app import GatewayAPI, GatewayConfig
+from gateway.auth.policy import ACCESS, Access
+from gateway.auth.registry import KeyRegistry
+from gateway.auth.signing import OPERATOR_KEY_ID
 from gateway.server import ServerThread, create_gateway_app
 from ops.broker import free_port
 from settlement.sqlite_store import SqliteStore
 from tests.support.kafka import skip_read_errors
+from tests.support.signing import Signer, new_signer, sign_request
 
 TS = 1_700_000_000_000
 SEED_BASE = 1_000_000  # command ids of seeded outputs: far above the offsets tests produce
 
 
+_key_versions = itertools.count(1)
+
+
+class Keyring:
+    """The keys of a test gateway: its operator, and a trader key per user, made on demand.
+
+    Trader keys enter the gateway's registry through :meth:`KeyRegistry.apply`, the call the
+    key feed makes for an ``ApiKeyUpdated`` (tests without an engine have no stream to feed
+    it; the pipeline tests create users through the admin API instead).
+    """
+
+    def __init__(self, registry: KeyRegistry) -> None:
+        self.registry = registry
+        self.operator = new_signer()
+        self.operator.api_key = OPERATOR_KEY_ID
+        registry.set_operator(self.operator.public_key)
+        self._traders: dict[int, Signer] = {}
+
+    def trader(self, user_id: int) -> Signer:
+        signer = self._traders.get(user_id)
+        if signer is None:
+            signer = self._traders[user_id] = new_signer()
+            self.registry.apply(
+                api_key=signer.api_key, user_id=user_id, role="TRADER",
+                public_key_b64=signer.public_key, revoked=False, sequence=next(_key_versions),
+            )  # fmt: skip
+        return signer
+
+    def revoke(self, signer: Signer) -> None:
+        principal = self.registry.lookup(signer.api_key)
+        assert principal is not None and principal.user_id is not None
+        self.registry.apply(
+            api_key=signer.api_key, user_id=principal.user_id, role="TRADER",
+            public_key_b64=signer.public_key, revoked=True, sequence=next(_key_versions),
+        )  # fmt: skip
+
+
+_OPERATOR_PATHS = frozenset(p for (_, p), a in ACCESS.items() if a is Access.OPERATOR)
+
+
+class AutoSigner(httpx.Auth):
+    """Signs each request as whoever it is for, so the tests read as before the keys came:
+    operator routes as the operator, everything else as the trader whose ``user_id`` the
+    body or query names (user 1 when none)."""
+
+    requires_request_body = True
+
+    def __init__(self, keys: Keyring) -> None:
+        self.keys = keys
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        signer = self.signer_for(request)
+        sign_request(request, signer.key, signer.api_key, signer.clock())
+        yield request
+
+    def signer_for(self, request: httpx.Request) -> Signer:
+        path = request.url.path
+        if path in _OPERATOR_PATHS or path.startswith("/api/v1/admin/"):
+            return self.keys.operator
+        user = None
+        try:
+            body = json.loads(request.content) if request.content else None
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("user_id"), int):
+            user = body["user_id"]
+        if user is None:
+            values = parse_qs(request.url.query.decode()).get("user_id", [])
+            if values and values[0].isdigit():
+                user = int(values[0])
+        return self.keys.trader(user if user is not None and user > 0 else 1)
+
+
 @dataclass
 class Gateway:
-    """A running gateway and what it is wired to."""
+    """A running gateway and what it is wired to. ``client`` signs every request as the
+    user it names (:class:`AutoSigner`); ``keys`` holds the keys."""
 
     url: str
     client: httpx.Client
@@ -43,6 +124,11 @@ class Gateway:
     topics: Topics
     store: SqliteStore  # the writer (the gateway has its own read-only store on the file)
     store_path: Path
+    keys: Keyring
+
+    def signed(self, signer: Signer) -> httpx.Client:
+        """A client that signs every request with ``signer`` (close it, or use ``with``)."""
+        return httpx.Client(base_url=self.url, timeout=30, auth=signer)
 
     def orders_log(self, codec: Codec) -> list[tuple[int, Command]]:
         return read_commands(self.bootstrap, self.topics.orders.name, codec)
@@ -71,14 +157,18 @@ def run_gateway(
         markets=markets,
         codec=codec,
         store=reader,
-        config=config or GatewayConfig(cancel_lookup_s=0.3),
+        config=config or GatewayConfig(rate_limits=None),
         delivery_timeout_ms=delivery_timeout_ms,
     )
+    keys = Keyring(app.state.keys)
     try:
-        with ServerThread(app, free_port()) as url, httpx.Client(base_url=url, timeout=30) as c:
+        with (
+            ServerThread(app, free_port()) as url,
+            httpx.Client(base_url=url, timeout=30, auth=AutoSigner(keys)) as c,
+        ):
             if wait_follower:
                 assert app.state.follower.assigned.wait(30), "the follower never got assigned"
-            yield Gateway(url, c, app, bootstrap, topics, writer, store_path)
+            yield Gateway(url, c, app, bootstrap, topics, writer, store_path, keys)
     finally:
         reader.close()
         writer.close()
