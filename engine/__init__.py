@@ -10,7 +10,17 @@ Only the standard library and sortedcontainers are imported here (a test enforce
 """
 
 from engine.book import Level, OrderBook
-from engine.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
+from engine.commands import (
+    AddApiKey,
+    CancelAllOrders,
+    CancelOrder,
+    Command,
+    CreateUser,
+    Deposit,
+    PlaceOrder,
+    RevokeApiKey,
+    Withdraw,
+)
 from engine.engine import DEFAULT_COMPLETED_ORDER_MEMORY, Engine
 from engine.enums import (
     CommandKind,
@@ -18,12 +28,14 @@ from engine.enums import (
     OrderStatus,
     OrderType,
     RejectReason,
+    Role,
     Side,
     StpMode,
     TimeInForce,
 )
 from engine.errors import ConfigError, ExchangeError, IllegalTransition, InvariantError
 from engine.events import (
+    ApiKeyUpdated,
     BalanceUpdated,
     CommandRejected,
     EngineOutput,
@@ -31,6 +43,7 @@ from engine.events import (
     OrderPlaced,
     OrderUpdated,
     TradeExecuted,
+    UserCreated,
 )
 from engine.markets import AssetSpec, Markets, SymbolSpec, load_markets, parse_markets
 from engine.order_state import TRANSITIONS, Trigger, next_status
@@ -40,14 +53,18 @@ from engine.snapshot import SnapshotFormatError
 __all__ = [
     "DEFAULT_COMPLETED_ORDER_MEMORY",
     "TRANSITIONS",
+    "AddApiKey",
+    "ApiKeyUpdated",
     "AssetSpec",
     "BalanceUpdated",
+    "CancelAllOrders",
     "CancelOrder",
     "Command",
     "CommandKind",
     "CommandRejected",
     "CompletionReason",
     "ConfigError",
+    "CreateUser",
     "Deposit",
     "Engine",
     "EngineOutput",
@@ -66,6 +83,8 @@ __all__ = [
     "OrderView",
     "PlaceOrder",
     "RejectReason",
+    "RevokeApiKey",
+    "Role",
     "Side",
     "SnapshotFormatError",
     "StpMode",
@@ -73,6 +92,7 @@ __all__ = [
     "TimeInForce",
     "TradeExecuted",
     "Trigger",
+    "UserCreated",
     "Withdraw",
     "load_markets",
     "next_status",

@@ -14,11 +14,12 @@ The engine (``Engine.snapshot``) hands over ``(sequence, scales, business)``:
 
 * ``scales`` - fee account, assets and decimals, and each symbol's base/quote and units; a
   restore refuses a markets config whose scales differ;
-* ``business`` - ``(next_trade_id, completed_capacity, supply, balances, books, completed)``,
-  everything :meth:`Engine.state_hash` covers: per-asset supply, non-zero balances sorted by
-  (user, asset), per symbol and side one row per resting order (fields as listed in
-  :mod:`engine.state_io`; ascending price, FIFO within a level), and the completed-order
-  memory oldest first.
+* ``business`` - ``(next_trade_id, completed_capacity, supply, balances, books, completed,
+  users)``, everything :meth:`Engine.state_hash` covers: per-asset supply, non-zero
+  balances sorted by (user, asset), per symbol and side one row per resting order (fields
+  as listed in :mod:`engine.state_io`; ascending price, FIFO within a level), the completed-order
+  memory oldest first, and the user registry (``engine.users.Users.export``: next user id,
+  users with their role values, every key).
 
 Enums are stored as fixed codes (the side, from the table below) or by their value (the wire
 name), never by position in the enum class, so reordering an enum cannot silently change a
@@ -37,7 +38,7 @@ from engine.enums import Side
 from engine.errors import ExchangeError
 
 MAGIC: Final = b"XENGSNAP"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2  # 2: the user registry (engine.users) after the business state
 _MARSHAL_VERSION: Final = 2
 _HEADER = struct.Struct(">8sH32s")
 

@@ -19,8 +19,18 @@ import avro.schema  # binds the top-level `avro` package too
 import pytest
 
 from engine import enums
-from engine.commands import CancelOrder, Deposit, PlaceOrder, Withdraw
+from engine.commands import (
+    AddApiKey,
+    CancelAllOrders,
+    CancelOrder,
+    CreateUser,
+    Deposit,
+    PlaceOrder,
+    RevokeApiKey,
+    Withdraw,
+)
 from engine.events import (
+    ApiKeyUpdated,
     BalanceUpdated,
     CommandRejected,
     EngineOutput,
@@ -28,6 +38,7 @@ from engine.events import (
     OrderPlaced,
     OrderUpdated,
     TradeExecuted,
+    UserCreated,
 )
 from exchange.codec import (
     COMMAND_SCHEMA_NAME,
@@ -97,6 +108,7 @@ def test_schema_files_when_loaded_are_all_reachable_from_a_top_level_schema() ->
         enums.CompletionReason,
         enums.CommandKind,
         enums.RejectReason,
+        enums.Role,
     ],
 )
 def test_enum_symbols_when_compared_with_engine_enum_match_in_order(enum: type[Enum]) -> None:
@@ -114,6 +126,8 @@ def test_enum_symbols_when_compared_with_engine_enum_match_in_order(enum: type[E
         ("OrderCompleted", OrderCompleted),
         ("BalanceUpdated", BalanceUpdated),
         ("CommandRejected", CommandRejected),
+        ("UserCreated", UserCreated),
+        ("ApiKeyUpdated", ApiKeyUpdated),
         ("EngineOutput", EngineOutput),
     ],
 )
@@ -131,6 +145,10 @@ def test_event_record_fields_when_compared_with_dataclass_match_in_order(
         ("CancelOrderCommand", CancelOrder, ("command_id", "timestamp_ms")),
         ("DepositCommand", Deposit, ("command_id", "timestamp_ms")),
         ("WithdrawCommand", Withdraw, ("command_id", "timestamp_ms")),
+        ("CreateUserCommand", CreateUser, ("command_id", "timestamp_ms")),
+        ("AddApiKeyCommand", AddApiKey, ("command_id", "timestamp_ms")),
+        ("RevokeApiKeyCommand", RevokeApiKey, ("command_id", "timestamp_ms")),
+        ("CancelAllOrdersCommand", CancelAllOrders, ("command_id", "timestamp_ms")),
     ],
 )
 def test_command_record_fields_when_compared_with_dataclass_match_without_ids(
@@ -147,6 +165,10 @@ def test_order_command_when_loaded_wraps_timestamp_and_union_of_commands() -> No
         "CancelOrderCommand",
         "DepositCommand",
         "WithdrawCommand",
+        "CreateUserCommand",
+        "AddApiKeyCommand",
+        "RevokeApiKeyCommand",
+        "CancelAllOrdersCommand",
     ]
 
 
