@@ -17,6 +17,7 @@ from entrypoints.bootstrap import build_codec, build_markets, build_store, find_
 from exchange.settings import Settings
 from exchange.topics import Topics
 from gateway.app import GatewayAPI, GatewayConfig
+from gateway.auth.ratelimit import RateLimits
 from gateway.server import create_gateway_app, uvicorn_config
 from settlement.store import SettlementStore
 
@@ -85,11 +86,24 @@ def build_gateway(
         markets=markets,
         codec=codec,
         store=store,
-        config=config or GatewayConfig(ready_urls=settings.ready_urls),
+        config=config or gateway_config(settings),
+        operator_public_key=settings.exchange_operator_public_key,
     )
     asgi: ASGIApp = wrap(app) if wrap is not None else app
     server = GatewayServer(uvicorn_config(asgi, settings.exchange_host, settings.exchange_port))
     return Gateway(app=app, asgi=asgi, server=server, store=store)
+
+
+def gateway_config(settings: Settings) -> GatewayConfig:
+    """The gateway's tunables from the settings."""
+    return GatewayConfig(
+        ready_urls=settings.ready_urls,
+        auth_window_ms=settings.exchange_auth_window_ms,
+        rate_limits=RateLimits(
+            orders_per_second=settings.exchange_rate_limit_orders_per_second,
+            requests_per_minute=settings.exchange_rate_limit_requests_per_minute,
+        ),
+    )
 
 
 def run_gateway(

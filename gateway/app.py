@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from engine.markets import Markets
+from gateway.admin import AdminService
 from gateway.auth.gate import DEFAULT_WINDOW_MS, AuthGate
 from gateway.auth.ratelimit import RateLimiter, RateLimits
 from gateway.auth.registry import KeyRegistry
@@ -45,7 +46,7 @@ from gateway.openapi import API_DESCRIPTION, API_VERSION, openapi_builder
 from gateway.publisher import CommandPublisher
 from gateway.reads import ReadService
 from gateway.results import OutputFollower
-from gateway.routes import commands, health, reads
+from gateway.routes import access, commands, health, reads
 from gateway.routes.commands import DEFAULT_WAIT_MS, MAX_WAIT_MS
 from gateway.views import Views
 from settlement.store import SettlementStore
@@ -156,12 +157,13 @@ def create_app(
     app.state.config = cfg
     app.state.command_service = service
     app.state.reads = ReadService(markets=markets, store=store, views=views)
-    for router in (commands.router, reads.router, health.router):
+    for router in (commands.router, reads.router, health.router, access.router):
         app.include_router(router)
     app.openapi = openapi_builder(app)  # type: ignore[method-assign]
     app.commands = service.cores
     app.max_body = cfg.max_body_bytes
     app.state.keys = keys if keys is not None else KeyRegistry()
+    app.state.admin = AdminService(commands=service, registry=app.state.keys)
     app.gate = app.state.auth = AuthGate(
         registry=app.state.keys,
         limiter=RateLimiter(cfg.rate_limits) if cfg.rate_limits is not None else None,

@@ -17,11 +17,12 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from engine.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
+from engine.commands import CancelAllOrders, CancelOrder, Command, Deposit, PlaceOrder, Withdraw
 from engine.enums import CommandKind
 from engine.events import EngineOutput
 from engine.markets import Markets
 from engine.validation import order_shape_error
+from gateway.auth.policy import CANCEL_ALL_PATH
 from gateway.auth.principal import acting_user
 from gateway.bodies import parse_json, validate
 from gateway.convert import amount_to_minor, price_to_ticks, quantity_to_lots
@@ -30,7 +31,12 @@ from gateway.errors import ApiError, ErrorCode, clip
 from gateway.fastpath import CommandCore
 from gateway.publisher import CommandPublisher
 from gateway.results import OutputFollower
-from gateway.schemas import CancelOrderRequest, FundsRequest, PlaceOrderRequest
+from gateway.schemas import (
+    CancelAllRequest,
+    CancelOrderRequest,
+    FundsRequest,
+    PlaceOrderRequest,
+)
 from gateway.views import Json, Views
 from settlement.store import SettlementStore
 
@@ -78,6 +84,7 @@ class CommandService:
         return {
             CREATE_PATH: self.create,
             CANCEL_PATH: self.cancel,
+            CANCEL_ALL_PATH: self.cancel_all,
             DEPOSIT_PATH: self.deposit,
             WITHDRAW_PATH: self.withdraw,
         }
@@ -119,6 +126,24 @@ class CommandService:
             for update in reversed(updates):
                 if order_id is None or update.order_id == order_id:
                     return 200, ok_body(self._views.order_from_event(update))
+        return 202, ok_body({"command_id": str(offset), "status": "CANCEL_REQUESTED"})
+
+    async def cancel_all(self, body: bytes, wait: bool, timeout_ms: int) -> tuple[int, bytes]:
+        """One engine command cancels all of the user's open orders in the market."""
+        req = validate(CancelAllRequest, parse_json(body))
+        user_id = acting_user(req.user_id)
+        if req.symbol not in self._symbols:
+            raise ApiError(ErrorCode.UNKNOWN_SYMBOL, f"unknown symbol {clip(req.symbol)}")
+        command = CancelAllOrders(
+            command_id=0, timestamp_ms=now_ms(), user_id=user_id, symbol=req.symbol
+        )
+        offset, output = await self._publish_and_wait(self._encode(command), wait, timeout_ms)
+        if output is not None:
+            if output.rejections:  # an unknown user has nothing open
+                return 200, ok_body({"cancelled": []})
+            last = {u.order_id: u for u in output.order_updates}  # the last report wins
+            cancelled = [self._views.order_from_event(last[oid]) for oid in sorted(last)]
+            return 200, ok_body({"cancelled": cancelled})
         return 202, ok_body({"command_id": str(offset), "status": "CANCEL_REQUESTED"})
 
     async def deposit(self, body: bytes, wait: bool, timeout_ms: int) -> tuple[int, bytes]:
@@ -181,6 +206,12 @@ class CommandService:
                 raise ApiError(ErrorCode.USER_NOT_FOUND, f"no user {req.user_id}")
             return 200, ok_body(self._funds_result(output, offset, req.user_id, req.asset))
         return 202, ok_body({"command_id": str(offset), "status": "ACCEPTED"})
+
+    async def publish_and_wait(
+        self, command: Command, wait: bool, timeout_ms: int
+    ) -> tuple[int, EngineOutput | None]:
+        """Publish ``command``; with ``wait`` also wait for its output (None on timeout)."""
+        return await self._publish_and_wait(self._encode(command), wait, timeout_ms)
 
     async def _publish_and_wait(
         self, value: bytes, wait: bool, timeout_ms: int

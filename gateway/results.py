@@ -25,6 +25,10 @@ Races and bounds:
   produced well before the follower started (``skip_older_than_ms``, by their timestamp) are
   skipped without decoding, and any other unknown command id only lands in the bounded
   cache. No correctness rests on the start position.
+* Taps (:attr:`OutputFollower.taps`) see every record fetched, before any waiter; the key
+  registry's feed is one (:mod:`gateway.auth.keyfeed`), and chooses the start positions
+  (``start_positions``) so that no key update falls between the store and the stream. With
+  taps, a rebuilt consumer resumes where the last one stopped rather than at the end.
 * Liveness: a :class:`~exchange.watchdog.ConsumerWatchdog` watches the follower's
   positions; when outputs wait and a position has not moved for ``stall_after_s`` the
   follower rebuilds its consumer (at the end, with twice the fetch wait: waits in flight
@@ -47,6 +51,7 @@ from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaException,
+    Message,
     TopicPartition,
 )
 
@@ -95,6 +100,7 @@ class OutputFollower:
         stall_after_s: float = DEFAULT_STALL_AFTER_S,
         watchdog_sink: WatchdogSink | None = None,
         fetch_wait: Callable[[], int] = lambda: 25,
+        start_positions: Callable[[str, list[int]], dict[int, int]] | None = None,
     ) -> None:
         self._factory = consumer_factory
         self._topic = topic
@@ -120,6 +126,12 @@ class OutputFollower:
         self._default_fetch_wait = fetch_wait  # asked on the follower thread (may do I/O)
         self._fetch_wait_ms: int | None = None
         self._positions: dict[TopicPart, int] = {}
+        # Where to start each partition (default: its end), asked at the first assignment;
+        # a rebuilt consumer resumes where the last one was. Taps see every fetched record,
+        # on the follower thread, before waiters get their outputs (gateway.auth.keyfeed).
+        self._start_positions = start_positions
+        self._resume: dict[int, int] = {}
+        self.taps: list[Callable[[list[Message]], None]] = []
         # Counters written only by the follower thread (observability and tests).
         self.consumed = 0  # records fetched
         self.decoded = 0  # outputs decoded and handed to the loop
@@ -237,7 +249,9 @@ class OutputFollower:
                 return
             # One fetch round first: it resolves the start positions, so an output published
             # once we report ready cannot fall before them.
-            self.consumed += len(consumer.consume(self._batch_size, 0.1))
+            initial = consumer.consume(self._batch_size, 0.1)
+            self.consumed += len(initial)
+            self._tap(initial)
             # Until a record arrives, a partition's position is where it started: the end
             # its first fetch response reported (so a follower that never receives a record
             # still shows lag, and the watchdog sees it).
@@ -266,10 +280,7 @@ class OutputFollower:
                         continue
                     msgs = [first, *consumer.consume(batch - 1, 0)] if batch > 1 else [first]
                 self.consumed += len(msgs)
-                for msg in msgs:  # in order within a partition: the last one wins
-                    offset = msg.offset()
-                    if offset is not None and offset >= 0:
-                        positions[(msg.topic() or "", msg.partition() or 0)] = offset + 1
+                self._tap(msgs)
                 if self._interest == 0:
                     continue
                 floor = self._floor_ms
@@ -292,7 +303,20 @@ class OutputFollower:
                         return
         finally:
             self.assigned.clear()
+            if self.taps:
+                self._resume = {p: o for (_, p), o in self._positions.items()}
             consumer.close()
+
+    def _tap(self, msgs: list[Message]) -> None:
+        """Record the positions, then hand the records to the taps."""
+        positions = self._positions
+        for msg in msgs:  # in order within a partition: the last one wins
+            offset = msg.offset()
+            if offset is not None and offset >= 0:
+                positions[(msg.topic() or "", msg.partition() or 0)] = offset + 1
+        if msgs:
+            for tap in self.taps:
+                tap(msgs)
 
     def _assign(self, consumer: Consumer) -> None:
         """Assign every partition of the topic at its end, once the topic exists."""
@@ -303,8 +327,12 @@ class OutputFollower:
                 log.warning("engine-output follower: no broker metadata yet (%s)", e)
                 continue
             if topic is not None and topic.error is None and topic.partitions:
+                partitions = sorted(topic.partitions)
+                starts = self._resume
+                if not starts and self._start_positions is not None:
+                    starts = self._start_positions(self._topic, partitions)
                 consumer.assign(
-                    [TopicPartition(self._topic, p, OFFSET_END) for p in sorted(topic.partitions)]
+                    [TopicPartition(self._topic, p, starts.get(p, OFFSET_END)) for p in partitions]
                 )
                 return
             self._stop.wait(1.0)

@@ -325,3 +325,71 @@ class HealthOut(BaseModel):
 class ReadyOut(BaseModel):
     broker: Literal["ok"]
     store: Literal["ok"]
+
+
+# ----------------------------------------------------------------------------- access (#14)
+
+PublicKey = Annotated[
+    str,
+    Strict(),
+    Field(
+        max_length=64,
+        description="Base64 (standard, padded) of the 32-byte raw Ed25519 public key.",
+    ),
+]
+
+
+class CancelAllRequest(BaseModel):
+    """Cancel all of the user's open orders in one market (one engine command)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra={"examples": [{"symbol": "BTC_USDT"}]}
+    )
+
+    user_id: UserId | None = None  # optional: the key's user
+    symbol: Symbol
+
+
+class CreateUserRequest(BaseModel):
+    """A new trader with its first key (operators)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [{"public_key": "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+                          "label": "desk-1"}]
+        },
+    )  # fmt: skip
+
+    public_key: PublicKey
+    label: Annotated[str, Strict(), Field(max_length=128)] | None = None
+
+
+class AddApiKeyRequest(BaseModel):
+    """One more key for an existing user (operators)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    public_key: PublicKey
+
+
+class CancelAllResult(BaseModel):
+    cancelled: list[OrderOut] = Field(description="The orders after the cancel, by order id.")
+
+
+class UserCreated(BaseModel):
+    user_id: int
+    api_key: str = Field(description="The key id: sign requests with it in X-API-KEY.")
+
+
+class ApiKeyCreated(BaseModel):
+    api_key: str
+
+
+class ApiKeyRevoked(BaseModel):
+    api_key: str
+    revoked: Literal[True]
+
+
+REQUEST_MODELS = (*REQUEST_MODELS, CancelAllRequest, CreateUserRequest, AddApiKeyRequest)

@@ -19,9 +19,12 @@ from starlette.types import ASGIApp
 
 from engine.markets import Markets
 from exchange.codec import Codec
+from exchange.codec.peek import OutputKindPeek
 from exchange.kafka import fetch_wait_ms, make_consumer, make_producer
 from exchange.topics import Topics
 from gateway.app import GatewayAPI, GatewayConfig, create_app
+from gateway.auth.keyfeed import KeyFeed, committed_offsets
+from gateway.auth.registry import KeyRegistry
 from gateway.publisher import PRODUCER_OVERRIDES, CommandPublisher
 from gateway.results import CONSUMER_OVERRIDES, OutputFollower
 from settlement.store import SettlementStore
@@ -36,9 +39,15 @@ def create_gateway_app(
     store: SettlementStore,
     config: GatewayConfig | None = None,
     delivery_timeout_ms: int | None = None,
+    operator_public_key: str | None = None,
+    settlement_group: str = "settlement",
 ) -> GatewayAPI:
     """The app wired to Kafka at ``bootstrap``: the publisher and the follower are built
-    here, from the project's client settings plus the gateway's overrides."""
+    here, from the project's client settings plus the gateway's overrides.
+
+    The key registry learns keys from ``store`` and the output stream
+    (:mod:`gateway.auth.keyfeed`, using ``settlement_group``'s committed offsets), plus the
+    first operator's ``operator_public_key`` when given."""
     overrides = dict(PRODUCER_OVERRIDES)
     if delivery_timeout_ms is not None:
         overrides["message.timeout.ms"] = delivery_timeout_ms
@@ -48,6 +57,19 @@ def create_gateway_app(
         topics.orders.name,
         ack_timeout_s=ack_timeout_s,
     )
+    keys = KeyRegistry()
+    if operator_public_key is not None:
+        keys.set_operator(operator_public_key)
+    feed = KeyFeed(
+        registry=keys,
+        decode=codec.decode_output,
+        peek=OutputKindPeek(codec),
+        stored_keys=store.api_keys,  # type: ignore[attr-defined]
+        committed=committed_offsets(
+            lambda group: make_consumer(bootstrap, group, **{"enable.auto.commit": False}),
+            settlement_group,
+        ),
+    )
     follower = OutputFollower(
         # A fresh group id that never commits: assign() only, nothing shared with settlement.
         lambda **extra: make_consumer(
@@ -56,11 +78,15 @@ def create_gateway_app(
         topics.engine_output.name,
         codec,
         fetch_wait=lambda: fetch_wait_ms(bootstrap),
+        start_positions=feed.start_positions,
     )
-    return create_app(
+    follower.taps.append(feed.on_records)
+    app = create_app(
         markets=markets, codec=codec, publisher=publisher, follower=follower, store=store,
-        config=config,
+        config=config, keys=keys,
     )  # fmt: skip
+    app.state.key_feed = feed
+    return app
 
 
 def uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:

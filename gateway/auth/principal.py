@@ -12,16 +12,9 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
-from enum import StrEnum
 
+from engine.enums import Role
 from gateway.errors import ApiError, ErrorCode
-
-
-class Role(StrEnum):
-    """The roles of a key (the engine's ``Role`` once the engine carries users)."""
-
-    TRADER = "TRADER"
-    OPERATOR = "OPERATOR"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +54,9 @@ def acting_user(user_id: int | None) -> int:
     if user_id is not None and user_id != own:
         raise ApiError(ErrorCode.FORBIDDEN, "user_id is not the key's user")
     return own
+
+
+__all__ = ["CURRENT", "Principal", "Role", "acting_user", "current", "is_operator"]
 
 
 def is_operator() -> bool:

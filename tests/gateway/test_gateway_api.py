@@ -378,6 +378,10 @@ def test_openapi_when_served_documents_every_route_without_422(gateway: Gateway)
     assert set(spec["paths"]) == {
         "/api/v1/order/create",
         "/api/v1/order/cancel",
+        "/api/v1/order/cancel-all",
+        "/api/v1/admin/users",
+        "/api/v1/admin/users/{user_id}/keys",
+        "/api/v1/admin/keys/{api_key}",
         "/api/v1/deposit",
         "/api/v1/withdraw",
         "/api/v1/order/active",
