@@ -124,8 +124,9 @@ def _order(
 
 
 def test_deposit_when_wait_returns_200_with_the_balance_after_it(pipeline: Gateway) -> None:
-    first = _deposit(pipeline, 101, "USDT", "1000.50")
-    second = _deposit(pipeline, 101, "USDT", "0.5")
+    user, _ = pipeline.create_user()
+    first = _deposit(pipeline, user, "USDT", "1000.50")
+    second = _deposit(pipeline, user, "USDT", "0.5")
     assert first["status"] == "COMPLETED" and first["asset"] == "USDT"
     assert (first["available"], first["locked"]) == ("1000.50000000", "0.00000000")
     assert second["available"] == "1001.00000000"
@@ -136,10 +137,11 @@ def test_deposit_when_wait_returns_200_with_the_balance_after_it(pipeline: Gatew
 def test_withdraw_when_wait_and_funds_short_returns_200_rejected_with_reason(
     pipeline: Gateway,
 ) -> None:
-    _deposit(pipeline, 102, "BTC", "1")
+    user, _ = pipeline.create_user()
+    _deposit(pipeline, user, "BTC", "1")
     data = envelope_data(
         pipeline.client.post(
-            f"/api/v1/withdraw{WAIT}", json={"user_id": 102, "asset": "BTC", "amount": "1.00000001"}
+            f"/api/v1/withdraw{WAIT}", json={"user_id": user, "asset": "BTC", "amount": "1.00000001"}
         ),
         200,
     )
@@ -153,7 +155,7 @@ def test_withdraw_when_wait_and_funds_short_returns_200_rejected_with_reason(
     }
     ok = envelope_data(
         pipeline.client.post(
-            f"/api/v1/withdraw{WAIT}", json={"user_id": 102, "asset": "BTC", "amount": "0.25"}
+            f"/api/v1/withdraw{WAIT}", json={"user_id": user, "asset": "BTC", "amount": "0.25"}
         ),
         200,
     )
@@ -163,8 +165,9 @@ def test_withdraw_when_wait_and_funds_short_returns_200_rejected_with_reason(
 def test_create_order_when_wait_and_it_rests_returns_200_new_without_fills(
     pipeline: Gateway,
 ) -> None:
-    _deposit(pipeline, 103, "USDT", "10000")
-    response = _order(pipeline, 103, "BUY", "100.00", "0.5", client_order_id="rest-1")
+    user, _ = pipeline.create_user()
+    _deposit(pipeline, user, "USDT", "10000")
+    response = _order(pipeline, user, "BUY", "100.00", "0.5", client_order_id="rest-1")
     data = envelope_data(response, 200)
     assert isinstance(data, dict)
     assert data["status"] == "NEW" and data["fills"] == []
@@ -175,13 +178,13 @@ def test_create_order_when_wait_and_it_rests_returns_200_new_without_fills(
         data["remaining_quantity"],
     ) == ("100.00", "0.50000", "0.00000", "0.50000")
     assert data["avg_fill_price"] is None and data["client_order_id"] == "rest-1"
-    assert data["user_id"] == 103 and data["reject_reason"] is None
+    assert data["user_id"] == user and data["reject_reason"] is None
 
 
 def test_create_order_when_wait_and_it_takes_liquidity_returns_200_with_its_fills(
     pipeline: Gateway,
 ) -> None:
-    maker, taker = 104, 105
+    maker, taker = pipeline.create_user()[0], pipeline.create_user()[0]
     _deposit(pipeline, maker, "BTC", "1")
     _deposit(pipeline, taker, "USDT", "100000")
     a = envelope_data(_order(pipeline, maker, "SELL", "30000.00", "0.1"), 200)
@@ -205,7 +208,8 @@ def test_create_order_when_wait_and_it_takes_liquidity_returns_200_with_its_fill
 def test_create_order_when_wait_and_engine_refuses_returns_200_rejected_with_reason(
     pipeline: Gateway,
 ) -> None:
-    data = envelope_data(_order(pipeline, 106, "BUY", "100.00", "1"), 200)
+    user, _ = pipeline.create_user()
+    data = envelope_data(_order(pipeline, user, "BUY", "100.00", "1"), 200)
     assert isinstance(data, dict)
     assert (data["status"], data["reject_reason"]) == ("REJECTED", "INSUFFICIENT_FUNDS")
     assert data["fills"] == [] and data["filled_quantity"] == "0.00000"
@@ -214,19 +218,16 @@ def test_create_order_when_wait_and_engine_refuses_returns_200_rejected_with_rea
 def test_cancel_when_wait_returns_200_with_the_cancelled_order_and_reads_follow(
     pipeline: Gateway,
 ) -> None:
-    _deposit(pipeline, 107, "USDT", "1000")
-    placed = envelope_data(_order(pipeline, 107, "BUY", "10.00", "1"), 200)
+    user, _ = pipeline.create_user()
+    _deposit(pipeline, user, "USDT", "1000")
+    placed = envelope_data(_order(pipeline, user, "BUY", "10.00", "1"), 200)
     assert isinstance(placed, dict)
     order_id = placed["order_id"]
-    # The cancel checks the order against the store, which lags the engine (by the settlement
-    # group's first join here), so wait until settlement has written it.
-    eventually(
-        lambda: pipeline.client.get(f"/api/v1/order/{order_id}?user_id=107").status_code == 200
-    )
+    # At once: the engine decides, whatever the store shows yet.
     data = envelope_data(
         pipeline.client.post(
             f"/api/v1/order/cancel{WAIT}",
-            json={"user_id": 107, "symbol": "BTC_USDT", "order_id": order_id},
+            json={"user_id": user, "symbol": "BTC_USDT", "order_id": order_id},
         ),
         200,
     )
@@ -235,28 +236,29 @@ def test_cancel_when_wait_returns_200_with_the_cancelled_order_and_reads_follow(
     assert data["remaining_quantity"] == "0.00000"
 
     def settled() -> Any:
-        got = pipeline.client.get(f"/api/v1/order/{order_id}?user_id=107").json()
+        got = pipeline.client.get(f"/api/v1/order/{order_id}?user_id={user}").json()
         return got["success"] and got["data"]["status"] == "CANCELLED" and got["data"]
 
     detail = eventually(settled)
     assert [u["status"] for u in detail["updates"]] == ["NEW", "CANCELLED"]
     again = pipeline.client.post(
         f"/api/v1/order/cancel{WAIT}",
-        json={"user_id": 107, "symbol": "BTC_USDT", "order_id": order_id},
+        json={"user_id": user, "symbol": "BTC_USDT", "order_id": order_id},
     )
     assert envelope_error(again) == (404, "ORDER_NOT_FOUND")
-    balances = envelope_data(pipeline.client.get("/api/v1/balances?user_id=107"), 200)
+    balances = envelope_data(pipeline.client.get(f"/api/v1/balances?user_id={user}"), 200)
     assert balances == [{"asset": "USDT", "available": "1000.00000000", "locked": "0.00000000"}]
 
 
 def test_create_order_when_many_wait_at_once_each_gets_its_own_result(
     pipeline: Gateway,
 ) -> None:
-    _deposit(pipeline, 108, "USDT", "1000000")
+    user, _ = pipeline.create_user()
+    _deposit(pipeline, user, "USDT", "1000000")
 
     def place(i: int) -> dict[str, Any]:
         data = envelope_data(
-            _order(pipeline, 108, "BUY", f"{1 + i}.00", "0.001", client_order_id=f"c{i}"), 200
+            _order(pipeline, user, "BUY", f"{1 + i}.00", "0.001", client_order_id=f"c{i}"), 200
         )
         assert isinstance(data, dict)
         return data
