@@ -141,7 +141,8 @@ def test_withdraw_when_wait_and_funds_short_returns_200_rejected_with_reason(
     _deposit(pipeline, user, "BTC", "1")
     data = envelope_data(
         pipeline.client.post(
-            f"/api/v1/withdraw{WAIT}", json={"user_id": user, "asset": "BTC", "amount": "1.00000001"}
+            f"/api/v1/withdraw{WAIT}",
+            json={"user_id": user, "asset": "BTC", "amount": "1.00000001"},
         ),
         200,
     )
