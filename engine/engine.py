@@ -1185,7 +1185,7 @@ class Engine:
 
     def api_keys(self) -> list[tuple[str, ApiKey]]:
         """Every key ever added, revoked ones included, by key id."""
-        return self._users.keys()
+        return self._users.api_keys()
 
     def is_completed(self, order_id: int) -> bool:
         """Whether ``order_id`` is in the bounded memory of completed accepted orders."""

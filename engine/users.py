@@ -74,7 +74,7 @@ class Users:
         """Every created user as (user_id, role), by id."""
         return sorted(self._roles.items())
 
-    def keys(self) -> list[tuple[str, ApiKey]]:
+    def api_keys(self) -> list[tuple[str, ApiKey]]:
         """Every key ever added, revoked ones included, by key id."""
         return sorted(self._keys.items())
 
