@@ -72,10 +72,9 @@ class Keyring:
         self._traders[user_id] = signer
 
     def revoke(self, signer: Signer) -> None:
-        principal = self.registry.lookup(signer.api_key)
-        assert principal is not None and principal.user_id is not None
+        [user_id] = [u for u, s in self._traders.items() if s is signer]
         self.registry.apply(
-            api_key=signer.api_key, user_id=principal.user_id, role="TRADER",
+            api_key=signer.api_key, user_id=user_id, role="TRADER",
             public_key_b64=signer.public_key, revoked=True, sequence=next(_key_versions),
         )  # fmt: skip
 
