@@ -7,6 +7,7 @@ ends the process with one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -57,6 +58,7 @@ from settlement.sqlite_store import SqliteStore
 from settlement.store import SettlementStore
 
 Handler = Callable[[Settings, argparse.Namespace], int]
+OPERATOR_KEY_FILE = "operator.key"  # in $EXCHANGE_DATA_DIR (see ensure_operator_key)
 
 
 def _die(message: str, code: int = 2) -> NoReturn:
@@ -85,10 +87,12 @@ def stack_services(settings: Settings, bootstrap: str) -> list[ServiceSpec]:
         ),
     ]
     base = f"http://{settings.exchange_host}:{settings.exchange_port}"
+    operator = settings.exchange_operator_public_key  # set by `exchange up` when generated
     services.append(
         ServiceSpec(
             name="gateway",
             argv=[*me, "gateway"],
+            env={"EXCHANGE_OPERATOR_PUBLIC_KEY": operator} if operator else {},
             endpoints={
                 "api": f"{base}/docs",
                 "metrics": f"{base}/metrics",
@@ -107,12 +111,37 @@ def stack_services(settings: Settings, bootstrap: str) -> list[ServiceSpec]:
     return services
 
 
+def ensure_operator_key(settings: Settings) -> tuple[Settings, Path | None]:
+    """The first operator: ``EXCHANGE_OPERATOR_PUBLIC_KEY`` when set; else the key pair in
+    ``$EXCHANGE_DATA_DIR/operator.key``, generated (mode 0600) when that file is missing.
+    Returns the settings with the public key and the key file (None when configured)."""
+    from gateway.auth.signing import new_key_pair, public_key_b64, read_key_file, write_key_file
+
+    if settings.exchange_operator_public_key is not None:
+        return settings, None
+    path = settings.exchange_data_dir / OPERATOR_KEY_FILE
+    if path.exists():
+        try:
+            public = public_key_b64(read_key_file(path))
+        except ValueError as e:
+            raise ConfigError(f"{e} (delete it to generate a new operator key)") from None
+    else:
+        private, public = new_key_pair()
+        write_key_file(path, private)
+    return settings.model_copy(update={"exchange_operator_public_key": public}), path
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    settings, key_file = ensure_operator_key(settings)
     base = f"http://{settings.exchange_host}:{settings.exchange_port}"
     banner = [
         f"API       {base}  (docs {base}/docs, dashboard {base}/dashboard)",
-        f"try       curl -s -X POST {base}/api/v1/deposit -H 'content-type: application/json' "
-        """-d '{"user_id": 1, "asset": "USDT", "amount": "1000"}'""",
+        f"operator  key file {key_file.resolve()} (key id operator)"
+        if key_file is not None
+        else "operator  EXCHANGE_OPERATOR_PUBLIC_KEY (key id operator)",
+        "try       exchange users create --out alice.key",
+        """          exchange call POST /api/v1/deposit """
+        """'{"user_id": 1, "asset": "USDT", "amount": "1000"}'""",
     ]
     return Supervisor(settings, stack_services, banner=banner, ready_url=f"{base}/ready").run()
 
@@ -407,6 +436,115 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_signer(settings: Settings, args: argparse.Namespace) -> Any:
+    from ops.apiclient import signer_from_file
+
+    path = Path(args.key) if args.key else settings.exchange_data_dir / OPERATOR_KEY_FILE
+    if not path.exists():
+        _die(f"{path}: no key file (`exchange up` writes the operator's; or pass --key FILE)")
+    try:
+        return signer_from_file(path, args.api_key, settings.exchange_operator_public_key)
+    except ValueError as e:
+        _die(str(e))
+
+
+def _api_call(
+    settings: Settings, args: argparse.Namespace, method: str, path: str, body: bytes = b""
+) -> tuple[int, Any]:
+    """Send one signed request; (status, decoded JSON answer)."""
+    import httpx
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the answer is the output
+
+    url = args.url or f"http://{settings.exchange_host}:{settings.exchange_port}"
+    headers = {"content-type": "application/json"} if body else {}
+    try:
+        with httpx.Client(base_url=url, timeout=30, auth=_api_signer(settings, args)) as client:
+            response = client.request(method.upper(), path, content=body, headers=headers)
+    except httpx.HTTPError as e:
+        _die(f"{url}: {e}", code=1)
+    try:
+        return response.status_code, response.json()
+    except ValueError:
+        return response.status_code, response.text
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2) if not isinstance(data, str) else data)
+
+
+def cmd_call(settings: Settings, args: argparse.Namespace) -> int:
+    body = (args.json or "").encode()
+    status, data = _api_call(settings, args, args.method, args.path, body)
+    _print_json(data)
+    return 0 if 200 <= status < 300 else 1
+
+
+def _new_key(args: argparse.Namespace) -> tuple[str, str]:
+    from gateway.auth.signing import new_key_pair, write_key_file
+
+    private, public = new_key_pair()
+    if args.out:
+        out = Path(args.out)
+        if out.exists():
+            _die(f"{out} exists; choose another --out")
+        write_key_file(out, private)
+    return private, public
+
+
+def _created(status: int, data: Any, private: str, out: str | None) -> int:
+    if status != 201:
+        _print_json(data)
+        return 1
+    for name, value in data["data"].items():
+        print(f"{name:<12}{value}")
+    if out:
+        print(f"{'key file':<12}{out} (mode 0600)")
+    else:
+        print(f"{'private key':<12}{private}")
+        print("(shown once: keep it; the server stores only the public key)")
+    return 0
+
+
+def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
+    private, public = _new_key(args)
+    body = {"public_key": public, **({"label": args.label} if args.label else {})}
+    status, data = _api_call(
+        settings, args, "POST", "/api/v1/admin/users", json.dumps(body).encode()
+    )
+    return _created(status, data, private, args.out)
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    if args.keys_command == "revoke":
+        status, data = _api_call(settings, args, "DELETE", f"/api/v1/admin/keys/{args.api_key_id}")
+        _print_json(data)
+        return 0 if status == 200 else 1
+    private, public = _new_key(args)
+    status, data = _api_call(
+        settings, args, "POST", f"/api/v1/admin/users/{args.user}/keys",
+        json.dumps({"public_key": public}).encode(),
+    )  # fmt: skip
+    return _created(status, data, private, args.out)
+
+
+def _add_api_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--key",
+        metavar="FILE",
+        help="key file to sign with (one line: base64 raw private key); "
+        "default $EXCHANGE_DATA_DIR/operator.key",
+    )
+    p.add_argument(
+        "--api-key",
+        metavar="ID",
+        help="key id to send (default: operator for the operator's key, else derived)",
+    )
+    p.add_argument(
+        "--url", default=None, help="gateway URL (default http://EXCHANGE_HOST:EXCHANGE_PORT)"
+    )
+
+
 def _infra_config(settings: Settings, args: argparse.Namespace) -> Any:
     from ops.infra import COMPONENTS, InfraConfig, default_cache_dir, default_pom
 
@@ -562,6 +700,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=64, help="http requests in flight")
     p.add_argument("--report", metavar="PATH", help="write the raw numbers as JSON here")
     p.set_defaults(handler=cmd_loadgen)
+
+    p = sub.add_parser("call", help="send one signed request: exchange call METHOD PATH [JSON]")
+    p.add_argument("method", metavar="METHOD", help="GET, POST, DELETE, ...")
+    p.add_argument("path", metavar="PATH", help="e.g. '/api/v1/balances' (query included)")
+    p.add_argument("json", metavar="JSON", nargs="?", default=None, help="the request body")
+    _add_api_options(p)
+    p.set_defaults(handler=cmd_call)
+
+    p = sub.add_parser("users", help="users (operators): create")
+    users = p.add_subparsers(dest="users_command", required=True, metavar="USERS_COMMAND")
+    p = users.add_parser(
+        "create",
+        help="generate a key pair here, register its public key as a new trader, print the "
+        "user id, key id and private key (once)",
+    )
+    p.add_argument("--label", default=None)
+    p.add_argument("--out", metavar="FILE", help="write the private key to this key file (0600)")
+    _add_api_options(p)
+    p.set_defaults(handler=cmd_users)
+
+    p = sub.add_parser("keys", help="API keys (operators): create, revoke")
+    keys = p.add_subparsers(dest="keys_command", required=True, metavar="KEYS_COMMAND")
+    p = keys.add_parser("create", help="one more key for a user (generated here)")
+    p.add_argument("--user", type=int, required=True, metavar="USER_ID")
+    p.add_argument("--out", metavar="FILE", help="write the private key to this key file (0600)")
+    _add_api_options(p)
+    p.set_defaults(handler=cmd_keys)
+    p = keys.add_parser("revoke", help="revoke a key: every gateway refuses it within 1 s")
+    p.add_argument("api_key_id", metavar="API_KEY")
+    _add_api_options(p)
+    p.set_defaults(handler=cmd_keys)
 
     p = sub.add_parser(
         "infra",

@@ -5,6 +5,10 @@ the log; cancels are decided by the engine alone.
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import stat
 import threading
 import time
 import uuid
@@ -19,9 +23,12 @@ from engine.engine import Engine
 from engine.markets import Markets
 from engine.service.runner import EngineService, EngineServiceConfig
 from engine.service.snapshots import FileSnapshotStore
+from entrypoints import cli
 from exchange.codec import Codec
 from exchange.kafka import make_admin
+from exchange.settings import load_settings
 from exchange.topics import Topics, ensure_topics
+from gateway.auth.signing import private_key_b64, public_key_b64, write_key_file
 from tests.support.eventually import eventually
 from tests.support.signing import new_signer
 
@@ -199,3 +206,46 @@ def test_revoke_when_answered_the_key_is_refused_here_and_by_another_gateway_wit
         assert learnt < 1.0 and refused_after < 1.0, (learnt, refused_after)
         again = gw.client.delete(f"/api/v1/admin/keys/{signer.api_key}")
         assert envelope_data(again, 200) == {"api_key": signer.api_key, "revoked": True}
+
+
+def test_cli_when_operator_creates_a_user_its_key_file_signs_exchange_call(
+    gw: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [n for n in os.environ if n.startswith("EXCHANGE_")]:
+        monkeypatch.delenv(name)
+    operator_file = tmp_path / "operator.key"
+    write_key_file(operator_file, private_key_b64(gw.keys.operator.key))
+    api = ["--url", gw.url]
+    alice = tmp_path / "alice.key"
+    assert cli.main(["users", "create", "--label", "alice", "--out", str(alice),
+                     "--key", str(operator_file), *api]) == 0  # fmt: skip
+    printed = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()[:2])
+    user = int(printed["user_id"])
+    assert stat.S_IMODE(alice.stat().st_mode) == 0o600
+    deposit = json.dumps({"user_id": user, "asset": "USDT", "amount": "5"})
+    assert cli.main(["call", "POST", "/api/v1/deposit?wait=true", deposit,
+                     "--key", str(operator_file), *api]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["data"]["available"] == "5.00000000"
+    assert cli.main(["call", "GET", "/api/v1/balances", "--key", str(alice), *api]) == 0
+    assert json.loads(capsys.readouterr().out) == {"success": True, "data": []}  # no settlement
+    # A trader may not deposit; the command fails with the API's answer and exit 1.
+    assert cli.main(["call", "POST", "/api/v1/deposit", deposit, "--key", str(alice), *api]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "FORBIDDEN"
+
+
+def test_up_when_no_operator_key_configured_generates_one_key_file_and_reuses_it(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings({"EXCHANGE_DATA_DIR": str(tmp_path)})
+    first, path = cli.ensure_operator_key(settings)
+    assert path == tmp_path / "operator.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    [line] = path.read_text().splitlines()
+    assert len(base64.b64decode(line, validate=True)) == 32
+    assert first.exchange_operator_public_key == public_key_b64(line)
+    again, _ = cli.ensure_operator_key(settings)
+    assert again.exchange_operator_public_key == first.exchange_operator_public_key
+    configured = settings.model_copy(
+        update={"exchange_operator_public_key": new_signer().public_key}
+    )
+    assert cli.ensure_operator_key(configured) == (configured, None)
