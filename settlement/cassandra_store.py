@@ -52,6 +52,7 @@ from settlement.projection import WriteSet, order_bucket, project, stream_partit
 from settlement.store import (
     DEFAULT_PAGE_LIMIT,
     FINAL_STATUSES,
+    ApiKeyRow,
     BalanceRow,
     OrderRow,
     OrderUpdateRow,
@@ -59,12 +60,15 @@ from settlement.store import (
     StoreError,
     StoreUnavailable,
     TradeRow,
+    UserRow,
+    api_key_row_from_db,
     balance_row_from_db,
     canonical_digest,
     check_page_limit,
     order_row_from_db,
     order_update_row_from_db,
     trade_row_from_db,
+    user_row_from_db,
 )
 
 __all__ = [
@@ -90,6 +94,8 @@ TABLES = (
     "trades_by_user",
     "trade_buckets",
     "balances",
+    "users",
+    "api_keys",
     "settlement_progress",
 )
 _PROGRESS_NAME = "engine-output"
@@ -123,6 +129,8 @@ _TRADE_COLS = (
     "fee, fee_asset, executed_at, version"
 )
 _BALANCE_COLS = "user_id, asset, available, locked, version"
+_USER_COLS = "user_id, role, label, created_at, version"
+_KEY_COLS = "api_key, user_id, role, public_key, revoked, version"
 
 
 def _marks(n: int) -> str:
@@ -154,6 +162,9 @@ _WRITES: dict[str, str] = {
     "VALUES (?, ?) USING TIMESTAMP ?",
     "balance": f"INSERT INTO {{ks}}.balances ({_BALANCE_COLS}) "
     "VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
+    "user": f"INSERT INTO {{ks}}.users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
+    "api_key": f"INSERT INTO {{ks}}.api_keys ({_KEY_COLS}) "
+    "VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
     "progress": "UPDATE {ks}.settlement_progress USING TIMESTAMP ? SET max_sequence = ? "
     "WHERE name = ?",
 }
@@ -178,6 +189,7 @@ _READS: dict[str, str] = {
     "q_stats": "SELECT final_status, COUNT(*) FROM {ks}.order_final_status "
     "WHERE user_id = ? AND bucket = ? GROUP BY final_status",
     "q_progress": "SELECT max_sequence FROM {ks}.settlement_progress WHERE name = ?",
+    "q_user": f"SELECT {_USER_COLS} FROM {{ks}}.users WHERE user_id = ?",
 }
 
 
@@ -268,6 +280,12 @@ def plan_writes(ws: WriteSet) -> list[PlannedWrite]:
     for bal in ws.balances:
         p = (*bal, bal.version)
         add(PlannedWrite("balance", ("balances", bal.user_id), p, _size(p)))
+    for user in ws.users:
+        p = (user.user_id, user.role, _opt(user.label), user.created_at, user.version, user.version)
+        add(PlannedWrite("user", ("users", user.user_id), p, _size(p)))
+    for api_key in ws.api_keys:
+        p = (*api_key, api_key.sequence)
+        add(PlannedWrite("api_key", ("api_keys", api_key.api_key), p, _size(p)))
     return out
 
 
@@ -600,6 +618,14 @@ class CassandraStore(SettlementStore):
                 key=lambda b: (b.user_id, b.asset),
             ),
         )
+        yield (
+            "users",
+            sorted(
+                (user_row_from_db(r) for r in self._scan("users", _USER_COLS)),
+                key=lambda u: u.user_id,
+            ),
+        )
+        yield "api_keys", self.api_keys()
         yield "settlement_progress", [(self.max_sequence(),)]
 
     # ---- queries -------------------------------------------------------------------
@@ -670,3 +696,16 @@ class CassandraStore(SettlementStore):
             for status, n in self._rows("q_stats", (user_id, bucket)):
                 counts[OrderStatus(status)] += n
         return counts
+
+    def get_user(self, user_id: int) -> UserRow | None:
+        rows = self._rows("q_user", (user_id,))
+        return user_row_from_db(rows[0]) if rows else None
+
+    def api_keys(self) -> list[ApiKeyRow]:
+        # A scan of the whole table, the one read that is not single-partition: it holds one
+        # small row per key ever added, and gateways read it once at start (see the schema).
+        rows = self._scan("api_keys", _KEY_COLS)
+        return sorted((api_key_row_from_db(r) for r in rows), key=lambda k: k.api_key)
+
+    def api_keys_since(self, sequence: int) -> list[ApiKeyRow]:
+        return [k for k in self.api_keys() if k.sequence > sequence]

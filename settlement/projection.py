@@ -14,6 +14,8 @@ own statements, so the two backends cannot disagree about *what* is written.
   derives them from the same row and version.
 * ``TradeExecuted`` gives two immutable rows, one per user (maker and taker).
 * ``BalanceUpdated`` gives the balance's absolute post-state, versioned by sequence.
+* ``UserCreated`` gives the user's row and ``ApiKeyUpdated`` the key's absolute state (added
+  or revoked), each versioned by sequence like a balance.
 * ``OrderPlaced`` and ``OrderCompleted`` repeat what the same output's ``OrderUpdated`` says
   (the engine emits an update for every order a command touches, with the terminal status
   when it completes); ``CommandRejected`` changes no read-model row. None is projected.
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 
 from engine.enums import Side
 from engine.events import EngineOutput
-from settlement.store import BalanceRow, OrderRow, OrderUpdateRow, TradeRow
+from settlement.store import ApiKeyRow, BalanceRow, OrderRow, OrderUpdateRow, TradeRow, UserRow
 
 __all__ = [
     "BUCKET_BITS",
@@ -87,6 +89,8 @@ class WriteSet:
     order_updates: list[OrderUpdateRow] = field(default_factory=list)
     trades: list[TradeRow] = field(default_factory=list)
     balances: list[BalanceRow] = field(default_factory=list)
+    users: list[UserRow] = field(default_factory=list)
+    api_keys: list[ApiKeyRow] = field(default_factory=list)
     max_sequence: int = 0
 
 
@@ -99,6 +103,8 @@ def count_events(output: EngineOutput) -> int:
         + len(output.order_completions)
         + len(output.balance_updates)
         + len(output.rejections)
+        + len(output.user_creations)
+        + len(output.api_key_updates)
     )
 
 
@@ -108,6 +114,8 @@ def project(outputs: Iterable[EngineOutput]) -> WriteSet:
     updates: dict[tuple[int, int], OrderUpdateRow] = {}
     trades: dict[tuple[int, int, bool], TradeRow] = {}
     balances: dict[tuple[int, str], BalanceRow] = {}
+    users: dict[int, UserRow] = {}
+    api_keys: dict[str, ApiKeyRow] = {}
     max_sequence = 0
     # Hot loop: bind the lookups once (house style, rule 19).
     orders_get = orders.get
@@ -149,10 +157,23 @@ def project(outputs: Iterable[EngineOutput]) -> WriteSet:
             prev_b = balances_get(key)
             if prev_b is None or seq >= prev_b.version:
                 balances[key] = BalanceRow(b.user_id, b.asset, b.available, b.locked, seq)
+        # Rare (user and key administration): no local bindings needed.
+        for c in out.user_creations:
+            prev_u = users.get(c.user_id)
+            if prev_u is None or seq >= prev_u.version:
+                users[c.user_id] = UserRow(c.user_id, c.role, c.label, c.created_at, seq)
+        for k in out.api_key_updates:
+            prev_k = api_keys.get(k.api_key)
+            if prev_k is None or seq >= prev_k.sequence:
+                api_keys[k.api_key] = ApiKeyRow(
+                    k.api_key, k.user_id, k.role, k.public_key, k.revoked, seq
+                )
     return WriteSet(
         orders=list(orders.values()),
         order_updates=list(updates.values()),
         trades=list(trades.values()),
         balances=list(balances.values()),
+        users=list(users.values()),
+        api_keys=list(api_keys.values()),
         max_sequence=max_sequence,
     )

@@ -305,4 +305,6 @@ def _events_in(o: EngineOutput) -> int:
         + len(o.order_completions)
         + len(o.balance_updates)
         + len(o.rejections)
+        + len(o.user_creations)
+        + len(o.api_key_updates)
     )
