@@ -64,7 +64,7 @@ def create_gateway_app(
         registry=keys,
         decode=codec.decode_output,
         peek=OutputKindPeek(codec),
-        stored_keys=getattr(store, "api_keys", tuple),  # until the store has api_keys()
+        stored_keys=store.api_keys,
         committed=committed_offsets(
             lambda group: make_consumer(bootstrap, group, **{"enable.auto.commit": False}),
             settlement_group,

@@ -17,7 +17,15 @@ from urllib.parse import parse_qs
 
 import httpx
 
-from engine.commands import CancelOrder, Command, CreateUser, Deposit, PlaceOrder, Withdraw
+from engine.commands import (
+    CancelOrder,
+    Command,
+    CreateUser,
+    Deposit,
+    PlaceOrder,
+    RevokeApiKey,
+    Withdraw,
+)
 from engine.engine import Engine
 from engine.enums import OrderType, Side, TimeInForce
 from engine.events import EngineOutput
@@ -235,6 +243,14 @@ class Script:
         output = self.engine.apply(command)
         self.outputs.append(output)
         return output
+
+    def create_user(self, signer: Signer) -> EngineOutput:
+        """A user with ``signer``'s key (the engine assigns the next user id)."""
+        self.users += 1
+        return self._apply(CreateUser, api_key=signer.api_key, public_key=signer.public_key)
+
+    def revoke(self, signer: Signer) -> EngineOutput:
+        return self._apply(RevokeApiKey, api_key=signer.api_key)
 
     def deposit(self, user: int, asset: str, amount: int) -> EngineOutput:
         return self._apply(Deposit, user_id=user, asset=asset, amount=amount)
