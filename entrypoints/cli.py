@@ -389,6 +389,7 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
         seed=args.seed,
         url=args.url or f"http://{settings.exchange_host}:{settings.exchange_port}",
         concurrency=args.concurrency,
+        operator_key=Path(args.key) if args.key else settings.exchange_data_dir / OPERATOR_KEY_FILE,
     )
     try:
         config.check()
@@ -698,6 +699,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="gateway URL for --via http (default http://EXCHANGE_HOST:EXCHANGE_PORT)",
     )
     p.add_argument("--concurrency", type=int, default=64, help="http requests in flight")
+    p.add_argument(
+        "--key",
+        metavar="FILE",
+        help="--via http: the operator's key file (default $EXCHANGE_DATA_DIR/operator.key)",
+    )
     p.add_argument("--report", metavar="PATH", help="write the raw numbers as JSON here")
     p.set_defaults(handler=cmd_loadgen)
 

@@ -7,7 +7,9 @@ crossing limits, cancels of earlier orders, market orders) over ``users`` users 
 default symbols, after one deposit per user and asset. ``--via kafka`` encodes each command
 with the codec and produces it straight to ``orders`` (this measures the pipeline);
 ``--via http`` posts it to the REST API with httpx (this measures the gateway too), where a
-cancel names the id the API returned for the order, never a guessed one.
+cancel names the id the API returned for the order, never a guessed one. Over HTTP every
+request is signed (gateway.auth): the operator's key creates one user per workload user,
+each with a key pair made here, and funds them; each order is signed by its user's key.
 
 *Pacing.* At ``rate`` > 0 command ``i`` is due at ``t0 + i / rate``; its send time is that
 *scheduled* time, so a stall in the generator or a full producer queue shows up in the
@@ -63,6 +65,8 @@ from engine.events import EngineOutput
 from engine.markets import Markets
 from engine.service.output_log import partitions_of
 from exchange.kafka import make_consumer, make_producer
+from gateway.auth.signing import new_key_pair
+from ops.apiclient import Signer, now_ms, sign_request, signer_from_file
 from ops.lag import LogEnds
 from ops.workload import command_stream, funding_commands
 from settlement.store import StoreError
@@ -97,6 +101,9 @@ class LoadConfig:
     seed: int = 1
     url: str = "http://127.0.0.1:8000"
     concurrency: int = 64  # http: requests in flight
+    # http: the operator's key file (it creates the users, each with a key made here, and
+    # funds them); every request is signed (gateway.auth).
+    operator_key: Path | None = None
     poll_interval_s: float = 0.002
     drain_timeout_s: float = 120.0
 
@@ -291,6 +298,8 @@ class LoadGenerator:
         config.check()
         if config.via == "http" and markets is None:
             raise LoadError("--via http needs the markets (to write decimal prices)")
+        if config.via == "http" and config.operator_key is None:
+            raise LoadError("--via http needs the operator's key file (--key)")
         self._cfg = config
         self._bootstrap = bootstrap
         self._orders_topic = orders_topic
@@ -623,40 +632,64 @@ class LoadGenerator:
 
     async def _run_http(self, reader: OutputReader, progress: StoreProgress) -> _Sent:
         cfg = self._cfg
-        assert self._markets is not None
+        assert self._markets is not None and cfg.operator_key is not None
         markets = self._markets
+        try:
+            operator = signer_from_file(cfg.operator_key)
+        except (OSError, ValueError) as e:
+            raise LoadError(f"the operator's key: {e}") from e
         limits = httpx.Limits(
             max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency
         )
         async with httpx.AsyncClient(base_url=cfg.url, limits=limits, timeout=60.0) as client:
-            # 1. Funding.
-            funding_ids: list[int] = []
             gate = asyncio.Semaphore(cfg.concurrency)
+            # 1. Users: each workload user becomes a new user with a key made here.
+            users: dict[int, tuple[int, Signer]] = {}
+
+            async def create(u: int) -> None:
+                signer = Signer(new_key_pair()[0])
+                async with gate:
+                    status, data = await _post(
+                        client, "/api/v1/admin/users", {"public_key": signer.public_key}, operator
+                    )
+                if status != 201:
+                    raise LoadError(f"creating a user answered {status} {data}")
+                users[u] = (int(data["user_id"]), signer)
+
+            # 2. Funding.
+            funding_ids: list[int] = []
 
             async def deposit(c: Deposit) -> None:
                 async with gate:
                     body = {
-                        "user_id": c.user_id,
+                        "user_id": users[c.user_id][0],
                         "asset": c.asset,
                         "amount": _plain(markets.assets[c.asset].from_minor(c.amount)),
                     }
-                    status, data = await _post(client, "/api/v1/deposit", body)
+                    status, data = await _post(client, "/api/v1/deposit", body, operator)
                 if status == 202:
                     funding_ids.append(int(data["command_id"]))
                 else:
                     self._http_error(status, data)
 
             try:
+                await asyncio.gather(*(create(u) for u in range(1, cfg.users + 1)))
                 await asyncio.gather(
-                    *(deposit(c) for c in funding_commands(cfg.users) if isinstance(c, Deposit))
+                    *(
+                        deposit(c)
+                        for c in funding_commands(cfg.users, create_users=False)
+                        if isinstance(c, Deposit)
+                    )
                 )
             except httpx.HTTPError as e:
                 raise LoadError(f"the gateway at {cfg.url} did not answer: {e}") from e
             await asyncio.to_thread(self._await_funding, funding_ids, reader, progress)
-            # 2. Trading.
-            return await self._http_trading(client, progress)
+            # 3. Trading, each request signed by its user's key.
+            return await self._http_trading(client, progress, {u: s for u, (_, s) in users.items()})
 
-    async def _http_trading(self, client: httpx.AsyncClient, progress: StoreProgress) -> _Sent:
+    async def _http_trading(
+        self, client: httpx.AsyncClient, progress: StoreProgress, signers: dict[int, Signer]
+    ) -> _Sent:
         cfg, rep = self._cfg, self.report
         assert self._markets is not None
         symbols = self._markets.symbols
@@ -690,8 +723,7 @@ class LoadGenerator:
                     fut: asyncio.Future[int | None] = loop.create_future()
                     placed[c.order_id] = fut
                     spec = symbols[c.symbol]
-                    body: dict[str, object] = {
-                        "user_id": c.user_id,
+                    body: dict[str, object] = {  # no user_id: the key's user
                         "symbol": c.symbol,
                         "side": str(c.side),
                         "order_type": str(c.order_type),
@@ -700,7 +732,9 @@ class LoadGenerator:
                     }
                     if c.order_type is OrderType.LIMIT and c.price is not None:
                         body["price"] = _plain(spec.ticks_to_price(c.price))
-                    status, data = await _post(client, "/api/v1/order/create", body)
+                    status, data = await _post(
+                        client, "/api/v1/order/create", body, signers[c.user_id]
+                    )
                     if status == 202:
                         order_id = int(data["order_id"])
                         sent.ids.append(order_id)
@@ -720,7 +754,8 @@ class LoadGenerator:
                     status, data = await _post(
                         client,
                         "/api/v1/order/cancel",
-                        {"user_id": c.user_id, "symbol": c.symbol, "order_id": str(real)},
+                        {"symbol": c.symbol, "order_id": str(real)},
+                        signers[c.user_id],
                     )
                     if status == 202:
                         rep.cancels_sent += 1
@@ -762,11 +797,13 @@ def _cancelled_id(o: EngineOutput) -> int | None:
 
 
 async def _post(
-    client: httpx.AsyncClient, path: str, body: dict[str, object]
+    client: httpx.AsyncClient, path: str, body: dict[str, object], signer: Signer
 ) -> tuple[int, dict[str, Any]]:
-    """(status, data or error) of a POST; a transport failure is status 0."""
+    """(status, data or error) of a POST signed by ``signer``; a transport failure is 0."""
+    request = client.build_request("POST", path, json=body)
+    sign_request(request, signer.key, signer.api_key, now_ms())
     try:
-        response = await client.post(path, json=body)
+        response = await client.send(request)
     except httpx.HTTPError as e:
         return 0, {"code": type(e).__name__}
     try:

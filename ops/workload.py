@@ -4,7 +4,8 @@ Commands come out with ``command_id`` = their position (plus ``first_offset``), 
 what they become when produced, in order, to an empty single-partition ``orders`` topic; a
 cancel names an order id placed earlier in the same stream. The mix (by default) is about
 60% resting limits near the touch, 25% cancels, 10% crossing limits and 5% market orders,
-over many users and both default symbols, after one deposit per user and asset.
+over many users and both default symbols, after each user's creation and one deposit per
+user and asset.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from engine.commands import CancelOrder, Command, Deposit, PlaceOrder
+from engine.commands import CancelOrder, Command, CreateUser, Deposit, PlaceOrder
 from engine.enums import OrderType, Side, TimeInForce
 
 
@@ -52,10 +53,29 @@ def funding_commands(
     timestamp_ms: int = 1_700_000_000_000,
     funding: dict[str, int] | None = None,
     first_user: int = 1,
+    create_users: bool = True,
 ) -> list[Command]:
+    """Per user: its ``CreateUser`` (the engine refuses commands of users it does not know),
+    then one deposit per asset.
+
+    The engine numbers users 1, 2, 3, ... as it creates them, so on a fresh log these users
+    are ``first_user`` .. ``first_user + users - 1`` (``first_user`` must be 1 there). Their
+    key ids are fixed (``kload<user>``: a second run's creations are refused as duplicates
+    and change nothing) and their public key is not a key (empty), so no one can sign as
+    them: the workload reaches the engine through Kafka, not through the API.
+    """
     out: list[Command] = []
     amounts = funding or DEFAULT_FUNDING
     for u in range(first_user, first_user + users):
+        if create_users:
+            out.append(
+                CreateUser(
+                    command_id=first_offset + len(out),
+                    timestamp_ms=timestamp_ms,
+                    api_key=f"kload{u}",
+                    public_key="",
+                )
+            )
         for asset, amount in amounts.items():
             out.append(
                 Deposit(
