@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_testkit import envelope_error
+from gateway_testkit import AutoSigner, Keyring, envelope_error
 
 from engine.markets import Markets
 from exchange.codec import Codec
@@ -54,7 +54,11 @@ def test_unexpected_error_when_raised_by_a_route_returns_500_internal_error_enve
         "quantity": "1",
     }
     try:
-        with ServerThread(app, free_port()) as url, httpx.Client(base_url=url) as client:
+        signer = AutoSigner(Keyring(app.state.keys))
+        with (
+            ServerThread(app, free_port()) as url,
+            httpx.Client(base_url=url, auth=signer) as client,
+        ):
             assert envelope_error(client.get("/api/v1/balances?user_id=1")) == (
                 500,
                 "INTERNAL_ERROR",

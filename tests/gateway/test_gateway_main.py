@@ -17,8 +17,10 @@ from entrypoints.gateway import build_gateway
 from exchange.settings import load_settings
 from exchange.topics import Topics
 from gateway.app import GatewayAPI
+from gateway.auth.signing import OPERATOR_KEY_ID
 from ops.broker import free_port
 from tests.support.eventually import eventually
+from tests.support.signing import new_signer
 
 pytestmark = pytest.mark.kafka
 
@@ -88,7 +90,13 @@ def test_run_gateway_when_sigterm_serves_until_then_and_exits_0(
     kafka_bootstrap: str, fresh_topics: Topics, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = {**os.environ, **_env(kafka_bootstrap, fresh_topics, tmp_path, port)}
+    operator = new_signer()
+    operator.api_key = OPERATOR_KEY_ID
+    env = {
+        **os.environ,
+        **_env(kafka_bootstrap, fresh_topics, tmp_path, port),
+        "EXCHANGE_OPERATOR_PUBLIC_KEY": operator.public_key,
+    }
     code = (
         "import sys; from exchange.settings import load_settings; "
         "from entrypoints.gateway import run_gateway; sys.exit(run_gateway(load_settings()))"
@@ -97,15 +105,9 @@ def test_run_gateway_when_sigterm_serves_until_then_and_exits_0(
     try:
         url = f"http://127.0.0.1:{port}"
         eventually(lambda: _healthy(url), what=f"{url} to answer /health")
-        order = {
-            "user_id": 1,
-            "symbol": "BTC_USDT",
-            "side": "BUY",
-            "order_type": "LIMIT",
-            "price": "1.00",
-            "quantity": "1",
-        }
-        response = httpx.post(f"{url}/api/v1/order/create", json=order, timeout=10)
+        deposit = {"user_id": 1, "asset": "USDT", "amount": "1"}
+        # The configured operator's key is accepted (EXCHANGE_OPERATOR_PUBLIC_KEY).
+        response = httpx.post(f"{url}/api/v1/deposit", json=deposit, timeout=10, auth=operator)
         assert response.status_code == 202, response.text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
