@@ -106,21 +106,26 @@ class AutoSigner(httpx.Auth):
         yield request
 
     def signer_for(self, request: httpx.Request) -> Signer:
-        path = request.url.path
-        if path in _OPERATOR_PATHS or path.startswith("/api/v1/admin/"):
-            return self.keys.operator
-        user = None
-        try:
-            body = json.loads(request.content) if request.content else None
-        except (ValueError, RecursionError):
-            body = None
-        if isinstance(body, dict) and isinstance(body.get("user_id"), int):
-            user = body["user_id"]
-        if user is None:
-            values = parse_qs(request.url.query.decode()).get("user_id", [])
-            if values and values[0].isdigit() and len(values[0]) <= 19:
-                user = int(values[0])
-        return self.keys.trader(user if user is not None and user > 0 else 1)
+        return signer_for(self.keys, request.url.path, request.url.query.decode(), request.content)
+
+
+def signer_for(keys: Keyring, path: str, query: str, content: bytes) -> Signer:
+    """Whom a test request is signed as: the operator on operator routes, else the trader
+    whose ``user_id`` the body or query names (user 1 when none or not a plain id)."""
+    if path in _OPERATOR_PATHS or path.startswith("/api/v1/admin/"):
+        return keys.operator
+    user = None
+    try:
+        body = json.loads(content) if content else None
+    except (ValueError, RecursionError):
+        body = None
+    if isinstance(body, dict) and type(body.get("user_id")) is int:
+        user = body["user_id"]
+    if user is None:
+        values = parse_qs(query).get("user_id", [])
+        if values and values[0].isdigit() and len(values[0]) <= 19:
+            user = int(values[0])
+    return keys.trader(user if user is not None and 0 < user < 2**63 else 1)
 
 
 @dataclass
