@@ -1,4 +1,5 @@
-"""Gateway benchmark: create-order throughput on one uvicorn worker, and latency at 1k req/s.
+"""Gateway benchmark: signed create-order throughput on one uvicorn worker, latency at 1k req/s,
+and what verifying the signatures costs.
 
     .venv/bin/python bench/gateway.py            # defaults: under 3 minutes
     .venv/bin/python bench/gateway.py --help
@@ -14,6 +15,13 @@ protocols (pre-built requests, responses framed by Content-Length), run in a sep
 process from the gateway so the two do not share a GIL. On a 2-core machine the client,
 the broker and the gateway still share the cores, so the numbers are a floor.
 
+Every request is signed as a real client signs it (gateway.auth: Ed25519 over timestamp,
+method, target and body) with one of ``--users`` trader keys, which the gateway learns from
+the store at start like in production; the default per-key rate limits apply (50 orders/s),
+so the users are many enough to stay under them. The client re-signs its pool of requests
+every second (a signature is valid for 5 s), so signing costs it a few hundred signatures a
+second, not one per request.
+
 Phases:
 1. warm-up;
 2. throughput: closed loop, ``--connections`` keep-alive connections each sending its next
@@ -21,7 +29,11 @@ Phases:
 3. latency: open loop at ``--rate`` req/s for ``--seconds``; each latency is measured from
    the request's *scheduled* send time, so a stall is not hidden (no coordinated omission).
 
-The last line is ``RESULT gateway req_per_s=<n> p99_ms_at_1k=<n>``.
+4. verification cost: the Ed25519 verification of one request in-process (``verify`` as the
+   gate calls it), and the same closed loop against a second gateway with the gate removed
+   (``--compare-unsigned``, on by default): the gateway CPU per request with and without it.
+
+The last line is ``RESULT gateway req_per_s=<n> p99_ms_at_1k=<n> verify_us=<n>``.
 """
 
 from __future__ import annotations
@@ -53,13 +65,27 @@ PATH = "/api/v1/order/create"
 # ----------------------------------------------------------------------------- load client
 
 
-def build_requests(host: str, port: int, n: int = 64) -> list[bytes]:
-    """``n`` distinct, valid create-order requests (both sides, a spread of prices)."""
+def build_requests(
+    host: str, port: int, keys: list[str], n: int = 0, signed: bool = True
+) -> list[bytes]:
+    """Distinct, valid create-order requests (both sides, a spread of prices), one per key
+    (at least ``n``), each signed now by its key (or unsigned)."""
+    from gateway.auth.signing import (
+        HEADER_KEY,
+        HEADER_SIGNATURE,
+        HEADER_TIMESTAMP,
+        key_id,
+        private_key,
+        public_key_b64,
+        sign,
+    )
+
+    signers = [(private_key(k), key_id(public_key_b64(k))) for k in keys]
+    ts = time.time_ns() // 1_000_000
     out = []
-    for i in range(n):
+    for i in range(max(n, len(signers))):
         body = json.dumps(
             {
-                "user_id": 1 + i % 16,
                 "symbol": "BTC_USDT",
                 "side": "BUY" if i % 2 else "SELL",
                 "order_type": "LIMIT",
@@ -69,12 +95,40 @@ def build_requests(host: str, port: int, n: int = 64) -> list[bytes]:
             },
             separators=(",", ":"),
         ).encode()
-        out.append(
+        head = (
             f"POST {PATH} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n\r\n".encode()
-            + body
+            f"content-length: {len(body)}\r\n"
         )
+        if signed:
+            key, api_key = signers[i % len(signers)]
+            head += (
+                f"{HEADER_KEY}: {api_key}\r\n{HEADER_TIMESTAMP}: {ts}\r\n"
+                f"{HEADER_SIGNATURE}: {sign(key, ts, 'POST', PATH, body)}\r\n"
+            )
+        out.append(head.encode() + b"\r\n" + body)
     return out
+
+
+class RequestPool:
+    """The requests to send, re-signed every second (a signature is good for 5 s)."""
+
+    def __init__(self, host: str, port: int, keys: list[str], signed: bool) -> None:
+        self._args = (host, port, keys)
+        self._signed = signed
+        self.current = build_requests(host, port, keys, signed=signed)
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> RequestPool:
+        self._handle = asyncio.get_running_loop().call_later(1.0, self._refresh)
+        return self
+
+    def _refresh(self) -> None:
+        self.current = build_requests(*self._args, signed=self._signed)
+        self.start()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
 
 
 @dataclass
@@ -123,9 +177,11 @@ class _Conn(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-async def closed_loop(host: str, port: int, connections: int, seconds: float) -> Tally:
+async def closed_loop(
+    host: str, port: int, connections: int, seconds: float, keys: list[str], signed: bool
+) -> Tally:
     loop = asyncio.get_running_loop()
-    requests = build_requests(host, port)
+    pool = RequestPool(host, port, keys, signed).start()
     tally = Tally()
     deadline = perf_counter() + seconds
     sent_at: dict[_Conn, float] = {}
@@ -136,6 +192,7 @@ async def closed_loop(host: str, port: int, connections: int, seconds: float) ->
         counter += 1
         sent_at[conn] = perf_counter()
         assert conn.transport is not None
+        requests = pool.current
         conn.transport.write(requests[counter % len(requests)])
 
     def on_response(conn: _Conn, status: int) -> None:
@@ -155,13 +212,16 @@ async def closed_loop(host: str, port: int, connections: int, seconds: float) ->
     for conn in conns:
         send(conn)
     await asyncio.wait([c.closed for c in conns], timeout=seconds + 30)
+    pool.stop()
     return tally
 
 
-async def open_loop(host: str, port: int, rate: float, seconds: float, pool: int) -> Tally:
+async def open_loop(
+    host: str, port: int, rate: float, seconds: float, pool: int, keys: list[str]
+) -> Tally:
     """Send at a fixed rate; latency from each request's scheduled time."""
     loop = asyncio.get_running_loop()
-    requests = build_requests(host, port)
+    signed = RequestPool(host, port, keys, True).start()
     tally = Tally()
     idle: deque[_Conn] = deque()  # FIFO: every connection stays busy, none idles into
     # the server's keep-alive timeout
@@ -184,6 +244,7 @@ async def open_loop(host: str, port: int, rate: float, seconds: float, pool: int
         counter += 1
         scheduled[conn] = at
         assert conn.transport is not None
+        requests = signed.current
         conn.transport.write(requests[counter % len(requests)])
 
     conns = []
@@ -209,6 +270,7 @@ async def open_loop(host: str, port: int, rate: float, seconds: float, pool: int
     for conn in conns:
         if conn.transport is not None:
             conn.transport.close()
+    signed.stop()
     return tally
 
 
@@ -219,6 +281,8 @@ def _client_process(
     arg: float,
     seconds: float,
     connections: int,
+    keys: list[str],
+    signed: bool,
     out: mp.Queue[object],
 ) -> None:
     try:
@@ -229,9 +293,9 @@ def _client_process(
         pass
     try:
         if mode == "closed":
-            tally = asyncio.run(closed_loop(host, port, connections, seconds))
+            tally = asyncio.run(closed_loop(host, port, connections, seconds, keys, signed))
         else:
-            tally = asyncio.run(open_loop(host, port, arg, seconds, connections))
+            tally = asyncio.run(open_loop(host, port, arg, seconds, connections, keys))
     except BaseException as e:
         out.put(e)
         raise
@@ -239,12 +303,14 @@ def _client_process(
 
 
 def run_client(
-    mode: str, host: str, port: int, *, seconds: float, connections: int, rate: float = 0.0
-) -> Tally:
+    mode: str, host: str, port: int, *, seconds: float, connections: int, keys: list[str],
+    rate: float = 0.0, signed: bool = True,
+) -> Tally:  # fmt: skip
     ctx = mp.get_context("spawn")
     queue: mp.Queue[object] = ctx.Queue()
     proc = ctx.Process(
-        target=_client_process, args=(mode, host, port, rate, seconds, connections, queue)
+        target=_client_process,
+        args=(mode, host, port, rate, seconds, connections, keys, signed, queue),
     )
     proc.start()
     result = queue.get(timeout=seconds + 120)
@@ -276,8 +342,9 @@ def pct(values: list[float], p: float) -> float:
 # ----------------------------------------------------------------------------- gateway
 
 
-def serve(bootstrap: str, prefix: str, db: str, port: int) -> None:
-    """The gateway process: production wiring, one uvicorn worker."""
+def serve(bootstrap: str, prefix: str, db: str, port: int, auth: bool = True) -> None:
+    """The gateway process: production wiring, one uvicorn worker (``auth`` False: the
+    access gate removed, to measure what it costs)."""
     import logging
 
     from engine.markets import load_markets
@@ -294,6 +361,8 @@ def serve(bootstrap: str, prefix: str, db: str, port: int) -> None:
         bootstrap=bootstrap, topics=Topics.with_prefix(prefix), markets=load_markets(),
         codec=Codec(), store=store,
     )  # fmt: skip
+    if not auth:
+        app.gate = None
     uvicorn.Server(uvicorn_config(app, "127.0.0.1", port)).run()
 
 
@@ -316,20 +385,27 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="per measured phase")
     parser.add_argument("--connections", type=int, default=64, help="closed-loop connections")
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop req/s")
+    parser.add_argument("--users", type=int, default=256, help="trader keys the client signs with")
     parser.add_argument(
-        "--serve", nargs=4, metavar=("BOOTSTRAP", "PREFIX", "DB", "PORT"), help=argparse.SUPPRESS
+        "--compare-unsigned",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the closed loop against a gateway without the access gate",
     )
+    parser.add_argument(
+        "--serve", nargs=5, metavar=("BOOTSTRAP", "PREFIX", "DB", "PORT", "AUTH"),
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
     args = parser.parse_args()
     if args.serve:
-        bootstrap, prefix, db, port = args.serve
-        serve(bootstrap, prefix, db, int(port))
+        bootstrap, prefix, db, port, auth = args.serve
+        serve(bootstrap, prefix, db, int(port), auth == "on")
         return 0
 
     from exchange.kafka import make_admin
     from exchange.topics import Topics, ensure_topics
     from gateway.server import uvicorn_config
     from ops.broker import EmbeddedBroker, free_port
-    from settlement.sqlite_store import SqliteStore
 
     probe = uvicorn_config(None, "127.0.0.1", 1)  # type: ignore[arg-type]
     print(
@@ -346,22 +422,26 @@ def main() -> int:
         prefix = f"bench{uuid.uuid4().hex[:6]}-"
         ensure_topics(make_admin(broker.bootstrap_servers), Topics.with_prefix(prefix).all())
         db = str(Path(tmp) / "exchange.sqlite3")
-        writer = SqliteStore(db)
-        writer.init_schema()
-        writer.close()
-        port = free_port()
-        gateway = subprocess.Popen(
-            [sys.executable, __file__, "--serve", broker.bootstrap_servers, prefix, db, str(port)],
-            start_new_session=True,
-        )
+        keys = seed_users(db, args.users)
+
+        def start(auth: bool) -> tuple[subprocess.Popen[bytes], int]:
+            port = free_port()
+            argv = [sys.executable, __file__, "--serve", broker.bootstrap_servers, prefix, db]
+            proc = subprocess.Popen(
+                [*argv, str(port), "on" if auth else "off"], start_new_session=True
+            )
+            return proc, port
+
+        gateway, port = start(True)
         try:
             wait_http(host, port)
-            run_client("closed", host, port, seconds=3, connections=args.connections)
+            run_client("closed", host, port, seconds=3, connections=args.connections, keys=keys)
 
             cpu0 = cpu_seconds(gateway.pid)
             tally = run_client(
-                "closed", host, port, seconds=args.seconds, connections=args.connections
-            )
+                "closed", host, port, seconds=args.seconds, connections=args.connections,
+                keys=keys,
+            )  # fmt: skip
             cpu = cpu_seconds(gateway.pid) - cpu0
             n = len(tally.latencies)
             rps = n / args.seconds
@@ -377,9 +457,11 @@ def main() -> int:
                 f"-> {n / cpu:.0f} req/s per fully used core"
             )
 
+            signed_cpu_us = cpu / n * 1e6
             tally = run_client(
-                "open", host, port, seconds=args.seconds, connections=32, rate=args.rate
-            )
+                "open", host, port, seconds=args.seconds, connections=32, rate=args.rate,
+                keys=keys,
+            )  # fmt: skip
             p50 = pct(tally.latencies, 50) * 1e3
             p99 = pct(tally.latencies, 99) * 1e3
             p999 = pct(tally.latencies, 99.9) * 1e3
@@ -389,13 +471,83 @@ def main() -> int:
                 f"p99.9 {p999:.2f} ms, max {max(tally.latencies) * 1e3:.2f} ms"
             )
         finally:
-            gateway.send_signal(signal.SIGTERM)
+            stop(gateway)
+        verify_us = verify_cost_us(keys[0])
+        print(f"signature verification (Ed25519, in-process): {verify_us:.1f} us/request")
+        if args.compare_unsigned:
+            plain, plain_port = start(False)
             try:
-                gateway.wait(15)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
-    print(f"RESULT gateway req_per_s={rps:.0f} p99_ms_at_1k={p99:.2f}")
+                wait_http(host, plain_port)
+                run_client(
+                    "closed", host, plain_port, seconds=3, connections=args.connections,
+                    keys=keys, signed=False,
+                )  # fmt: skip
+                cpu0 = cpu_seconds(plain.pid)
+                tally = run_client(
+                    "closed", host, plain_port, seconds=args.seconds,
+                    connections=args.connections, keys=keys, signed=False,
+                )  # fmt: skip
+                cpu = cpu_seconds(plain.pid) - cpu0
+                m = len(tally.latencies)
+                print(
+                    f"without the access gate: {m / args.seconds:.0f} req/s; statuses "
+                    f"{tally.statuses}; gateway CPU {cpu / m * 1e6:.0f} us/request -> the "
+                    f"gate (signature, key lookup, rate limits) costs "
+                    f"{signed_cpu_us - cpu / m * 1e6:.0f} us/request"
+                )
+            finally:
+                stop(plain)
+    print(f"RESULT gateway req_per_s={rps:.0f} p99_ms_at_1k={p99:.2f} verify_us={verify_us:.1f}")
     return 0
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def seed_users(db: str, users: int) -> list[str]:
+    """``users`` traders with a key each, in the store as settlement writes them (the
+    gateway loads its keys from there at start); their private keys, base64."""
+    from engine.commands import CreateUser
+    from engine.engine import Engine
+    from engine.markets import load_markets
+    from gateway.auth.signing import key_id, new_key_pair
+    from settlement.sqlite_store import SqliteStore
+
+    engine = Engine(load_markets())
+    keys, outputs = [], []
+    for i in range(users):
+        private, public = new_key_pair()
+        keys.append(private)
+        outputs.append(
+            engine.apply(
+                CreateUser(command_id=i, timestamp_ms=1, api_key=key_id(public), public_key=public)
+            )
+        )
+    store = SqliteStore(db)
+    store.init_schema()
+    store.apply(outputs)
+    store.close()
+    return keys
+
+
+def verify_cost_us(private: str, n: int = 5_000) -> float:
+    """Microseconds per ``verify`` of a create-order request, as the gate calls it."""
+    from gateway.auth.signing import public_key, public_key_b64, sign, verify
+
+    key = public_key(public_key_b64(private))
+    assert key is not None
+    body = build_requests("127.0.0.1", 1, [private], signed=False)[0].split(b"\r\n\r\n")[1]
+    ts = str(time.time_ns() // 1_000_000).encode()
+    signature = sign(private, ts, "POST", PATH, body)
+    started = perf_counter()
+    for _ in range(n):
+        verify(key, ts, b"POST", PATH.encode(), body, signature)
+    return (perf_counter() - started) / n * 1e6
 
 
 if __name__ == "__main__":

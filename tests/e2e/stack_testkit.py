@@ -20,7 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ops.apiclient import signer_from_file
 from ops.broker import free_port
+from tests.support.signing import ByUser, Signer, new_signer
 
 REAL_VARIABLES = ("KAFKA_BOOTSTRAP_SERVERS", "CASSANDRA_CONTACT_POINTS")
 
@@ -70,12 +72,41 @@ def stack_env(data: Path, *, real: bool, prefix: str | None = None) -> dict[str,
     return env
 
 
+class StackUsers:
+    """Users made through the admin API of a running stack, each with its key."""
+
+    def __init__(self) -> None:
+        self.signers: dict[int, Signer] = {}
+
+    def create(self, client: httpx.Client, n: int) -> list[int]:
+        """``n`` new users (the engine numbers them 1, 2, 3, ... on a fresh log)."""
+        made = []
+        for _ in range(n):
+            signer = new_signer()
+            response = client.post("/api/v1/admin/users", json={"public_key": signer.public_key})
+            assert response.status_code == 201, response.text
+            user = response.json()["data"]["user_id"]
+            self.signers[user] = signer
+            made.append(user)
+        return made
+
+    def trader(self, user: int) -> Signer:
+        assert user in self.signers, (
+            f"user {user} was not created (created: {sorted(self.signers)})"
+        )
+        return self.signers[user]
+
+
 @contextmanager
 def running_stack(
-    env: dict[str, str], data: Path, ready_timeout_s: float = 180.0
+    env: dict[str, str], data: Path, ready_timeout_s: float = 180.0, users: int = 0
 ) -> Iterator[httpx.Client]:
     """`exchange up` with ``env``; yields an HTTP client once the gateway is ready; stops the
-    stack with SIGINT and asserts it exits cleanly."""
+    stack with SIGINT and asserts it exits cleanly.
+
+    The client signs every request (the stack's operator key, written by `exchange up` to
+    its data dir, on operator routes; else the key of the user the request names); the
+    users 1..``users`` are created first, through the admin API."""
     log = open(data / "stack.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "entrypoints.cli", "up"],
@@ -95,6 +126,10 @@ def running_stack(
                 pass
             assert time.monotonic() < deadline, (data / "stack.log").read_text()
             time.sleep(0.3)
+        made = StackUsers()
+        operator = signer_from_file(Path(env["EXCHANGE_DATA_DIR"]) / "operator.key")
+        client.auth = ByUser(operator, made.trader)
+        assert made.create(client, users) == list(range(1, users + 1))
         yield client
     finally:
         client.close()

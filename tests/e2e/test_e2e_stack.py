@@ -27,7 +27,7 @@ def api(
     CASSANDRA_CONTACT_POINTS), with topics and keyspace of its own."""
     data = tmp_path_factory.mktemp("stack")
     env = stack_env(data, real=request.param == "real")
-    with running_stack(env, data) as client:
+    with running_stack(env, data, users=12) as client:  # users 1..12, signed as each
         yield client
 
 
@@ -83,34 +83,35 @@ def _in_history(api: httpx.Client, user: int, order_id: str) -> dict[str, Any]:
 def test_order_lifecycle_when_placed_then_cancelled_moves_from_active_to_history(
     api: httpx.Client,
 ) -> None:
-    _deposit(api, 1001, "USDT", "100000")
-    placed = _order(api, user_id=1001, side="BUY", price="50000.00", quantity="0.01000")
+    _deposit(api, 1, "USDT", "100000")
+    placed = _order(api, user_id=1, side="BUY", price="50000.00", quantity="0.01000")
     assert placed["status"] == "NEW"
     order_id = placed["order_id"]
 
     def visible() -> None:
-        assert _active_ids(api, 1001) == [order_id]
+        assert _active_ids(api, 1) == [order_id]
 
     eventually(visible)
-    assert _balances(api, 1001)["USDT"] == ("99500.00000000", "500.00000000")
+    assert _balances(api, 1)["USDT"] == ("99500.00000000", "500.00000000")
 
     cancel = api.post(
-        "/api/v1/order/cancel", json={"user_id": 1001, "symbol": "BTC_USDT", "order_id": order_id}
+        "/api/v1/order/cancel", json={"user_id": 1, "symbol": "BTC_USDT", "order_id": order_id}
     )
-    assert _ok(cancel, 202) == {"order_id": order_id, "status": "CANCEL_REQUESTED"}
+    accepted = _ok(cancel, 202)
+    assert accepted == {"command_id": accepted["command_id"], "status": "CANCEL_REQUESTED"}
 
     def gone() -> None:
-        assert _active_ids(api, 1001) == []
-        assert _in_history(api, 1001, order_id)["status"] == "CANCELLED"
+        assert _active_ids(api, 1) == []
+        assert _in_history(api, 1, order_id)["status"] == "CANCELLED"
 
     eventually(gone)
-    assert _balances(api, 1001)["USDT"] == ("100000.00000000", "0.00000000")
+    assert _balances(api, 1)["USDT"] == ("100000.00000000", "0.00000000")
 
 
 def test_fill_when_buyer_limit_above_maker_price_trades_at_maker_price_and_refunds(
     api: httpx.Client,
 ) -> None:
-    seller, buyer = 2001, 2002
+    seller, buyer = 2, 3
     _deposit(api, seller, "BTC", "1")
     _deposit(api, buyer, "USDT", "1000")
     ask = _order(api, user_id=seller, side="SELL", price="50000.00", quantity="0.01000")
@@ -141,7 +142,7 @@ def test_fill_when_buyer_limit_above_maker_price_trades_at_maker_price_and_refun
 def test_resting_order_when_filled_in_two_steps_goes_partial_then_filled(
     api: httpx.Client,
 ) -> None:
-    maker, taker = 3001, 3002
+    maker, taker = 4, 5
     _deposit(api, maker, "BTC", "1")
     _deposit(api, taker, "USDT", "10000")
     ask = _order(api, user_id=maker, side="SELL", price="30000.00", quantity="0.02000")
@@ -174,21 +175,21 @@ def test_resting_order_when_filled_in_two_steps_goes_partial_then_filled(
 def test_order_when_funds_are_insufficient_is_rejected_and_never_active(
     api: httpx.Client,
 ) -> None:
-    placed = _order(api, user_id=4001, side="BUY", price="50000.00", quantity="0.01000")
+    placed = _order(api, user_id=6, side="BUY", price="50000.00", quantity="0.01000")
 
     assert (placed["status"], placed["reject_reason"]) == ("REJECTED", "INSUFFICIENT_FUNDS")
 
     def in_history() -> None:
-        assert _in_history(api, 4001, placed["order_id"])["status"] == "REJECTED"
+        assert _in_history(api, 6, placed["order_id"])["status"] == "REJECTED"
 
     eventually(in_history)
-    assert _active_ids(api, 4001) == []
+    assert _active_ids(api, 6) == []
 
 
 def test_market_order_when_book_is_thin_fills_what_exists_and_expires_the_rest(
     api: httpx.Client,
 ) -> None:
-    maker, taker = 5001, 5002
+    maker, taker = 7, 8
     _deposit(api, maker, "USDT", "100000")
     _deposit(api, taker, "BTC", "1")
     _order(api, user_id=maker, side="BUY", symbol="BTC_USDT", price="20000.00", quantity="0.01000")
@@ -212,35 +213,33 @@ def test_market_order_when_book_is_thin_fills_what_exists_and_expires_the_rest(
 
 
 def test_ioc_order_when_nothing_matches_expires_without_fills(api: httpx.Client) -> None:
-    _deposit(api, 6001, "USDT", "1000")
+    _deposit(api, 9, "USDT", "1000")
 
-    ioc = _order(
-        api, user_id=6001, side="BUY", price="1.00", quantity="0.01000", time_in_force="IOC"
-    )
+    ioc = _order(api, user_id=9, side="BUY", price="1.00", quantity="0.01000", time_in_force="IOC")
 
     assert (ioc["status"], ioc["filled_quantity"], ioc["fills"]) == ("EXPIRED", "0.00000", [])
-    eventually(lambda: _assert_equal(_balances(api, 6001)["USDT"], ("1000.00000000", "0.00000000")))
+    eventually(lambda: _assert_equal(_balances(api, 9)["USDT"], ("1000.00000000", "0.00000000")))
 
 
 def test_cancel_when_order_belongs_to_another_user_is_refused_with_404(
     api: httpx.Client,
 ) -> None:
-    _deposit(api, 7001, "USDT", "1000")
-    placed = _order(api, user_id=7001, side="BUY", price="100.00", quantity="0.01000")
-    eventually(lambda: _assert_equal(_active_ids(api, 7001), [placed["order_id"]]))
+    _deposit(api, 10, "USDT", "1000")
+    placed = _order(api, user_id=10, side="BUY", price="100.00", quantity="0.01000")
+    eventually(lambda: _assert_equal(_active_ids(api, 10), [placed["order_id"]]))
 
-    resp = api.post(
-        "/api/v1/order/cancel",
-        json={"user_id": 7002, "symbol": "BTC_USDT", "order_id": placed["order_id"]},
+    resp = api.post(  # signed by user 11: the engine refuses it like an unknown order
+        "/api/v1/order/cancel?wait=true",
+        json={"user_id": 11, "symbol": "BTC_USDT", "order_id": placed["order_id"]},
     )
 
     _error(resp, 404, "ORDER_NOT_FOUND")
     _error(
-        api.get(f"/api/v1/order/{placed['order_id']}", params={"user_id": 7002}),
+        api.get(f"/api/v1/order/{placed['order_id']}", params={"user_id": 11}),
         404,
         "ORDER_NOT_FOUND",
     )
-    assert _active_ids(api, 7001) == [placed["order_id"]]
+    assert _active_ids(api, 10) == [placed["order_id"]]
 
 
 @pytest.mark.parametrize(
@@ -263,7 +262,7 @@ def test_create_order_when_input_is_bad_answers_400_with_its_code(
     code: str,
 ) -> None:
     base = {
-        "user_id": 8001,
+        "user_id": 12,
         "symbol": "BTC_USDT",
         "side": "BUY",
         "order_type": "LIMIT",

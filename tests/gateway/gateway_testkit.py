@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs
 
 import httpx
 
@@ -34,14 +32,13 @@ from exchange.codec import Codec
 from exchange.kafka import ReadToEnd, make_consumer, where
 from exchange.topics import Topics
 from gateway.app import GatewayAPI, GatewayConfig
-from gateway.auth.policy import ACCESS, Access
 from gateway.auth.registry import KeyRegistry
 from gateway.auth.signing import OPERATOR_KEY_ID
 from gateway.server import ServerThread, create_gateway_app
 from ops.broker import free_port
 from settlement.sqlite_store import SqliteStore
 from tests.support.kafka import skip_read_errors
-from tests.support.signing import Signer, new_signer, sign_request
+from tests.support.signing import ByUser, Signer, new_signer
 
 TS = 1_700_000_000_000
 SEED_BASE = 1_000_000  # command ids of seeded outputs: far above the offsets tests produce
@@ -87,45 +84,18 @@ class Keyring:
         )  # fmt: skip
 
 
-_OPERATOR_PATHS = frozenset(p for (_, p), a in ACCESS.items() if a is Access.OPERATOR)
-
-
-class AutoSigner(httpx.Auth):
-    """Signs each request as whoever it is for, so the tests read as before the keys came:
-    operator routes as the operator, everything else as the trader whose ``user_id`` the
-    body or query names (user 1 when none)."""
-
-    requires_request_body = True
+class AutoSigner(ByUser):
+    """Signs each request as whoever it is for (:class:`tests.support.signing.ByUser`), with
+    the keys of a :class:`Keyring`."""
 
     def __init__(self, keys: Keyring) -> None:
+        super().__init__(keys.operator, keys.trader)
         self.keys = keys
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        signer = self.signer_for(request)
-        sign_request(request, signer.key, signer.api_key, signer.clock())
-        yield request
-
-    def signer_for(self, request: httpx.Request) -> Signer:
-        return signer_for(self.keys, request.url.path, request.url.query.decode(), request.content)
 
 
 def signer_for(keys: Keyring, path: str, query: str, content: bytes) -> Signer:
-    """Whom a test request is signed as: the operator on operator routes, else the trader
-    whose ``user_id`` the body or query names (user 1 when none or not a plain id)."""
-    if path in _OPERATOR_PATHS or path.startswith("/api/v1/admin/"):
-        return keys.operator
-    user = None
-    try:
-        body = json.loads(content) if content else None
-    except (ValueError, RecursionError):
-        body = None
-    if isinstance(body, dict) and type(body.get("user_id")) is int:
-        user = body["user_id"]
-    if user is None:
-        values = parse_qs(query).get("user_id", [])
-        if values and values[0].isdigit() and len(values[0]) <= 19:
-            user = int(values[0])
-    return keys.trader(user if user is not None and 0 < user < 2**63 else 1)
+    """Whom a test request is signed as (see :class:`AutoSigner`)."""
+    return AutoSigner(keys).signer_for(path, query, content)
 
 
 @dataclass
