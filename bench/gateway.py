@@ -31,7 +31,8 @@ Phases:
 
 4. verification cost: the Ed25519 verification of one request in-process (``verify`` as the
    gate calls it), and the same closed loop against a second gateway with the gate removed
-   (``--compare-unsigned``, on by default): the gateway CPU per request with and without it.
+   (``--compare-unsigned``, on by default, where every request acts as one trader): the
+   gateway CPU per request with and without the gate, in alternating rounds.
 
 The last line is ``RESULT gateway req_per_s=<n> p99_ms_at_1k=<n> verify_us=<n>``.
 """
@@ -54,6 +55,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -361,9 +363,23 @@ def serve(bootstrap: str, prefix: str, db: str, port: int, auth: bool = True) ->
         bootstrap=bootstrap, topics=Topics.with_prefix(prefix), markets=load_markets(),
         codec=Codec(), store=store,
     )  # fmt: skip
-    if not auth:
+    served: Any = app
+    if not auth:  # the same work minus the gate: every request acts as trader 1
+        from engine.enums import Role
+        from gateway.auth.principal import CURRENT, Principal
+
         app.gate = None
-    uvicorn.Server(uvicorn_config(app, "127.0.0.1", port)).run()
+        trader = Principal(api_key="bench", user_id=1, role=Role.TRADER)
+
+        async def as_trader(scope: Any, receive: Any, send: Any) -> None:
+            token = CURRENT.set(trader)
+            try:
+                await app(scope, receive, send)
+            finally:
+                CURRENT.reset(token)
+
+        served = as_trader
+    uvicorn.Server(uvicorn_config(served, "127.0.0.1", port)).run()
 
 
 def wait_http(host: str, port: int, timeout_s: float = 30.0) -> None:
@@ -457,7 +473,6 @@ def main() -> int:
                 f"-> {n / cpu:.0f} req/s per fully used core"
             )
 
-            signed_cpu_us = cpu / n * 1e6
             tally = run_client(
                 "open", host, port, seconds=args.seconds, connections=32, rate=args.rate,
                 keys=keys,
@@ -470,35 +485,53 @@ def main() -> int:
                 f"statuses {tally.statuses}; p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
                 f"p99.9 {p999:.2f} ms, max {max(tally.latencies) * 1e3:.2f} ms"
             )
+            verify_us = verify_cost_us(keys[0])
+            print(f"signature verification (Ed25519, in-process): {verify_us:.1f} us/request")
+            if args.compare_unsigned:
+                compare(args, host, (gateway, port), start(False), keys)
         finally:
             stop(gateway)
-        verify_us = verify_cost_us(keys[0])
-        print(f"signature verification (Ed25519, in-process): {verify_us:.1f} us/request")
-        if args.compare_unsigned:
-            plain, plain_port = start(False)
-            try:
-                wait_http(host, plain_port)
-                run_client(
-                    "closed", host, plain_port, seconds=3, connections=args.connections,
-                    keys=keys, signed=False,
-                )  # fmt: skip
-                cpu0 = cpu_seconds(plain.pid)
-                tally = run_client(
-                    "closed", host, plain_port, seconds=args.seconds,
-                    connections=args.connections, keys=keys, signed=False,
-                )  # fmt: skip
-                cpu = cpu_seconds(plain.pid) - cpu0
-                m = len(tally.latencies)
-                print(
-                    f"without the access gate: {m / args.seconds:.0f} req/s; statuses "
-                    f"{tally.statuses}; gateway CPU {cpu / m * 1e6:.0f} us/request -> the "
-                    f"gate (signature, key lookup, rate limits) costs "
-                    f"{signed_cpu_us - cpu / m * 1e6:.0f} us/request"
-                )
-            finally:
-                stop(plain)
     print(f"RESULT gateway req_per_s={rps:.0f} p99_ms_at_1k={p99:.2f} verify_us={verify_us:.1f}")
     return 0
+
+
+def compare(
+    args: argparse.Namespace,
+    host: str,
+    signed: tuple[subprocess.Popen[bytes], int],
+    plain: tuple[subprocess.Popen[bytes], int],
+    keys: list[str],
+    rounds: int = 3,
+    seconds: float = 6.0,
+) -> None:
+    """Gateway CPU per request with and without the access gate, in alternating closed-loop
+    rounds (a shared machine's load drifts; alternating exposes both to the same drift)."""
+    try:
+        wait_http(host, plain[1])
+        run_client("closed", host, plain[1], seconds=2, connections=args.connections,
+                   keys=keys, signed=False)  # fmt: skip
+        per: dict[bool, list[float]] = {True: [], False: []}
+        rates: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(rounds):
+            for is_signed, (proc, port) in ((True, signed), (False, plain)):
+                cpu0 = cpu_seconds(proc.pid)
+                tally = run_client(
+                    "closed", host, port, seconds=seconds, connections=args.connections,
+                    keys=keys, signed=is_signed,
+                )  # fmt: skip
+                n = len(tally.latencies)
+                assert set(tally.statuses) == {202}, tally.statuses
+                per[is_signed].append((cpu_seconds(proc.pid) - cpu0) / n * 1e6)
+                rates[is_signed].append(n / seconds)
+        with_gate, without = sorted(per[True])[rounds // 2], sorted(per[False])[rounds // 2]
+        print(
+            f"gate on/off, {rounds} alternating rounds of {seconds:.0f} s: median gateway CPU "
+            f"{with_gate:.0f} / {without:.0f} us/request ({sorted(rates[True])[rounds // 2]:.0f}"
+            f" / {sorted(rates[False])[rounds // 2]:.0f} req/s) -> the gate (signature, key "
+            f"lookup, rate limits) costs {with_gate - without:.0f} us/request"
+        )
+    finally:
+        stop(plain[0])
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -91,7 +91,9 @@ from bench.lobster_flow import (  # noqa: E402  (after the sys.path fix above)
     order_calls,
     read_messages,
 )
+from gateway.auth.signing import new_key_pair  # noqa: E402
 from gateway.dashboard import parse_metrics, total  # noqa: E402
+from ops.apiclient import Signer, signer_from_file  # noqa: E402
 from ops.broker import die_with_parent, free_port  # noqa: E402
 
 WINDOW_S = 10.0
@@ -207,7 +209,18 @@ class Stack:
         self._log.close()
 
 
-def wait_pipeline(client: httpx.Client, timeout_s: float) -> float:
+def wait_ready(client: httpx.Client, timeout_s: float) -> None:
+    """Until the gateway's ``/ready`` is 200 (the admin API then answers in time)."""
+    deadline = now_s() + timeout_s
+    while now_s() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if client.get("/ready").status_code == 200:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"the gateway was not ready within {timeout_s:.0f} s")
+
+
+def wait_pipeline(client: httpx.Client, timeout_s: float, probe_user: int) -> float:
     """Until ``/ready`` is 200 and a ``?wait=true`` deposit comes back 200 (the engine
     answered); returns the seconds ``/ready`` was 200 before that."""
     deadline = now_s() + timeout_s
@@ -223,7 +236,7 @@ def wait_pipeline(client: httpx.Client, timeout_s: float) -> float:
             status = client.post(
                 "/api/v1/deposit",
                 params={"wait": "true", "timeout_ms": "2000"},
-                json={"user_id": PROBE_USER, "asset": "USDT", "amount": "1"},
+                json={"user_id": probe_user, "asset": "USDT", "amount": "1"},
             ).status_code
             if status == 200:
                 return now_s() - ready_at
@@ -243,11 +256,12 @@ class Probe:
     client: httpx.Client
     t0: float
     interval_s: float
+    user: int = 0  # the probe's user (made through the admin API)
     points: list[tuple[float, float, int]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        body = {"user_id": PROBE_USER, "asset": "USDT", "amount": "1"}
+        body = {"user_id": self.user, "asset": "USDT", "amount": "1"}
         params = {"wait": "true", "timeout_ms": str(PROBE_TIMEOUT_MS)}
         next_at = now_s()
         while not self.stop.is_set():
@@ -409,7 +423,22 @@ class Replay:
                 self.seconds.append(record)
 
 
-def start_replay(url: str, args: argparse.Namespace, prefix: str, log: IO[str]) -> Replay:
+def make_accounts(client: httpx.Client, lobster_users: Sequence[int]) -> dict[int, list[Any]]:
+    """A user with a fresh key per LOBSTER user, made through the admin API (``client``
+    signs as the operator): LOBSTER user -> [user id, base64 private key]."""
+    accounts: dict[int, list[Any]] = {}
+    for u in lobster_users:
+        private, public = new_key_pair()
+        response = client.post("/api/v1/admin/users", json={"public_key": public})
+        if response.status_code != 201:
+            raise SystemExit(f"creating a user answered {response.status_code}: {response.text}")
+        accounts[u] = [response.json()["data"]["user_id"], private]
+    return accounts
+
+
+def start_replay(
+    url: str, args: argparse.Namespace, prefix: str, log: IO[str], accounts: dict[int, list[Any]]
+) -> Replay:
     argv = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -423,6 +452,8 @@ def start_replay(url: str, args: argparse.Namespace, prefix: str, log: IO[str]) 
         str(args.users),
         "--messages",
         str(args.messages),
+        "--accounts",
+        json.dumps(accounts),
     ]
     proc = subprocess.Popen(
         argv,
@@ -465,6 +496,8 @@ def run_replay_role(args: argparse.Namespace) -> int:
         latencies, statuses, kinds = [], {}, {}
         second_end = now_s() + 1.0
 
+    # The replay's users: LOBSTER user -> (user id, key), made by the parent (admin API).
+    accounts = {int(u): (real, Signer(key)) for u, (real, key) in json.loads(args.accounts).items()}
     with httpx.Client(base_url=args.url, timeout=30) as client:
         round_no = 0
         while not stop.is_set():
@@ -478,9 +511,11 @@ def run_replay_role(args: argparse.Namespace) -> int:
                     known = order_ids.pop(call.body["client_order_id"], None)
                     if known is not None:
                         call = by_order_id(call, known)
+                real, signer = accounts[int(call.body["user_id"])]
+                body = {**call.body, "user_id": real}
                 started = now_s()
                 try:
-                    response = client.post(call.path, json=call.body)
+                    response = client.post(call.path, json=body, auth=signer)
                     status = str(response.status_code)
                 except httpx.HTTPError as e:
                     status = type(e).__name__
@@ -756,6 +791,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--url", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="lob", help=argparse.SUPPRESS)
+    parser.add_argument("--accounts", default="{}", help=argparse.SUPPRESS)  # replay's users
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.rate < 0 or args.probe_rate <= 0 or args.stall_seconds <= 0:
         parser.error("--minutes, --probe-rate and --stall-seconds must be > 0, --rate >= 0")
@@ -815,7 +851,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ready_gap_s = None
     try:
         stack.wait_up(120)
-        ready_gap_s = wait_pipeline(probe_client, 120)
+        # Every request is signed (gateway.auth): the probe and the funding as the stack's
+        # operator (`exchange up` wrote its key file), each replay user with its own key.
+        probe_client.auth = signer_from_file(Path(env["EXCHANGE_DATA_DIR"]) / "operator.key")
+        wait_ready(probe_client, 120)
+        [probe.user] = [real for real, _ in make_accounts(probe_client, [PROBE_USER]).values()]
+        ready_gap_s = wait_pipeline(probe_client, 120, probe.user)
         print(
             f"stack up: /ready was 200 {ready_gap_s:.2f} s before the first ?wait=true "
             f"deposit was answered; pids {stack.pids}",
@@ -827,9 +868,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("no broker pid (pass --broker-pid): broker CPU not measured", flush=True)
             else:
                 stack.pids["broker"] = broker_pid
+        accounts: dict[int, list[Any]] = {}
         if not args.no_replay:
+            lobster_users = sorted({int(c.body["user_id"]) for c in funding_calls(args.users)})
+            accounts = make_accounts(probe_client, lobster_users)
             for call in funding_calls(args.users):
-                probe_client.post(call.path, params={"wait": "true"}, json=call.body)
+                body = {**call.body, "user_id": accounts[int(call.body["user_id"])][0]}
+                probe_client.post(call.path, params={"wait": "true"}, json=body)
         t0 = now_s()
         scraper.t0 = probe.t0 = t0
         if args.rate > 0:
@@ -864,7 +909,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.no_replay:
             log = (out / "replay.log").open("w")
             logs.append(log)
-            replay = start_replay(base, args, f"s{started_at:%H%M%S}", log)
+            replay = start_replay(base, args, f"s{started_at:%H%M%S}", log, accounts)
             replay.t0 = t0
         else:
             replay = Replay(None, t0)

@@ -56,6 +56,19 @@ def test_settings_when_loaded_are_frozen() -> None:
             {"EXCHANGE_READY_URLS": "engine:9101/ready"},
             "EXCHANGE_READY_URLS='engine:9101/ready'",
         ),
+        # access (issue #14)
+        ({"EXCHANGE_OPERATOR_PUBLIC_KEY": "c2hvcnQ="}, "EXCHANGE_OPERATOR_PUBLIC_KEY='c2hvcnQ='"),
+        ({"EXCHANGE_OPERATOR_PUBLIC_KEY": "not base64!"}, "EXCHANGE_OPERATOR_PUBLIC_KEY="),
+        ({"EXCHANGE_AUTH_WINDOW_MS": "0"}, "EXCHANGE_AUTH_WINDOW_MS='0'"),
+        ({"EXCHANGE_AUTH_WINDOW_MS": "5s"}, "EXCHANGE_AUTH_WINDOW_MS='5s'"),
+        (
+            {"EXCHANGE_RATE_LIMIT_ORDERS_PER_SECOND": "-1"},
+            "EXCHANGE_RATE_LIMIT_ORDERS_PER_SECOND='-1'",
+        ),
+        (
+            {"EXCHANGE_RATE_LIMIT_REQUESTS_PER_MINUTE": "lots"},
+            "EXCHANGE_RATE_LIMIT_REQUESTS_PER_MINUTE='lots'",
+        ),
     ],
 )
 def test_load_settings_when_value_invalid_raises_one_line_naming_the_variable(
@@ -109,3 +122,26 @@ def test_ready_urls_when_unset_are_the_local_engine_and_settlement_ready_endpoin
     assert load_settings(
         {"EXCHANGE_READY_URLS": "http://engine:9101/ready, http://settlement:9102/ready"}
     ).ready_urls == ("http://engine:9101/ready", "http://settlement:9102/ready")
+
+
+def test_load_settings_when_access_settings_given_reads_them() -> None:
+    key = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+    s = load_settings(
+        {
+            "EXCHANGE_OPERATOR_PUBLIC_KEY": f" {key} ",
+            "EXCHANGE_AUTH_WINDOW_MS": "2000",
+            "EXCHANGE_RATE_LIMIT_ORDERS_PER_SECOND": "0",
+            "EXCHANGE_RATE_LIMIT_REQUESTS_PER_MINUTE": "100",
+        }
+    )
+    assert s.exchange_operator_public_key == key
+    assert (s.exchange_auth_window_ms, s.exchange_rate_limit_orders_per_second) == (2000, 0)
+    assert s.exchange_rate_limit_requests_per_minute == 100
+    defaults = load_settings({})
+    assert (
+        defaults.exchange_operator_public_key is None and defaults.exchange_auth_window_ms == 5000
+    )
+    assert (
+        defaults.exchange_rate_limit_orders_per_second,
+        defaults.exchange_rate_limit_requests_per_minute,
+    ) == (50, 6000)
