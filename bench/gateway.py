@@ -219,11 +219,12 @@ async def closed_loop(
 
 
 async def open_loop(
-    host: str, port: int, rate: float, seconds: float, pool: int, keys: list[str]
-) -> Tally:
+    host: str, port: int, rate: float, seconds: float, pool: int, keys: list[str],
+    is_signed: bool = True,
+) -> Tally:  # fmt: skip
     """Send at a fixed rate; latency from each request's scheduled time."""
     loop = asyncio.get_running_loop()
-    signed = RequestPool(host, port, keys, True).start()
+    signed = RequestPool(host, port, keys, is_signed).start()
     tally = Tally()
     idle: deque[_Conn] = deque()  # FIFO: every connection stays busy, none idles into
     # the server's keep-alive timeout
@@ -297,7 +298,7 @@ def _client_process(
         if mode == "closed":
             tally = asyncio.run(closed_loop(host, port, connections, seconds, keys, signed))
         else:
-            tally = asyncio.run(open_loop(host, port, arg, seconds, connections, keys))
+            tally = asyncio.run(open_loop(host, port, arg, seconds, connections, keys, signed))
     except BaseException as e:
         out.put(e)
         raise
@@ -504,31 +505,31 @@ def compare(
     rounds: int = 3,
     seconds: float = 6.0,
 ) -> None:
-    """Gateway CPU per request with and without the access gate, in alternating closed-loop
-    rounds (a shared machine's load drifts; alternating exposes both to the same drift)."""
+    """Gateway CPU per request with and without the access gate, at the same open-loop rate
+    (``--rate``; at equal rates the gateway's fixed costs per second, its follower and
+    librdkafka threads, weigh the same per request), in alternating rounds (a shared
+    machine's load drifts; alternating exposes both to the same drift)."""
     try:
         wait_http(host, plain[1])
         run_client("closed", host, plain[1], seconds=2, connections=args.connections,
                    keys=keys, signed=False)  # fmt: skip
+        rate = args.rate
         per: dict[bool, list[float]] = {True: [], False: []}
-        rates: dict[bool, list[float]] = {True: [], False: []}
         for _ in range(rounds):
             for is_signed, (proc, port) in ((True, signed), (False, plain)):
                 cpu0 = cpu_seconds(proc.pid)
                 tally = run_client(
-                    "closed", host, port, seconds=seconds, connections=args.connections,
+                    "open", host, port, seconds=seconds, connections=32, rate=rate,
                     keys=keys, signed=is_signed,
                 )  # fmt: skip
                 n = len(tally.latencies)
                 assert set(tally.statuses) == {202}, tally.statuses
                 per[is_signed].append((cpu_seconds(proc.pid) - cpu0) / n * 1e6)
-                rates[is_signed].append(n / seconds)
         with_gate, without = sorted(per[True])[rounds // 2], sorted(per[False])[rounds // 2]
         print(
-            f"gate on/off, {rounds} alternating rounds of {seconds:.0f} s: median gateway CPU "
-            f"{with_gate:.0f} / {without:.0f} us/request ({sorted(rates[True])[rounds // 2]:.0f}"
-            f" / {sorted(rates[False])[rounds // 2]:.0f} req/s) -> the gate (signature, key "
-            f"lookup, rate limits) costs {with_gate - without:.0f} us/request"
+            f"gate on/off at {rate:.0f} req/s, {rounds} alternating rounds of {seconds:.0f} s: "
+            f"median gateway CPU {with_gate:.0f} / {without:.0f} us/request -> the gate "
+            f"(signature, key lookup, rate limits) costs {with_gate - without:.0f} us/request"
         )
     finally:
         stop(plain[0])
