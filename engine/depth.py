@@ -50,10 +50,7 @@ def one_level(market: MarketState, is_buy: bool, price: int) -> tuple[DepthUpdat
     update_id = market.update_id + 1
     market.update_id = update_id
     book = market.book
-    if is_buy:
-        level = level_state(_BUY, book.bids, price)
-    else:
-        level = level_state(_SELL, book.asks, price)
+    level = level_state(_BUY, book.bids, price) if is_buy else level_state(_SELL, book.asks, price)
     return (new_depth(market.name, update_id, (level,)),)
 
 
