@@ -59,6 +59,7 @@ class CommandKind(StrEnum):
     ADD_API_KEY = "ADD_API_KEY"
     REVOKE_API_KEY = "REVOKE_API_KEY"
     CANCEL_ALL_ORDERS = "CANCEL_ALL_ORDERS"
+    AMEND_ORDER = "AMEND_ORDER"
 
 
 class RejectReason(StrEnum):
@@ -79,6 +80,7 @@ class RejectReason(StrEnum):
     UNKNOWN_USER = "UNKNOWN_USER"  # a user-scoped command for a user the engine never created
     DUPLICATE_API_KEY = "DUPLICATE_API_KEY"  # the key id is already known (revoked or not)
     UNKNOWN_API_KEY = "UNKNOWN_API_KEY"  # a revoke of a key id the engine never knew
+    INVALID_AMEND = "INVALID_AMEND"  # an amend that is not a strict reduction above the filled
 
 
 class Role(StrEnum):

@@ -9,11 +9,12 @@ layout fastavro's ``load_schema`` resolves references with), and two top-level s
 * ``exchange.v1.OrderCommand``: the value of every record on the ``orders`` topic, a wrapper
   record ``{timestamp_ms, command}`` whose ``command`` is a union of ``PlaceOrderCommand``,
   ``CancelOrderCommand``, ``DepositCommand``, ``WithdrawCommand``, ``CreateUserCommand``,
-  ``AddApiKeyCommand``, ``RevokeApiKeyCommand`` and ``CancelAllOrdersCommand``. A wrapper
-  rather than a top-level union, so envelope fields can be added later with defaults. The
-  wire command has no ``command_id`` and a new order no ``order_id``: the engine adapter sets
-  both to the record's offset, which is what :meth:`Codec.decode_command` takes as ``command_id``.
-  (``CancelOrderCommand.order_id`` names the order to cancel and does travel.)
+  ``AddApiKeyCommand``, ``RevokeApiKeyCommand``, ``CancelAllOrdersCommand`` and
+  ``AmendOrderCommand``. A wrapper rather than a top-level union, so envelope fields can be
+  added later with defaults. The wire command has no ``command_id`` and a new order no
+  ``order_id``: the engine adapter sets both to the record's offset, which is what
+  :meth:`Codec.decode_command` takes as ``command_id``. (``CancelOrderCommand.order_id`` and
+  ``AmendOrderCommand.order_id`` name an existing order and do travel.)
 * ``exchange.v1.EngineOutput``: one engine output, with all of its event lists.
 
 Both are loaded once, when a :class:`Codec` is built (never at import time).
@@ -71,6 +72,7 @@ from fastavro.schema import load_schema, parse_schema, to_parsing_canonical_form
 
 from engine.commands import (
     AddApiKey,
+    AmendOrder,
     CancelAllOrders,
     CancelOrder,
     Command,
@@ -95,7 +97,9 @@ from engine.events import (
     ApiKeyUpdated,
     BalanceUpdated,
     CommandRejected,
+    DepthUpdated,
     EngineOutput,
+    LevelUpdated,
     OrderCompleted,
     OrderPlaced,
     OrderUpdated,
@@ -147,6 +151,7 @@ _CREATE_USER = f"{NAMESPACE}.CreateUserCommand"
 _ADD_API_KEY = f"{NAMESPACE}.AddApiKeyCommand"
 _REVOKE_API_KEY = f"{NAMESPACE}.RevokeApiKeyCommand"
 _CANCEL_ALL = f"{NAMESPACE}.CancelAllOrdersCommand"
+_AMEND = f"{NAMESPACE}.AmendOrderCommand"
 
 
 # --------------------------------------------------------------------------- schemas
@@ -239,6 +244,8 @@ _OUTPUT_CLASSES: dict[str, type] = {
         CommandRejected,
         UserCreated,
         ApiKeyUpdated,
+        DepthUpdated,
+        LevelUpdated,
         Side,
         OrderType,
         TimeInForce,
@@ -313,6 +320,19 @@ def _cancel_all_to_wire(c: CancelAllOrders) -> tuple[str, dict[str, Any]]:
     return (_CANCEL_ALL, {"user_id": c.user_id, "symbol": c.symbol})
 
 
+def _amend_to_wire(c: AmendOrder) -> tuple[str, dict[str, Any]]:
+    return (
+        _AMEND,
+        {
+            "user_id": c.user_id,
+            "symbol": c.symbol,
+            "order_id": c.order_id,
+            "client_order_id": c.client_order_id,
+            "quantity": c.quantity,
+        },
+    )
+
+
 _COMMAND_TO_WIRE: dict[type, Callable[[Any], tuple[str, dict[str, Any]]]] = {
     PlaceOrder: _place_to_wire,
     CancelOrder: _cancel_to_wire,
@@ -322,6 +342,7 @@ _COMMAND_TO_WIRE: dict[type, Callable[[Any], tuple[str, dict[str, Any]]]] = {
     AddApiKey: _add_api_key_to_wire,
     RevokeApiKey: _revoke_api_key_to_wire,
     CancelAllOrders: _cancel_all_to_wire,
+    AmendOrder: _amend_to_wire,
 }
 
 
@@ -448,6 +469,18 @@ def _cancel_all_from_wire(r: dict[str, Any], command_id: int, timestamp_ms: int)
     )
 
 
+def _amend_from_wire(r: dict[str, Any], command_id: int, timestamp_ms: int) -> AmendOrder:
+    return AmendOrder(
+        command_id=command_id,
+        timestamp_ms=timestamp_ms,
+        user_id=r["user_id"],
+        symbol=r["symbol"],
+        order_id=r["order_id"],
+        client_order_id=r["client_order_id"],
+        quantity=r["quantity"],
+    )
+
+
 _COMMAND_FROM_WIRE: dict[str, Callable[[dict[str, Any], int, int], Command]] = {
     _PLACE: _place_from_wire,
     _CANCEL: _cancel_from_wire,
@@ -457,6 +490,7 @@ _COMMAND_FROM_WIRE: dict[str, Callable[[dict[str, Any], int, int], Command]] = {
     _ADD_API_KEY: _add_api_key_from_wire,
     _REVOKE_API_KEY: _revoke_api_key_from_wire,
     _CANCEL_ALL: _cancel_all_from_wire,
+    _AMEND: _amend_from_wire,
 }
 
 # For the generated command encoder and decoder: Avro full name -> domain class (the union
@@ -472,6 +506,7 @@ _COMMAND_CLASSES: dict[str, type] = {
     _ADD_API_KEY: AddApiKey,
     _REVOKE_API_KEY: RevokeApiKey,
     _CANCEL_ALL: CancelAllOrders,
+    _AMEND: AmendOrder,
     **{f"{NAMESPACE}.{cls.__name__}": cls for cls in (Side, OrderType, TimeInForce, StpMode, Role)},
 }
 _COMMAND_SUPPLIED: dict[str, dict[str, str]] = {
@@ -483,6 +518,7 @@ _COMMAND_SUPPLIED: dict[str, dict[str, str]] = {
     _ADD_API_KEY: {"command_id": "command_id"},
     _REVOKE_API_KEY: {"command_id": "command_id"},
     _CANCEL_ALL: {"command_id": "command_id"},
+    _AMEND: {"command_id": "command_id"},
 }
 
 
@@ -597,6 +633,22 @@ def _output_to_wire(o: EngineOutput) -> dict[str, Any]:
                 "updated_at": k.updated_at,
             }
             for k in o.api_key_updates
+        ],
+        "depth_updates": [
+            {
+                "symbol": d.symbol,
+                "update_id": d.update_id,
+                "levels": [
+                    {
+                        "side": lv.side,
+                        "price": lv.price,
+                        "quantity": lv.quantity,
+                        "order_count": lv.order_count,
+                    }
+                    for lv in d.levels
+                ],
+            }
+            for d in o.depth_updates
         ],
     }
 
@@ -741,6 +793,26 @@ def _output_from_wire(r: dict[str, Any]) -> EngineOutput:
                 for k in r.get("api_key_updates", ())
             ]
         ),
+        depth_updates=tuple(
+            [
+                DepthUpdated(
+                    symbol=d["symbol"],
+                    update_id=d["update_id"],
+                    levels=tuple(
+                        [
+                            LevelUpdated(
+                                side=side[lv["side"]],
+                                price=lv["price"],
+                                quantity=lv["quantity"],
+                                order_count=lv["order_count"],
+                            )
+                            for lv in d["levels"]
+                        ]
+                    ),
+                )
+                for d in r.get("depth_updates", ())
+            ]
+        ),
     )
 
 
@@ -762,6 +834,7 @@ _FRESH_OUTPUT_FIELDS = frozenset(
         "cumulative_quote",
         "available",
         "locked",
+        "update_id",
     }
 )
 

@@ -44,7 +44,9 @@ from engine.events import (
     ApiKeyUpdated,
     BalanceUpdated,
     CommandRejected,
+    DepthUpdated,
     EngineOutput,
+    LevelUpdated,
     OrderCompleted,
     OrderPlaced,
     OrderUpdated,
@@ -254,6 +256,22 @@ OUTPUTS = st.builds(
             updated_at=longs,
         )
     ),
+    depth_updates=lists(
+        events(
+            DepthUpdated,
+            symbol=texts,
+            update_id=longs,
+            levels=lists(
+                events(
+                    LevelUpdated,
+                    side=st.sampled_from(Side),
+                    price=longs,
+                    quantity=longs,
+                    order_count=longs,
+                )
+            ),
+        )
+    ),
 )
 
 
@@ -336,7 +354,7 @@ def test_fast_path_when_every_list_is_empty_matches_fastavro(codec: Codec) -> No
     )
     data = compiled(codec).encode(output)
     assert data == fastavro_bytes(codec, output)
-    assert data[10:] == b"\x00\x00\x04\x00" + b"\x00" * 8
+    assert data[10:] == b"\x00\x00\x04\x00" + b"\x00" * 9  # nine empty lists
     assert compiled(codec).decode(data) == output
 
 
@@ -424,7 +442,7 @@ def test_fast_decode_when_record_mutated_reads_what_fastavro_reads_or_defers(
 
 @FUZZ
 @given(body=st.binary(max_size=200))
-@example(body=b"\x02" * 4 + b"\x00" * 6)
+@example(body=b"\x02" * 4 + b"\x00" * 7)
 def test_fast_decode_when_body_arbitrary_reads_what_fastavro_reads_or_defers(
     codec: Codec, body: bytes
 ) -> None:

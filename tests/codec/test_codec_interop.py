@@ -21,6 +21,7 @@ import pytest
 
 from engine.commands import (
     AddApiKey,
+    AmendOrder,
     CancelAllOrders,
     CancelOrder,
     Command,
@@ -157,6 +158,14 @@ def test_output_when_read_by_apache_avro_equals_domain_fields(
         AddApiKey(command_id=47, timestamp_ms=TS, user_id=7, api_key="kdef", public_key="cHVj"),
         RevokeApiKey(command_id=48, timestamp_ms=TS, api_key="kabc"),
         CancelAllOrders(command_id=49, timestamp_ms=TS, user_id=7, symbol="BTC-USDT"),
+        AmendOrder(
+            command_id=46,
+            timestamp_ms=TS,
+            user_id=7,
+            symbol="BTC-USDT",
+            client_order_id="c",
+            quantity=3,
+        ),
     ],
     ids=lambda c: type(c).__name__,
 )

@@ -21,6 +21,7 @@ import pytest
 from engine import enums
 from engine.commands import (
     AddApiKey,
+    AmendOrder,
     CancelAllOrders,
     CancelOrder,
     CreateUser,
@@ -33,7 +34,9 @@ from engine.events import (
     ApiKeyUpdated,
     BalanceUpdated,
     CommandRejected,
+    DepthUpdated,
     EngineOutput,
+    LevelUpdated,
     OrderCompleted,
     OrderPlaced,
     OrderUpdated,
@@ -128,6 +131,8 @@ def test_enum_symbols_when_compared_with_engine_enum_match_in_order(enum: type[E
         ("CommandRejected", CommandRejected),
         ("UserCreated", UserCreated),
         ("ApiKeyUpdated", ApiKeyUpdated),
+        ("LevelUpdated", LevelUpdated),
+        ("DepthUpdated", DepthUpdated),
         ("EngineOutput", EngineOutput),
     ],
 )
@@ -149,6 +154,7 @@ def test_event_record_fields_when_compared_with_dataclass_match_in_order(
         ("AddApiKeyCommand", AddApiKey, ("command_id", "timestamp_ms")),
         ("RevokeApiKeyCommand", RevokeApiKey, ("command_id", "timestamp_ms")),
         ("CancelAllOrdersCommand", CancelAllOrders, ("command_id", "timestamp_ms")),
+        ("AmendOrderCommand", AmendOrder, ("command_id", "timestamp_ms")),
     ],
 )
 def test_command_record_fields_when_compared_with_dataclass_match_without_ids(
@@ -169,6 +175,7 @@ def test_order_command_when_loaded_wraps_timestamp_and_union_of_commands() -> No
         "AddApiKeyCommand",
         "RevokeApiKeyCommand",
         "CancelAllOrdersCommand",
+        "AmendOrderCommand",
     ]
 
 
