@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 *What it sends.* The seeded mix of :mod:`ops.workload` (resting limits near the touch,
 crossing limits, cancels of earlier orders, market orders) over ``users`` users and both
-default symbols, after one deposit per user and asset. ``--via kafka`` encodes each command
+default symbols, after the users' creation (the engine refuses unknown users: on the
+``orders`` log with ``--via kafka``, through the admin API with ``--via http``) and one
+deposit per user and asset. ``--via kafka`` encodes each command
 with the codec and produces it straight to ``orders`` (this measures the pipeline);
 ``--via http`` posts it to the REST API with httpx (this measures the gateway too), where a
 cancel names the id the API returned for the order, never a guessed one. Over HTTP every
@@ -477,7 +479,7 @@ class LoadGenerator:
                 except BufferError:
                     producer.poll(0.001)
 
-        # 1. Funding, before the clock: one deposit per user and asset.
+        # 1. Funding, before the clock: the users' creation, one deposit per user and asset.
         stamp = _wall_ms()
         funding = funding_commands(cfg.users, first_offset=first_offset, timestamp_ms=stamp)
         for c in funding:
@@ -625,7 +627,8 @@ class LoadGenerator:
         found = reader.read(handle, len(ids), 60.0)
         if found < len(ids) or not progress.wait_for(top, 60.0):
             self.report.notes.append(
-                "the funding deposits did not all reach the store within 60s before trading began"
+                "the users' creation and funding did not all reach the store within 60s before "
+                "trading began"
             )
 
     # -- http ---------------------------------------------------------------------------

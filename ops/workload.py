@@ -4,12 +4,20 @@ Commands come out with ``command_id`` = their position (plus ``first_offset``), 
 what they become when produced, in order, to an empty single-partition ``orders`` topic; a
 cancel names an order id placed earlier in the same stream. The mix (by default) is about
 60% resting limits near the touch, 25% cancels, 10% crossing limits and 5% market orders,
-over many users and both default symbols, after each user's creation and one deposit per
-user and asset.
+over many users and both default symbols, after one ``CreateUser`` per user and one deposit
+per user and asset.
+
+Users: the engine refuses commands for users it never created and numbers users 1, 2, 3, ...
+in creation order, so the stream creates users 1..``users`` first; its user ids are the
+engine's only when it starts on an engine without users (a fresh log). Their keys are
+deterministic stand-ins (:func:`user_key`): 32 bytes from a hash, not an Ed25519 key anyone
+holds the private half of, so they identify the users but sign nothing.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +54,41 @@ class Mix:
     market: float = 0.05
 
 
+def user_key(user: int) -> tuple[str, str]:
+    """(api_key, public_key) of the workload's user ``user``, shaped like the gateway's: the
+    base64 of 32 raw bytes, and "k" + the first 24 hex digits of their SHA-256."""
+    raw = hashlib.sha256(f"workload user {user}".encode()).digest()
+    return "k" + hashlib.sha256(raw).hexdigest()[:24], base64.b64encode(raw).decode()
+
+
+def user_commands(
+    users: int,
+    *,
+    first_offset: int = 0,
+    timestamp_ms: int = 1_700_000_000_000,
+    first_user: int = 1,
+) -> list[Command]:
+    """``CreateUser`` for the workload's users ``first_user``.. (``users`` of them).
+
+    On an engine whose next user id is ``first_user`` they get exactly those ids. Applied
+    again (a second run on the same log), each is refused as DUPLICATE_API_KEY and the users
+    from the first run stay the workload's.
+    """
+    out: list[Command] = []
+    for u in range(first_user, first_user + users):
+        api_key, public_key = user_key(u)
+        out.append(
+            CreateUser(
+                command_id=first_offset + len(out),
+                timestamp_ms=timestamp_ms,
+                api_key=api_key,
+                public_key=public_key,
+                label=f"workload user {u}",
+            )
+        )
+    return out
+
+
 def funding_commands(
     users: int,
     *,
@@ -55,27 +98,15 @@ def funding_commands(
     first_user: int = 1,
     create_users: bool = True,
 ) -> list[Command]:
-    """Per user: its ``CreateUser`` (the engine refuses commands of users it does not know),
-    then one deposit per asset.
-
-    The engine numbers users 1, 2, 3, ... as it creates them, so on a fresh log these users
-    are ``first_user`` .. ``first_user + users - 1`` (``first_user`` must be 1 there). Their
-    key ids are fixed (``kload<user>``: a second run's creations are refused as duplicates
-    and change nothing) and their public key is not a key (empty), so no one can sign as
-    them: the workload reaches the engine through Kafka, not through the API.
-    """
+    """The users' creation (unless ``create_users`` is False), then one deposit per user and
+    asset."""
     out: list[Command] = []
+    if create_users:
+        out += user_commands(
+            users, first_offset=first_offset, timestamp_ms=timestamp_ms, first_user=first_user
+        )
     amounts = funding or DEFAULT_FUNDING
     for u in range(first_user, first_user + users):
-        if create_users:
-            out.append(
-                CreateUser(
-                    command_id=first_offset + len(out),
-                    timestamp_ms=timestamp_ms,
-                    api_key=f"kload{u}",
-                    public_key="",
-                )
-            )
         for asset, amount in amounts.items():
             out.append(
                 Deposit(
@@ -116,7 +147,8 @@ def command_stream(
     profiles: tuple[SymbolProfile, ...] = DEFAULT_PROFILES,
     fund: bool = True,
 ) -> Iterator[Command]:
-    """``count`` trading commands (after the funding deposits when ``fund``)."""
+    """``count`` trading commands (after the users' creation and the funding deposits when
+    ``fund``)."""
     rng = random.Random(seed)
     offset = first_offset
     if fund:

@@ -266,6 +266,15 @@ def test_cancel_when_user_unknown_is_rejected_unknown_user(kit: Kit) -> None:
     assert out.rejections[0].order_id == order.order_id
 
 
+def test_amend_when_user_unknown_is_rejected_unknown_user(kit: Kit) -> None:
+    kit.fund(1, USDT=10_000)
+    order = kit.limit(1, BUY, 100, 5)
+    kit.apply(order)
+    assert_refused(kit, kit.amend(NOBODY, order.order_id, 2), R.UNKNOWN_USER, NOBODY)
+    assert_refused(kit, kit.amend(2, order.order_id, 2), R.ORDER_NOT_FOUND, 2)
+    assert_refused(kit, kit.amend(1, order.order_id, 2, symbol=ETH), R.ORDER_NOT_FOUND, 1)
+
+
 def test_deposit_when_user_unknown_is_rejected_unknown_user(kit: Kit) -> None:
     assert_refused(kit, kit.deposit(NOBODY, "USDT", 5), R.UNKNOWN_USER, NOBODY)
     assert kit.engine.balance(NOBODY, "USDT") == (0, 0)

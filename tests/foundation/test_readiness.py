@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ops.apiclient import signer_from_file
 from ops.broker import free_port
+from tests.support.signing import new_signer
 
 pytestmark = pytest.mark.kafka
 
@@ -56,16 +58,26 @@ def test_up_when_it_prints_ready_an_order_placed_then_can_be_cancelled_at_once(
         # From here on the output is drained so the stack never blocks on a full pipe.
         threading.Thread(target=lambda: seen.extend(proc.stdout or ()), daemon=True).start()
 
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+        # Every request is signed: the operator's key is the one `exchange up` wrote.
+        operator = signer_from_file(tmp_path / "operator.key")
+        trader = new_signer()
+        base = f"http://127.0.0.1:{port}"
+        with (
+            httpx.Client(base_url=base, timeout=10, auth=operator) as admin,
+            httpx.Client(base_url=base, timeout=10, auth=trader) as api,
+        ):
             assert api.get("/ready").status_code == 200
-            deposit = api.post(
-                "/api/v1/deposit?wait=true", json={"user_id": 7, "asset": "USDT", "amount": "1000"}
+            created = admin.post("/api/v1/admin/users", json={"public_key": trader.public_key})
+            assert created.status_code == 201, created.text
+            user = created.json()["data"]["user_id"]
+            deposit = admin.post(
+                "/api/v1/deposit?wait=true",
+                json={"user_id": user, "asset": "USDT", "amount": "1000"},
             )
             assert deposit.json()["data"]["status"] == "COMPLETED", deposit.text
             placed = api.post(
                 "/api/v1/order/create",
                 json={
-                    "user_id": 7,
                     "symbol": "BTC_USDT",
                     "side": "BUY",
                     "order_type": "LIMIT",
@@ -76,11 +88,7 @@ def test_up_when_it_prints_ready_an_order_placed_then_can_be_cancelled_at_once(
             assert placed.status_code == 202, placed.text
             cancel = api.post(
                 "/api/v1/order/cancel?wait=true",
-                json={
-                    "user_id": 7,
-                    "symbol": "BTC_USDT",
-                    "order_id": placed.json()["data"]["order_id"],
-                },
+                json={"symbol": "BTC_USDT", "order_id": placed.json()["data"]["order_id"]},
             )
             assert cancel.status_code == 200, cancel.text
             assert cancel.json()["data"]["status"] == "CANCELLED"

@@ -17,7 +17,7 @@ from engine.markets import Markets
 from exchange.codec import Codec
 from exchange.topics import Topics
 from ops.loadgen import LoadConfig, LoadGenerator, summary_lines
-from ops.workload import command_stream
+from ops.workload import command_stream, funding_commands
 from settlement.sqlite_store import SqliteStore
 
 USERS = 25
@@ -61,8 +61,8 @@ def test_loadgen_when_run_via_kafka_reports_counts_that_match_the_store(
         s_run.halt()
     report.write(tmp_path / "report.json")
 
-    funding = USERS * 4  # per user: CreateUser and three deposits
-    assert report.funding_sent == funding
+    funding = USERS * 4  # each user's creation and three deposits
+    assert report.funding_sent == funding == len(funding_commands(USERS))
     assert report.orders_sent == ORDERS == report.places_sent + report.cancels_sent
     assert report.settled == ORDERS and report.unsettled == 0
     assert store.max_sequence() == funding + ORDERS  # fresh topics: sequence = position
