@@ -50,10 +50,15 @@ def project_services() -> dict[str, dict[str, Any]]:
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment as compose sets it when the host sets none of the variables
+    it interpolates (``${NAME:-default}`` -> default, ``${NAME}`` -> empty)."""
     env = service.get("environment") or {}
     if isinstance(env, list):  # the KEY=VALUE list form
         env = dict(item.split("=", 1) for item in env)
-    return {str(k): str(v) for k, v in env.items()}
+    return {str(k): _INTERPOLATION.sub(lambda m: m.group(2) or "", str(v)) for k, v in env.items()}
+
+
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z0-9_]+)(?::?-([^}]*))?\}")
 
 
 def dashboard(path: Path) -> dict[str, Any]:
