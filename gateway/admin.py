@@ -89,7 +89,7 @@ class AdminService:
         """Publish, wait for the engine, refuse its rejections, then wait until this
         gateway's registry agrees; (offset, None) when either wait runs out."""
         started = time.monotonic()
-        offset, output = await self._commands.publish_and_wait(command, True, self._wait_ms)
+        offset, output = await self._commands.publish_command(command, True, self._wait_ms)
         if output is None:
             return offset, None
         if output.rejections:

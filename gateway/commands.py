@@ -152,6 +152,13 @@ class CommandService:
     async def withdraw(self, body: bytes, wait: bool, timeout_ms: int) -> tuple[int, bytes]:
         return await self._funds(CommandKind.WITHDRAW, body, wait, timeout_ms)
 
+    async def publish_command(
+        self, command: Command, wait: bool, timeout_ms: int
+    ) -> tuple[int, EngineOutput | None]:
+        """Publish ``command``; with ``wait`` also wait for its output (None on timeout).
+        For services outside this one (gateway.admin)."""
+        return await self._publish_and_wait(self._encode(command), wait, timeout_ms)
+
     # ---- commands from requests ---------------------------------------------------------
 
     def place_command(self, req: PlaceOrderRequest, user_id: int) -> PlaceOrder:
@@ -206,12 +213,6 @@ class CommandService:
                 raise ApiError(ErrorCode.USER_NOT_FOUND, f"no user {req.user_id}")
             return 200, ok_body(self._funds_result(output, offset, req.user_id, req.asset))
         return 202, ok_body({"command_id": str(offset), "status": "ACCEPTED"})
-
-    async def publish_and_wait(
-        self, command: Command, wait: bool, timeout_ms: int
-    ) -> tuple[int, EngineOutput | None]:
-        """Publish ``command``; with ``wait`` also wait for its output (None on timeout)."""
-        return await self._publish_and_wait(self._encode(command), wait, timeout_ms)
 
     async def _publish_and_wait(
         self, value: bytes, wait: bool, timeout_ms: int
