@@ -39,6 +39,7 @@ Races and bounds:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -132,6 +133,11 @@ class OutputFollower:
         self._start_positions = start_positions
         self._resume: dict[int, int] = {}
         self.taps: list[Callable[[list[Message]], None]] = []
+        # With start positions: the partitions' ends when the follower started, which it
+        # must read up to before it is ready (what the store lacks is in between); and how
+        # far it has read, from the records themselves.
+        self._catch_up: dict[TopicPart, int] | None = None
+        self._read_to: dict[TopicPart, int] = {}
         # Counters written only by the follower thread (observability and tests).
         self.consumed = 0  # records fetched
         self.decoded = 0  # outputs decoded and handed to the loop
@@ -151,9 +157,17 @@ class OutputFollower:
         self._thread.start()
 
     def ready(self) -> str | None:
-        """None when following and not stalled; else what is wrong (for ``/ready``)."""
+        """None when following, caught up with what was there at its start (when it was
+        given start positions), and not stalled; else what is wrong (for ``/ready``)."""
         if not self.assigned.is_set():
             return "engine-output follower: not following yet"
+        catch_up = self._catch_up
+        if catch_up is not None:
+            read_to = self._read_to
+            behind = sum(max(0, end - read_to.get(tp, 0)) for tp, end in catch_up.items())
+            if behind:
+                return f"engine-output follower: reading the {behind} outputs before its start"
+            self._catch_up = None
         if self.watchdog.stalled:
             return "engine-output follower: stalled"
         return None
@@ -252,6 +266,17 @@ class OutputFollower:
             initial = consumer.consume(self._batch_size, 0.1)
             self.consumed += len(initial)
             self._tap(initial)
+            if self._start_positions is not None and self._catch_up is None and not self._resume:
+                ends = {}
+                for tp in consumer.assignment():
+                    # The first fetch response's end where there was one (the embedded
+                    # broker answers ListOffsets low, see exchange.kafka), else the broker's.
+                    end = consumer.get_watermark_offsets(tp, cached=True)[1]
+                    with contextlib.suppress(KafkaException):
+                        end = max(end, consumer.get_watermark_offsets(tp, timeout=5.0)[1])
+                    if end > 0:
+                        ends[(tp.topic, tp.partition)] = end
+                self._catch_up = ends
             # Until a record arrives, a partition's position is where it started: the end
             # its first fetch response reported (so a follower that never receives a record
             # still shows lag, and the watchdog sees it).
@@ -310,10 +335,12 @@ class OutputFollower:
     def _tap(self, msgs: list[Message]) -> None:
         """Record the positions, then hand the records to the taps."""
         positions = self._positions
+        read_to = self._read_to
         for msg in msgs:  # in order within a partition: the last one wins
             offset = msg.offset()
             if offset is not None and offset >= 0:
-                positions[(msg.topic() or "", msg.partition() or 0)] = offset + 1
+                tp = (msg.topic() or "", msg.partition() or 0)
+                positions[tp] = read_to[tp] = offset + 1
         if msgs:
             for tap in self.taps:
                 tap(msgs)

@@ -13,7 +13,8 @@ partition of ``engine-output``. This feed plugs into it twice:
   where the group has committed nothing). Every output is therefore either in the store
   when it is loaded (it is before a committed offset) or read by the follower (it is at or
   after it); outputs both in the store and re-read are applied twice, which changes nothing
-  (the registry keeps the newest state by engine sequence).
+  (the registry keeps the newest state by engine sequence). The follower is not ready (nor
+  the gateway's ``/ready``) until it has read up to where the log ended when it started.
 * :meth:`KeyFeed.on_records` sees every record the follower fetches, in the follower's
   thread, before any waiting request is answered. It peeks each record's command kind
   (:class:`exchange.codec.peek.OutputKindPeek`, about a microsecond) and decodes only the

@@ -3,10 +3,12 @@ from the settlement group's committed offsets, so no key falls between the two."
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 from gateway_testkit import Script, envelope_data, envelope_error, run_gateway
 
 from engine.markets import Markets
@@ -14,8 +16,9 @@ from engine.service.output_log import sequence_key
 from exchange.codec import Codec
 from exchange.kafka import make_consumer, make_producer
 from exchange.topics import Topics
+from gateway.results import CONSUMER_OVERRIDES, OutputFollower
 from settlement.sqlite_store import SqliteStore
-from tests.support.eventually import eventually
+from tests.support.eventually import eventually, eventually_async
 from tests.support.signing import new_signer
 
 pytestmark = pytest.mark.kafka
@@ -57,3 +60,74 @@ def test_gateway_when_started_accepts_keys_from_the_store_and_the_unsettled_stre
                 envelope_data(client.get("/api/v1/balances"), 200)
         with gw.signed(revoked) as client:  # in the store as live, revoked on the log
             assert envelope_error(client.get("/api/v1/balances")) == (401, "UNAUTHENTICATED")
+
+
+def test_follower_with_start_positions_when_behind_its_start_end_is_not_ready_until_there(
+    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets
+) -> None:
+    # What the store lacks lies between the start positions and the log's end at the start:
+    # the gateway is not ready (keys there unknown) until the follower has read that far.
+    s = Script(markets)
+    backlog = [s.deposit(1, "USDT", 1) for _ in range(50)]
+    topic = fresh_topics.engine_output.name
+    producer = make_producer(kafka_bootstrap)
+    for output in backlog:
+        producer.produce(topic, codec.encode_output(output), sequence_key(output.sequence), 0)
+    assert producer.flush(30) == 0
+    release = threading.Event()
+    taps: list[int] = []
+
+    def slow_tap(messages: list[Message]) -> None:  # holds the follower after two batches
+        taps.append(len(messages))
+        if len(taps) > 2:
+            release.wait(30)
+
+    follower = OutputFollower(
+        lambda **extra: make_consumer(
+            kafka_bootstrap, "keyfeed-test", **CONSUMER_OVERRIDES,
+            **{**extra, "max.partition.fetch.bytes": 1024},
+        ),
+        topic, codec, batch_size=1,
+        start_positions=lambda _topic, parts: {p: OFFSET_BEGINNING for p in parts},
+    )  # fmt: skip
+    follower.taps.append(slow_tap)
+
+    async def scenario() -> tuple[str | None, str | None]:
+        follower.start(asyncio.get_running_loop())
+        await asyncio.to_thread(follower.assigned.wait, 30)
+        await eventually_async(lambda: len(taps) > 2, timeout_s=30)  # now held
+        held = follower.ready()
+        release.set()
+        await eventually_async(lambda: follower.ready() is None, timeout_s=30)
+        return held, follower.ready()
+
+    try:
+        held, after = asyncio.run(scenario())
+    finally:
+        release.set()
+        follower.stop()
+    assert held is not None and "reading" in held
+    assert after is None
+
+
+def test_ready_when_answered_the_keys_before_the_start_are_all_accepted(
+    kafka_bootstrap: str, fresh_topics: Topics, tmp_path: Path, markets: Markets, codec: Codec
+) -> None:
+    # A long unsettled stretch of the log (settlement committed nothing), a key at its end:
+    # /ready says 200 only once the follower has read up to where the log ended at its start.
+    s = Script(markets)
+    backlog = [s.deposit(1, "USDT", 1) for _ in range(3_000)]
+    last = new_signer()
+    backlog.append(s.create_user(last))
+    topic = fresh_topics.engine_output.name
+    producer = make_producer(kafka_bootstrap, **{"linger.ms": 20})
+    for output in backlog:
+        producer.produce(topic, codec.encode_output(output), sequence_key(output.sequence), 0)
+    assert producer.flush(30) == 0
+    with run_gateway(
+        bootstrap=kafka_bootstrap, topics=fresh_topics, store_path=tmp_path / "s.sqlite3",
+        markets=markets, codec=codec,
+    ) as gw:  # fmt: skip
+        eventually(lambda: gw.client.get("/ready").status_code == 200, timeout_s=60)
+        with gw.signed(last) as client:
+            envelope_data(client.get("/api/v1/balances"), 200)
