@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from gateway.auth.principal import Principal, Role
 from gateway.auth.signing import OPERATOR_KEY_ID, public_key
 
+_ROLES = frozenset(r.value for r in Role)
+
 
 @dataclass(frozen=True, slots=True)
 class KeyEntry:
@@ -95,7 +97,8 @@ class KeyRegistry:
                 return False
             self._versions[api_key] = sequence
             key = None if revoked else public_key(public_key_b64)
-            if key is None:  # revoked, or a public key no one can sign for
+            known_role = str(role) in _ROLES
+            if key is None or not known_role:  # revoked, no key one can sign for, or no role
                 self._entries.pop(api_key, None)
             else:
                 principal = Principal(api_key=api_key, user_id=user_id, role=Role(str(role)))
