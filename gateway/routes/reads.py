@@ -81,9 +81,7 @@ def _reads(request: Request) -> ReadService:
     responses={200: {"model": Envelope[list[OrderOut]]}, **BAD, **STORE},
     tags=["orders"],
 )
-def active_orders(
-    request: Request, user_id: UserIdQ = None, symbol: SymbolQ = None
-) -> Response:
+def active_orders(request: Request, user_id: UserIdQ = None, symbol: SymbolQ = None) -> Response:
     return ok(_reads(request).active_orders(acting_user(user_id), symbol))
 
 
