@@ -645,6 +645,7 @@ class LoadGenerator:
             max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency
         )
         async with httpx.AsyncClient(base_url=cfg.url, limits=limits, timeout=60.0) as client:
+            await _wait_ready(client, 60.0)  # the admin API answers 201 only once it follows
             gate = asyncio.Semaphore(cfg.concurrency)
             # 1. Users: each workload user becomes a new user with a key made here.
             users: dict[int, tuple[int, Signer]] = {}
@@ -797,6 +798,20 @@ def _cancelled_id(o: EngineOutput) -> int | None:
     if o.order_updates:
         return o.order_updates[0].order_id
     return None
+
+
+async def _wait_ready(client: httpx.AsyncClient, timeout_s: float) -> None:
+    """Until the gateway's ``/ready`` is 200; LoadError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if (await client.get("/ready")).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() >= deadline:
+            raise LoadError(f"the gateway was not ready within {timeout_s:.0f} s")
+        await asyncio.sleep(0.2)
 
 
 async def _post(
