@@ -781,7 +781,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    # `exchange call POST PATH --key FILE JSON`: argparse takes no positional after an option
+    # once the positionals were matched; the body may come last all the same.
+    if (
+        len(extras) == 1
+        and getattr(args, "handler", None) is cmd_call
+        and args.json is None
+        and not extras[0].startswith("--")
+    ):
+        args.json, extras = extras[0], []
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
     try:
         settings = load_settings()
     except ConfigError as e:

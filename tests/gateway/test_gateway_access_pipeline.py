@@ -229,7 +229,8 @@ def test_cli_when_operator_creates_a_user_its_key_file_signs_exchange_call(
     assert cli.main(["call", "GET", "/api/v1/balances", "--key", str(alice), *api]) == 0
     assert json.loads(capsys.readouterr().out) == {"success": True, "data": []}  # no settlement
     # A trader may not deposit; the command fails with the API's answer and exit 1.
-    assert cli.main(["call", "POST", "/api/v1/deposit", deposit, "--key", str(alice), *api]) == 1
+    # (the body may also come after the options)
+    assert cli.main(["call", "POST", "/api/v1/deposit", "--key", str(alice), *api, deposit]) == 1
     assert json.loads(capsys.readouterr().out)["error"]["code"] == "FORBIDDEN"
 
 
