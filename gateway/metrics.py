@@ -30,6 +30,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exchange.metrics import UNMATCHED_ROUTE, GatewayMetrics, new_registry
+from gateway.auth.gate import AuthFailureCollector
 
 __all__ = ["GatewayMetrics", "MetricsMiddleware", "instrument", "metrics_router", "new_registry"]
 
@@ -118,4 +119,7 @@ def instrument(
     if include is None:
         raise TypeError("instrument() needs a FastAPI app (it adds the /metrics route)")
     include(metrics_router(registry))
+    gate = getattr(getattr(app, "state", None), "auth", None)
+    if gate is not None:  # the access gate's refusals by code (gateway.auth.gate)
+        registry.register(AuthFailureCollector(gate))
     return MetricsMiddleware(app, metrics), metrics, registry
