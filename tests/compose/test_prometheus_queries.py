@@ -5,7 +5,7 @@ The stack is ``exchange up`` against the real stack when ``make e2e`` exports
 KAFKA_BOOTSTRAP_SERVERS / CASSANDRA_* (on its own topics and keyspace, so it shares a
 cluster with anything), else the embedded one. Prometheus runs the compose configuration with
 the targets rewritten to loopback and nothing else changed (its rules file beside it), while
-``exchange loadgen`` drives the gateway; one order is rejected on purpose and one undecodable
+``exchange loadgen`` drives the gateway; one command is refused on purpose and one undecodable
 record is sent to ``orders``, so rejections and the DLQ have data and DeadLetterRecords fires.
 There is no danielqsj/kafka-exporter here (no Docker): its target is down, which is what
 gives TargetDown's query data; the dashboard's queries run with its variables as it opens
@@ -41,6 +41,7 @@ from compose_testkit import (
 )
 
 from exchange.kafka import make_producer
+from ops.apiclient import signer_from_file
 from ops.broker import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -248,20 +249,17 @@ def loaded(stack: Stack, prometheus: str) -> str:
         timeout=300,
     )
     assert load.returncode == 0, load.stdout + load.stderr
+    # A command the engine refuses (a deposit to a user it does not know), signed by the
+    # stack's operator (`exchange up` wrote its key file).
+    operator = signer_from_file(Path(stack.env["EXCHANGE_DATA_DIR"]) / "operator.key")
     rejected = httpx.post(
-        f"{stack.api}/api/v1/order/create",
+        f"{stack.api}/api/v1/deposit",
         params={"wait": "true"},
-        json={
-            "user_id": 987_654_321,
-            "symbol": "BTC_USDT",
-            "side": "BUY",
-            "order_type": "LIMIT",
-            "price": "50000.00",
-            "quantity": "0.01000",
-        },
+        json={"user_id": 987_654_321, "asset": "USDT", "amount": "1"},
         timeout=30,
+        auth=operator,
     )
-    assert rejected.status_code < 500, rejected.text
+    assert rejected.status_code == 404, rejected.text  # USER_NOT_FOUND: refused by the engine
     producer = make_producer(stack.bootstrap)
     producer.produce(stack.orders_topic, value=b"\x00 not an OrderCommand")
     assert producer.flush(10) == 0
