@@ -377,3 +377,16 @@ def test_request_rate_limit_when_exceeded_answers_429_for_every_route_of_that_ke
         assert envelope_error(limited) == (429, "RATE_LIMITED")
         assert 1 <= int(limited.headers["retry-after"]) <= 60
         assert g.client.get("/api/v1/balances?user_id=8").status_code == 200  # another key
+
+
+def test_operator_when_reading_names_the_user_and_may_read_anyones_data(
+    gw: Gateway, ids: dict[str, int]
+) -> None:
+    with gw.signed(gw.keys.operator) as operator:
+        balances = envelope_data(operator.get(f"/api/v1/balances?user_id={VICTIM}"), 200)
+        assert balances == [{"asset": "USDT", "available": "999.99999000", "locked": "0.00001000"}]
+        assert envelope_error(operator.get("/api/v1/balances")) == (400, "INVALID_REQUEST")
+        order = envelope_data(operator.get(f"/api/v1/order/{ids['order']}"), 200)
+        assert isinstance(order, dict) and order["client_order_id"] == SECRET
+    with gw.signed(gw.keys.trader(VICTIM)) as victim:  # the owner, without naming itself
+        assert envelope_data(victim.get(f"/api/v1/order/{ids['order']}"), 200)
