@@ -114,7 +114,11 @@ def stack_services(settings: Settings, bootstrap: str) -> list[ServiceSpec]:
 def ensure_operator_key(settings: Settings) -> tuple[Settings, Path | None]:
     """The first operator: ``EXCHANGE_OPERATOR_PUBLIC_KEY`` when set; else the key pair in
     ``$EXCHANGE_DATA_DIR/operator.key``, generated (mode 0600) when that file is missing.
-    Returns the settings with the public key and the key file (None when configured)."""
+    Returns the settings with the public key and the key file (None when configured).
+
+    An existing key file is kept rather than replaced at every start, so the key files and
+    scripts that use it keep working across restarts (the operator is configuration, not on
+    the log, so nothing else depends on which key it is)."""
     from gateway.auth.signing import new_key_pair, public_key_b64, read_key_file, write_key_file
 
     if settings.exchange_operator_public_key is not None:
