@@ -119,7 +119,9 @@ ROWS: dict[tuple[str, str], Row] = {
         _static("/api/v1/admin/keys/kvictim"),
     ),
     # Public: market data (issue #15) and everything outside /api/.
-    ("GET", "/api/v1/depth"): Row("GET", _static("/api/v1/depth?symbol=BTC_USDT"), None),
+    ("GET", "/api/v1/depth"): Row(
+        "GET", _static("/api/v1/depth?symbol=BTC_USDT"), other_trader=None
+    ),
     ("GET", "/api/v1/trades/recent"): Row(
         "GET", _static("/api/v1/trades/recent?symbol=BTC_USDT"), other_trader=None
     ),
