@@ -14,6 +14,9 @@ own statements, so the two backends cannot disagree about *what* is written.
   derives them from the same row and version.
 * ``TradeExecuted`` gives two immutable rows, one per user (maker and taker).
 * ``BalanceUpdated`` gives the balance's absolute post-state, versioned by sequence.
+* ``DepthUpdated`` gives each named level's absolute post-state (``book_levels``), versioned
+  by sequence, and each ``TradeExecuted`` also a public ``market_trades`` row (an immutable
+  fact); klines are derived from those by the adapters (see :mod:`settlement.market_data`).
 * ``UserCreated`` gives the user's row and ``ApiKeyUpdated`` the key's absolute state (added
   or revoked), each versioned by sequence like a balance.
 * ``OrderPlaced`` and ``OrderCompleted`` repeat what the same output's ``OrderUpdated`` says
@@ -35,6 +38,7 @@ from dataclasses import dataclass, field
 
 from engine.enums import Side
 from engine.events import EngineOutput
+from settlement.market_data import BookLevelRow, MarketTradeRow
 from settlement.store import ApiKeyRow, BalanceRow, OrderRow, OrderUpdateRow, TradeRow, UserRow
 
 __all__ = [
@@ -92,6 +96,8 @@ class WriteSet:
     users: list[UserRow] = field(default_factory=list)
     api_keys: list[ApiKeyRow] = field(default_factory=list)
     max_sequence: int = 0
+    book_levels: list[BookLevelRow] = field(default_factory=list)
+    market_trades: list[MarketTradeRow] = field(default_factory=list)
 
 
 def count_events(output: EngineOutput) -> int:
@@ -103,6 +109,7 @@ def count_events(output: EngineOutput) -> int:
         + len(output.order_completions)
         + len(output.balance_updates)
         + len(output.rejections)
+        + len(output.depth_updates)
         + len(output.user_creations)
         + len(output.api_key_updates)
     )
@@ -114,6 +121,8 @@ def project(outputs: Iterable[EngineOutput]) -> WriteSet:
     updates: dict[tuple[int, int], OrderUpdateRow] = {}
     trades: dict[tuple[int, int, bool], TradeRow] = {}
     balances: dict[tuple[int, str], BalanceRow] = {}
+    levels: dict[tuple[str, Side, int], BookLevelRow] = {}
+    market_trades: dict[tuple[str, int], MarketTradeRow] = {}
     users: dict[int, UserRow] = {}
     api_keys: dict[str, ApiKeyRow] = {}
     max_sequence = 0
@@ -152,11 +161,25 @@ def project(outputs: Iterable[EngineOutput]) -> WriteSet:
                 t.price, t.quantity, t.quote_quantity, t.taker_fee, t.taker_fee_asset,
                 t.executed_at, seq,
             )  # fmt: skip
+            market_trades[(t.symbol, t.trade_id)] = MarketTradeRow(
+                t.symbol, t.trade_id, t.price, t.quantity, t.quote_quantity, taker_side,
+                t.executed_at, seq,
+            )  # fmt: skip
         for b in out.balance_updates:
             key = (b.user_id, b.asset)
             prev_b = balances_get(key)
             if prev_b is None or seq >= prev_b.version:
                 balances[key] = BalanceRow(b.user_id, b.asset, b.available, b.locked, seq)
+        for d in out.depth_updates:
+            symbol = d.symbol
+            for lv in d.levels:
+                level_key = (symbol, lv.side, lv.price)
+                prev_l = levels.get(level_key)
+                # ">=" as for orders: a later item of the same output wins.
+                if prev_l is None or seq >= prev_l.version:
+                    levels[level_key] = BookLevelRow(
+                        symbol, lv.side, lv.price, lv.quantity, lv.order_count, d.update_id, seq
+                    )
         # Rare (user and key administration): no local bindings needed.
         for c in out.user_creations:
             prev_u = users.get(c.user_id)
@@ -176,4 +199,6 @@ def project(outputs: Iterable[EngineOutput]) -> WriteSet:
         users=list(users.values()),
         api_keys=list(api_keys.values()),
         max_sequence=max_sequence,
+        book_levels=list(levels.values()),
+        market_trades=list(market_trades.values()),
     )

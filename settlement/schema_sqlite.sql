@@ -98,6 +98,75 @@ CREATE TABLE IF NOT EXISTS balances (
     PRIMARY KEY (user_id, asset)
 ) WITHOUT ROWID;
 
+-- Market data (issue 15; see settlement/market_data.py). book_levels: each level's absolute
+-- post-state from DepthUpdated, versioned by sequence; an emptied level stays as a row with
+-- quantity 0 (so a replayed older write cannot resurrect it) and reads skip it.
+CREATE TABLE IF NOT EXISTS book_levels (
+    symbol      TEXT    NOT NULL,
+    side        TEXT    NOT NULL,
+    price       INTEGER NOT NULL,
+    quantity    INTEGER NOT NULL,
+    order_count INTEGER NOT NULL,
+    update_id   INTEGER NOT NULL,
+    version     INTEGER NOT NULL,
+    PRIMARY KEY (symbol, side, price)
+) WITHOUT ROWID;
+
+-- market_trades: public trades (no user or order ids), immutable facts.
+CREATE TABLE IF NOT EXISTS market_trades (
+    symbol         TEXT    NOT NULL,
+    trade_id       INTEGER NOT NULL,
+    price          INTEGER NOT NULL,
+    quantity       INTEGER NOT NULL,
+    quote_quantity INTEGER NOT NULL,
+    taker_side     TEXT    NOT NULL,
+    executed_at    INTEGER NOT NULL,
+    version        INTEGER NOT NULL,
+    PRIMARY KEY (symbol, trade_id)
+) WITHOUT ROWID;
+-- recent_trades(symbol) newest first and a kline part's trades are both ranges of the
+-- primary key (trade ids follow the engine's order), so no other index is needed.
+
+-- kline_parts: the piece of a 1m kline made of the minute's trades with one trade_id >> 8
+-- (at most 256 trades); klines: recomputed for every bucket a batch touches, 1m from its
+-- parts, 5m 15m 1h 1d from the next shorter interval. trade_count is the rows' version.
+CREATE TABLE IF NOT EXISTS kline_parts (
+    symbol         TEXT    NOT NULL,
+    open_time      INTEGER NOT NULL,
+    block          INTEGER NOT NULL,
+    interval       TEXT    NOT NULL,
+    close_time     INTEGER NOT NULL,
+    open           INTEGER NOT NULL,
+    high           INTEGER NOT NULL,
+    low            INTEGER NOT NULL,
+    close          INTEGER NOT NULL,
+    volume         INTEGER NOT NULL,
+    quote_volume   INTEGER NOT NULL,
+    trade_count    INTEGER NOT NULL,
+    first_trade_id INTEGER NOT NULL,
+    last_trade_id  INTEGER NOT NULL,
+    version        INTEGER NOT NULL,
+    PRIMARY KEY (symbol, open_time, block)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS klines (
+    symbol         TEXT    NOT NULL,
+    interval       TEXT    NOT NULL,
+    open_time      INTEGER NOT NULL,
+    close_time     INTEGER NOT NULL,
+    open           INTEGER NOT NULL,
+    high           INTEGER NOT NULL,
+    low            INTEGER NOT NULL,
+    close          INTEGER NOT NULL,
+    volume         INTEGER NOT NULL,
+    quote_volume   INTEGER NOT NULL,
+    trade_count    INTEGER NOT NULL,
+    first_trade_id INTEGER NOT NULL,
+    last_trade_id  INTEGER NOT NULL,
+    version        INTEGER NOT NULL,
+    PRIMARY KEY (symbol, interval, open_time)
+) WITHOUT ROWID;
+
 -- Users and their API keys (UserCreated, ApiKeyUpdated): small tables, versioned like balances.
 -- A key row is the key's latest state; a revoked key stays, revoked (key ids are never reused).
 CREATE TABLE IF NOT EXISTS users (

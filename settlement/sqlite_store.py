@@ -20,6 +20,22 @@ from typing import Any
 
 from engine.enums import OrderStatus
 from engine.events import EngineOutput
+from settlement.market_data import (
+    DEFAULT_KLINE_LIMIT,
+    PART_BITS,
+    BookLevelRow,
+    KlineRow,
+    MarketDataStore,
+    MarketTradeRow,
+    TickerInputs,
+    book_level_row_from_db,
+    check_kline_query,
+    kline_row_from_db,
+    market_trade_row_from_db,
+    rebuild_klines,
+    sorted_levels,
+    ticker_from_klines,
+)
 from settlement.projection import order_bucket, project, stream_partition, trade_bucket
 from settlement.store import (
     DEFAULT_PAGE_LIMIT,
@@ -75,6 +91,7 @@ _UPSERT_ORDER = f"""
 INSERT INTO orders ({_ORDER_COLS}, is_open)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (user_id, order_id) DO UPDATE SET
+    quantity = excluded.quantity,
     filled_quantity = excluded.filled_quantity,
     remaining_quantity = excluded.remaining_quantity,
     cumulative_quote = excluded.cumulative_quote,
@@ -103,6 +120,72 @@ ON CONFLICT (user_id, asset) DO UPDATE SET
     version = excluded.version
 WHERE excluded.version > balances.version
 """
+# Market data (settlement/market_data.py).
+_LEVEL_COLS = "symbol, side, price, quantity, order_count, update_id, version"
+_MARKET_TRADE_COLS = (
+    "symbol, trade_id, price, quantity, quote_quantity, taker_side, executed_at, version"
+)
+_KLINE_COLS = (
+    "symbol, interval, open_time, close_time, open, high, low, close, volume, quote_volume, "
+    "trade_count, first_trade_id, last_trade_id, version"
+)
+_UPSERT_LEVEL = f"""
+INSERT INTO book_levels ({_LEVEL_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (symbol, side, price) DO UPDATE SET
+    quantity = excluded.quantity,
+    order_count = excluded.order_count,
+    update_id = excluded.update_id,
+    version = excluded.version
+WHERE excluded.version > book_levels.version
+"""
+_INSERT_MARKET_TRADE = f"""
+INSERT INTO market_trades ({_MARKET_TRADE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (symbol, trade_id) DO NOTHING
+"""
+# A recomputation over the same trades writes the same row; over more, a higher count.
+_UPSERT_KLINE = f"""
+INSERT INTO klines ({_KLINE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (symbol, interval, open_time) DO UPDATE SET
+    close_time = excluded.close_time, open = excluded.open, high = excluded.high,
+    low = excluded.low, close = excluded.close, volume = excluded.volume,
+    quote_volume = excluded.quote_volume, trade_count = excluded.trade_count,
+    first_trade_id = excluded.first_trade_id, last_trade_id = excluded.last_trade_id,
+    version = excluded.version
+WHERE excluded.trade_count > klines.trade_count
+"""
+_Q_PART_TRADES = (
+    "SELECT trade_id, price, quantity, quote_quantity, version FROM market_trades "
+    "WHERE symbol = ? AND trade_id >= ? AND trade_id < ? AND executed_at >= ? AND executed_at < ?"
+)
+_UPSERT_PART = f"""
+INSERT INTO kline_parts (block, {_KLINE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (symbol, open_time, block) DO UPDATE SET
+    close_time = excluded.close_time, open = excluded.open, high = excluded.high,
+    low = excluded.low, close = excluded.close, volume = excluded.volume,
+    quote_volume = excluded.quote_volume, trade_count = excluded.trade_count,
+    first_trade_id = excluded.first_trade_id, last_trade_id = excluded.last_trade_id,
+    version = excluded.version
+WHERE excluded.trade_count > kline_parts.trade_count
+"""
+_Q_PARTS = f"SELECT {_KLINE_COLS} FROM kline_parts WHERE symbol = ? AND open_time = ?"
+_Q_KLINE_RANGE = (
+    f"SELECT {_KLINE_COLS} FROM klines "
+    "WHERE symbol = ? AND interval = ? AND open_time >= ? AND open_time < ? ORDER BY open_time"
+)
+_Q_KLINES_FROM = (
+    f"SELECT {_KLINE_COLS} FROM klines WHERE symbol = ? AND interval = ? "
+    "AND open_time >= ? AND open_time <= ? ORDER BY open_time LIMIT ?"
+)
+_Q_KLINES_LATEST = (
+    f"SELECT {_KLINE_COLS} FROM klines WHERE symbol = ? AND interval = ? "
+    "AND open_time <= ? ORDER BY open_time DESC LIMIT ?"
+)
+_Q_LEVELS = f"SELECT {_LEVEL_COLS} FROM book_levels WHERE symbol = ? AND quantity > 0"
+_Q_RECENT_TRADES = (
+    f"SELECT {_MARKET_TRADE_COLS} FROM market_trades WHERE symbol = ? "
+    "ORDER BY trade_id DESC LIMIT ?"
+)
+
 _UPSERT_USER = f"""
 INSERT INTO users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (user_id) DO UPDATE SET
@@ -178,7 +261,41 @@ def translate_error(e: sqlite3.Error) -> StoreError:
     return StoreError(f"sqlite: {e}")
 
 
-class SqliteStore(SettlementStore):
+class _SqliteKlineIO:
+    """rebuild_klines' reads and writes, on the writer connection inside its transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def part_trades(self, keys: list[tuple[str, int, int]]) -> list[list[Any]]:
+        run = self._conn.execute
+        span = 1 << PART_BITS
+        return [
+            run(
+                _Q_PART_TRADES, (s, b << PART_BITS, (b << PART_BITS) + span, m, m + 60_000)
+            ).fetchall()
+            for s, m, b in keys
+        ]
+
+    def write_parts(self, parts: list[tuple[int, KlineRow]]) -> None:
+        self._conn.executemany(_UPSERT_PART, [(block, *row) for block, row in parts])
+
+    def parts(self, keys: list[tuple[str, int]]) -> list[list[KlineRow]]:
+        run = self._conn.execute
+        return [[kline_row_from_db(r) for r in run(_Q_PARTS, key)] for key in keys]
+
+    def children(self, interval: str, keys: list[tuple[str, int, int]]) -> list[list[KlineRow]]:
+        run = self._conn.execute
+        return [
+            [kline_row_from_db(r) for r in run(_Q_KLINE_RANGE, (s, interval, start, end))]
+            for s, start, end in keys
+        ]
+
+    def write(self, rows: list[KlineRow]) -> None:
+        self._conn.executemany(_UPSERT_KLINE, rows)
+
+
+class SqliteStore(SettlementStore, MarketDataStore):
     """The read model in one SQLite file. One writer (``apply``), many readers.
 
     ``readonly=True`` opens the writer read-only too: for a reader process such as the
@@ -309,6 +426,11 @@ class SqliteStore(SettlementStore):
                         conn.executemany(_INSERT_TRADE, ws.trades)
                     if ws.balances:
                         conn.executemany(_UPSERT_BALANCE, ws.balances)
+                    if ws.book_levels:
+                        conn.executemany(_UPSERT_LEVEL, ws.book_levels)
+                    if ws.market_trades:
+                        conn.executemany(_INSERT_MARKET_TRADE, ws.market_trades)
+                        self._rebuild_klines(conn, ws.market_trades)
                     if ws.users:
                         conn.executemany(_UPSERT_USER, ws.users)
                     if ws.api_keys:
@@ -321,6 +443,11 @@ class SqliteStore(SettlementStore):
                     raise
             except sqlite3.Error as e:
                 raise translate_error(e) from e
+
+    @staticmethod
+    def _rebuild_klines(conn: sqlite3.Connection, trades: list[MarketTradeRow]) -> None:
+        """Inside the batch's transaction: reads see the batch's own trades and klines."""
+        rebuild_klines(trades, _SqliteKlineIO(conn))
 
     # ---- health and verification ---------------------------------------------------
 
@@ -408,6 +535,23 @@ class SqliteStore(SettlementStore):
             ),
         )
         yield (
+            "book_levels",
+            conn.execute(
+                f"SELECT {_LEVEL_COLS} FROM book_levels WHERE quantity > 0 "
+                "ORDER BY symbol, side, price"
+            ),
+        )
+        yield (
+            "market_trades",
+            conn.execute(
+                f"SELECT {_MARKET_TRADE_COLS} FROM market_trades ORDER BY symbol, trade_id"
+            ),
+        )
+        yield (
+            "klines",
+            conn.execute(f"SELECT {_KLINE_COLS} FROM klines ORDER BY symbol, interval, open_time"),
+        )
+        yield (
             "users",
             map(user_row_from_db, conn.execute(f"SELECT {_USER_COLS} FROM users ORDER BY user_id")),
         )
@@ -466,6 +610,40 @@ class SqliteStore(SettlementStore):
         for status, n in self._query(_Q_STATS, (user_id,)):
             counts[OrderStatus(status)] = n
         return counts
+
+    # ---- market data -----------------------------------------------------------------
+
+    def book_levels(self, symbol: str) -> list[BookLevelRow]:
+        return sorted_levels(book_level_row_from_db(r) for r in self._query(_Q_LEVELS, (symbol,)))
+
+    def recent_trades(self, symbol: str, limit: int = DEFAULT_PAGE_LIMIT) -> list[MarketTradeRow]:
+        check_page_limit(limit)
+        return [market_trade_row_from_db(r) for r in self._query(_Q_RECENT_TRADES, (symbol, limit))]
+
+    def klines(
+        self,
+        symbol: str,
+        interval: str,
+        start: int | None = None,
+        end: int | None = None,
+        limit: int = DEFAULT_KLINE_LIMIT,
+    ) -> list[KlineRow]:
+        check_kline_query(interval, start, end, limit)
+        top = _NO_CURSOR if end is None else end
+        if start is None:
+            rows = self._query(_Q_KLINES_LATEST, (symbol, interval, top, limit))[::-1]
+        else:
+            rows = self._query(_Q_KLINES_FROM, (symbol, interval, start, top, limit))
+        return [kline_row_from_db(r) for r in rows]
+
+    def ticker_inputs(self, symbol: str, start: int, end: int) -> TickerInputs:
+        minutes = [
+            kline_row_from_db(r) for r in self._query(_Q_KLINE_RANGE, (symbol, "1m", start, end))
+        ]
+        newest = self.recent_trades(symbol, 1)
+        return ticker_from_klines(symbol, minutes, newest[0].price if newest else None)
+
+    # ---- users and keys ----------------------------------------------------------------
 
     def get_user(self, user_id: int) -> UserRow | None:
         rows = self._query(_Q_USER, (user_id,))
