@@ -392,3 +392,20 @@ def test_operator_when_reading_names_the_user_and_may_read_anyones_data(
         assert isinstance(order, dict) and order["client_order_id"] == SECRET
     with gw.signed(gw.keys.trader(VICTIM)) as victim:  # the owner, without naming itself
         assert envelope_data(victim.get(f"/api/v1/order/{ids['order']}"), 200)
+
+
+def test_gate_when_several_checks_fail_answers_the_first_in_the_issues_order(gw: Gateway) -> None:
+    trader, stale = gw.keys.trader(ATTACKER), now_ms() - 60_000
+    impostor = Signer(new_signer().key, api_key=trader.api_key)
+    unknown = new_signer()
+    deposit = Row("POST", _static("/api/v1/deposit"), lambda ids: {"user_id": 1, "asset": "USDT",
+                                                                    "amount": "1"})  # fmt: skip
+    cases = [
+        (unknown, stale, "UNAUTHENTICATED"),  # unknown key and stale: the key first
+        (impostor, stale, "TIMESTAMP_OUT_OF_WINDOW"),  # stale and a wrong signature
+        (impostor, None, "INVALID_SIGNATURE"),  # wrong signature on a route it may not use
+        (trader, None, "FORBIDDEN"),  # all valid but the role
+    ]
+    for signer, clock, code in cases:
+        response = _send(gw, deposit, {}, signer, clock=clock)
+        assert envelope_error(response)[1] == code, (signer.api_key, clock, response.text)
