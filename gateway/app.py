@@ -33,9 +33,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from engine.markets import Markets
+from gateway import amend
 from gateway.commands import CommandEncoder, CommandService
 from gateway.envelope import CatchAllMiddleware, install_error_handlers, render_error
 from gateway.fastpath import CommandCore, is_command, parse_command_query, serve_command
+from gateway.market.service import MarketData
 from gateway.openapi import API_DESCRIPTION, API_VERSION, openapi_builder
 from gateway.publisher import CommandPublisher
 from gateway.reads import ReadService
@@ -96,6 +98,7 @@ def create_app(
     follower: OutputFollower,
     store: SettlementStore,
     config: GatewayConfig | None = None,
+    market: MarketData | None = None,
 ) -> GatewayAPI:
     """Build the API over its dependencies.
 
@@ -110,9 +113,13 @@ def create_app(
         loop = asyncio.get_running_loop()
         publisher.start(loop)
         follower.start(loop)
+        if market is not None:
+            market.start(loop)
         try:
             yield
         finally:
+            if market is not None:
+                await market.stop()
             await run_in_threadpool(follower.stop)
             await run_in_threadpool(publisher.close)
 
@@ -140,8 +147,15 @@ def create_app(
     app.state.reads = ReadService(markets=markets, store=store, views=views)
     for router in (commands.router, reads.router, health.router):
         app.include_router(router)
+    # Amend (issue #15): its own module, a core like the other commands'.
+    app.state.amend = amend.AmendService(
+        markets=markets, codec=codec, publish_and_wait=service.publish_and_wait, views=views
+    )
+    app.include_router(amend.router)
+    if market is not None:
+        market.install(app)  # public market data and GET /ws
     app.openapi = openapi_builder(app)  # type: ignore[method-assign]
-    app.commands = service.cores
+    app.commands = {**service.cores, amend.AMEND_PATH: app.state.amend.amend}
     app.max_body = cfg.max_body_bytes
     return app
 

@@ -18,10 +18,15 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from engine.markets import Markets
+from engine.service.snapshots import SnapshotStore
 from exchange.codec import Codec
 from exchange.kafka import fetch_wait_ms, make_consumer, make_producer
 from exchange.topics import Topics
 from gateway.app import GatewayAPI, GatewayConfig, create_app
+from gateway.market.feed import CONSUMER_OVERRIDES as FEED_OVERRIDES
+from gateway.market.feed import MarketFeed
+from gateway.market.service import MarketData
+from gateway.streams.hub import DEFAULT_MAX_QUEUE
 from gateway.publisher import PRODUCER_OVERRIDES, CommandPublisher
 from gateway.results import CONSUMER_OVERRIDES, OutputFollower
 from settlement.store import SettlementStore
@@ -36,9 +41,15 @@ def create_gateway_app(
     store: SettlementStore,
     config: GatewayConfig | None = None,
     delivery_timeout_ms: int | None = None,
+    snapshots: SnapshotStore | None = None,
+    stream_queue: int | None = None,
 ) -> GatewayAPI:
     """The app wired to Kafka at ``bootstrap``: the publisher and the follower are built
-    here, from the project's client settings plus the gateway's overrides."""
+    here, from the project's client settings plus the gateway's overrides.
+
+    ``snapshots``: where the engine keeps its snapshots; the market books start from the
+    newest one (None: replay ``engine-output`` from offset 0, see gateway.market.feed).
+    ``stream_queue``: each WebSocket client's send queue bound (None: the default)."""
     overrides = dict(PRODUCER_OVERRIDES)
     if delivery_timeout_ms is not None:
         overrides["message.timeout.ms"] = delivery_timeout_ms
@@ -57,28 +68,18 @@ def create_gateway_app(
         codec,
         fetch_wait=lambda: fetch_wait_ms(bootstrap),
     )
-    return create_app(
-        markets=markets, codec=codec, publisher=publisher, follower=follower, store=store,
-        config=config,
-    )  # fmt: skip
-
-
-def uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
-    """uvicorn settings of the gateway: httptools and uvloop when installed (several times
-    faster than the pure-Python h11 and asyncio), no access log (it would cost more than
-    the request at thousands per second; put a proxy in front for access logs)."""
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
-        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        lifespan="on",
-        access_log=False,
-        proxy_headers=False,  # no X-Forwarded-* rewriting: the API never uses client addresses
-        log_config=None,  # the process's logging, configured by the CLI
-        server_header=False,
-        timeout_graceful_shutdown=5,
+    feed = MarketFeed(
+        lambda: make_consumer(bootstrap, f"gateway-market-{uuid.uuid4().hex}", **FEED_OVERRIDES),
+        topics.engine_output.name,
+        codec,
+        markets,
+        snapshots,
+    )
+    market = MarketData(
+        markets=markets,
+        feed=feed,
+        store=store,
+        max_queue=DEFAULT_MAX_QUEUE if stream_queue is None else stream_queue,
     )
 
 

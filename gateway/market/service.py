@@ -1,0 +1,128 @@
+"""The gateway's market data: the feed, the books, the stream hub and their periodic tasks.
+
+One :class:`MarketData` per app, built by the composition root (``gateway.server``) and
+handed to :func:`gateway.app.create_app`, which starts it in the app's lifespan and calls
+:meth:`MarketData.install` to add its routes (public REST market data and ``GET /ws``).
+
+Threads: the feed's consumer thread decodes and orders outputs; everything else (books,
+hub, REST depth answers, WebSocket sends) runs on the event loop, so nothing here takes a
+lock. The only blocking work on the loop's behalf (ticker and trade queries on the store)
+runs in the threadpool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from engine.markets import Markets
+from gateway.market import routes
+from gateway.market.books import MarketBooks
+from gateway.market.feed import MarketFeed
+from gateway.market.tickers import TickerService
+from gateway.market.views import MarketViews
+from gateway.streams import ws
+from gateway.streams.auth import Authenticator
+from gateway.streams.hub import DEFAULT_MAX_QUEUE, StreamHub, encode
+from gateway.streams.protocol import HEARTBEAT_CLOSE_CODE
+from gateway.views import Views
+from settlement.store import SettlementStore
+
+GOING_AWAY = 1001
+
+
+class MarketData:
+    """Feed -> books -> hub, plus the heartbeat and the ticker pushes."""
+
+    def __init__(
+        self,
+        *,
+        markets: Markets,
+        feed: MarketFeed,
+        store: SettlementStore,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        ping_interval_s: float = 20.0,
+        ping_timeout_s: float = 20.0,
+        ticker_interval_s: float = 1.0,
+        authenticator: Authenticator | None = None,
+    ) -> None:
+        self.symbols = frozenset(markets.symbols)
+        self.feed = feed
+        self.views = MarketViews(markets)
+        self.books = MarketBooks(sorted(markets.symbols), on_broken=feed.request_restart)
+        self.hub = StreamHub(Views(markets), self.views, max_queue=max_queue)
+        self.books.sinks.append(self.hub)
+        self.tickers = TickerService(store=store, books=self.books, views=self.views)
+        self.authenticator = authenticator
+        self._ping_interval_s = ping_interval_s
+        self._ping_timeout_s = ping_timeout_s
+        self._ticker_interval_s = ticker_interval_s
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def install(self, app: FastAPI) -> None:
+        """Expose the parts on the app's state and add the routes."""
+        app.state.market = self
+        app.state.streams = self.hub
+        app.state.stream_symbols = self.symbols
+        app.state.stream_auth = self.authenticator
+        app.include_router(routes.router)
+        app.include_router(ws.router)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.feed.start(loop, self.books.on_start, self.books.on_batch)
+        self._tasks = [
+            loop.create_task(self._heartbeat()),
+            loop.create_task(self._push_tickers()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        for client in list(self.hub.clients):
+            await self.hub.close(client, GOING_AWAY, "server shutting down")
+        await run_in_threadpool(self.feed.stop)
+
+    def ready(self) -> str | None:
+        reason = self.feed.ready()
+        if reason is None and self.books.broken:
+            return "market feed: restarting"
+        return reason
+
+    async def _heartbeat(self) -> None:
+        hub = self.hub
+        interval = self._ping_interval_s
+        limit = interval + self._ping_timeout_s
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            ping = encode({"op": "ping", "ts": time.time_ns() // 1_000_000})
+            for client in list(hub.clients):
+                if now - client.last_seen > limit:
+                    asyncio.get_running_loop().create_task(
+                        hub.close(client, HEARTBEAT_CLOSE_CODE, "no pong")
+                    )
+                else:
+                    hub.offer(client, ping, 0)
+
+    async def _push_tickers(self) -> None:
+        hub = self.hub
+        while True:
+            await asyncio.sleep(self._ticker_interval_s)
+            wanted = [s for s in sorted(hub.dirty) if "ticker@" + s in hub.subscribers]
+            hub.dirty.clear()
+            for symbol in wanted:
+                try:
+                    data = await self.tickers.ticker(symbol)
+                except Exception:  # the store is away: the next change pushes again
+                    hub.dirty.add(symbol)
+                    continue
+                name = "ticker@" + symbol
+                hub.fan_out(name, encode({"stream": name, "data": data}), 0)

@@ -1,0 +1,315 @@
+"""The stream hub: who is subscribed to what, and one bounded send queue per client.
+
+Theory of operation
+-------------------
+Everything here runs on the event loop thread. :class:`~gateway.market.books.MarketBooks`
+hands the hub each ordered batch of engine outputs with the merged depth changes of that
+batch (:meth:`StreamHub.publish`). The hub renders each stream message once, as text, and
+offers it to every subscribed client:
+
+* ``depth@SYM``: one message per market per batch, ``first_update_id``..``last_update_id``
+  (consecutive messages of a market chain: ``first == previous last + 1``);
+* ``trades@SYM``: one message per trade, in trade order;
+* ``ticker@SYM``: pushed by :class:`~gateway.streams.ticker.TickerPusher` once a second
+  while the market changed;
+* ``user``: the logged-in user's order reports, fills (its own order only) and balances.
+
+Control answers (subscribed, errors, pong, login) go through the same queue, so a client
+sees them in order with the data. A client's queue holds at most ``max_queue`` messages;
+its own sender task drains it to the socket. A client whose queue is full when a message
+arrives cannot keep up: it is dropped from every subscription at once and closed with 1008
+``slow consumer``, so the gateway's memory stays bounded whatever the clients do.
+
+Latency: each data message carries the engine's publish time (the Kafka record timestamp
+of its earliest output); the sender observes "now - published" per message sent into
+:class:`StreamMetrics` (``exchange_gateway_stream_delivery_seconds``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exchange.metrics import FRESHNESS_BUCKETS_MS, IntHistogram
+from gateway.market.books import DepthDelta
+from gateway.market.feed import Published
+from gateway.market.views import MarketViews
+from gateway.views import Views
+
+log = logging.getLogger(__name__)
+
+SLOW_CONSUMER_CODE = 1008
+SLOW_CONSUMER_REASON = "slow consumer"
+DEFAULT_MAX_QUEUE = 4096
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def encode(message: dict[str, Any]) -> str:
+    return _dumps(message)
+
+
+class Socket(Protocol):
+    """What the hub needs of a WebSocket (Starlette's)."""
+
+    async def send_text(self, data: str) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+class StreamMetrics(Collector):
+    """The hub's metrics: delivery latency, clients, slow-consumer closes."""
+
+    def __init__(self) -> None:
+        self.delivery = IntHistogram(
+            "exchange_gateway_stream_delivery_seconds",
+            "From the engine publishing an output (its Kafka record timestamp) to the "
+            "gateway writing the stream message built from it to a WebSocket.",
+            FRESHNESS_BUCKETS_MS,
+        )
+        self.clients = 0
+        self.slow_closed = 0
+        self.sent = 0
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.delivery.collect()
+        yield GaugeMetricFamily(
+            "exchange_gateway_stream_clients", "Open WebSocket connections.", value=self.clients
+        )
+        yield GaugeMetricFamily(
+            "exchange_gateway_stream_slow_consumers",
+            "WebSocket clients closed as slow consumers since start (a counter).",
+            value=self.slow_closed,
+        )
+        yield GaugeMetricFamily(
+            "exchange_gateway_stream_messages",
+            "Stream messages written to WebSockets since start (a counter).",
+            value=self.sent,
+        )
+
+
+class StreamClient:
+    """One connection: its subscriptions, its user once logged in, and its queue."""
+
+    __slots__ = ("closed", "last_seen", "queue", "sender", "socket", "streams", "user_id")
+
+    def __init__(self, socket: Socket, max_queue: int) -> None:
+        self.socket = socket
+        self.queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue(max_queue)
+        self.streams: set[str] = set()
+        self.user_id: int | None = None
+        self.closed = False
+        self.sender: asyncio.Task[None] | None = None
+        self.last_seen = time.monotonic()
+
+
+class StreamHub:
+    """Subscriptions and fan-out (see the module docstring)."""
+
+    def __init__(
+        self, views: Views, market_views: MarketViews, *, max_queue: int = DEFAULT_MAX_QUEUE
+    ) -> None:
+        self._views = views
+        self._market_views = market_views
+        self.max_queue = max_queue
+        self.metrics = StreamMetrics()
+        self.clients: set[StreamClient] = set()
+        self.subscribers: dict[str, set[StreamClient]] = {}
+        self.users: dict[int, set[StreamClient]] = {}
+        self.dirty: set[str] = set()  # markets whose ticker changed since the last push
+
+    # ---- clients ------------------------------------------------------------------
+
+    def connect(self, socket: Socket) -> StreamClient:
+        client = StreamClient(socket, self.max_queue)
+        client.sender = asyncio.get_running_loop().create_task(self._send_forever(client))
+        self.clients.add(client)
+        self.metrics.clients = len(self.clients)
+        return client
+
+    def disconnect(self, client: StreamClient) -> None:
+        client.closed = True
+        self._forget(client)
+        if client.sender is not None and client.sender is not asyncio.current_task():
+            client.sender.cancel()
+
+    def _forget(self, client: StreamClient) -> None:
+        for name in client.streams:
+            subs = self.subscribers.get(name)
+            if subs is not None:
+                subs.discard(client)
+                if not subs:
+                    del self.subscribers[name]
+        client.streams.clear()
+        if client.user_id is not None:
+            mine = self.users.get(client.user_id)
+            if mine is not None:
+                mine.discard(client)
+                if not mine:
+                    del self.users[client.user_id]
+        self.clients.discard(client)
+        self.metrics.clients = len(self.clients)
+
+    def subscribe(self, client: StreamClient, names: list[str]) -> None:
+        for name in names:
+            client.streams.add(name)
+            self.subscribers.setdefault(name, set()).add(client)
+
+    def unsubscribe(self, client: StreamClient, names: list[str]) -> None:
+        for name in names:
+            client.streams.discard(name)
+            subs = self.subscribers.get(name)
+            if subs is not None:
+                subs.discard(client)
+                if not subs:
+                    del self.subscribers[name]
+
+    def login(self, client: StreamClient, user_id: int) -> None:
+        client.user_id = user_id
+        self.users.setdefault(user_id, set()).add(client)
+
+    # ---- sending ------------------------------------------------------------------
+
+    def reply(self, client: StreamClient, message: dict[str, Any]) -> None:
+        """A control answer, in order with the client's data."""
+        self.offer(client, encode(message), 0)
+
+    def offer(self, client: StreamClient, text: str, published_ms: int) -> None:
+        if client.closed:
+            return
+        try:
+            client.queue.put_nowait((text, published_ms))
+        except asyncio.QueueFull:
+            self._close_slow(client)
+
+    def fan_out(self, name: str, text: str, published_ms: int) -> None:
+        subs = self.subscribers.get(name)
+        if not subs:
+            return
+        for client in list(subs):
+            self.offer(client, text, published_ms)
+
+    def _close_slow(self, client: StreamClient) -> None:
+        client.closed = True
+        self._forget(client)
+        self.metrics.slow_closed += 1
+        log.info("closing a slow WebSocket consumer (%d messages queued)", client.queue.qsize())
+        if client.sender is not None:
+            client.sender.cancel()
+        # Drop what it never read: its memory goes now, not when the socket finally closes.
+        client.queue = asyncio.Queue(1)
+        asyncio.get_running_loop().create_task(
+            self.close(client, SLOW_CONSUMER_CODE, SLOW_CONSUMER_REASON)
+        )
+
+    async def close(self, client: StreamClient, code: int, reason: str) -> None:
+        client.closed = True
+        self._forget(client)
+        with contextlib.suppress(Exception):  # already gone: nothing to close
+            async with asyncio.timeout(5.0):
+                await client.socket.close(code, reason)
+
+    async def _send_forever(self, client: StreamClient) -> None:
+        socket = client.socket
+        observe = self.metrics.delivery.observe_many
+        metrics = self.metrics
+        try:
+            while True:
+                text, published = await client.queue.get()
+                items = [(text, published)]
+                queue = client.queue
+                while not queue.empty() and len(items) < 256:
+                    items.append(queue.get_nowait())
+                latencies: list[int] = []
+                for text, published in items:
+                    await socket.send_text(text)
+                    if published:
+                        latencies.append(time.time_ns() // 1_000_000 - published)
+                metrics.sent += len(items)
+                if latencies:
+                    observe(latencies)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the socket went away; the receive side cleans up
+            client.closed = True
+            self._forget(client)
+
+    # ---- the market (from MarketBooks, on the loop) -----------------------------------
+
+    def reset(self) -> None:
+        """The books were reinstalled: every market may have changed."""
+        self.dirty.update(self._market_views_symbols())
+
+    def _market_views_symbols(self) -> list[str]:
+        return [name.split("@", 1)[1] for name in self.subscribers if name.startswith("ticker@")]
+
+    def publish(self, deltas: dict[str, DepthDelta], batch: list[Published]) -> None:
+        subscribers = self.subscribers
+        mv = self._market_views
+        for symbol, delta in deltas.items():
+            self.dirty.add(symbol)
+            name = "depth@" + symbol
+            if name in subscribers:
+                data = mv.depth_delta(
+                    symbol, delta.first_update_id, delta.last_update_id, delta.sequence,
+                    delta.levels.items(),
+                )  # fmt: skip
+                self.fan_out(name, encode({"stream": name, "data": data}), delta.published_ms)
+        users = self.users
+        for item in batch:
+            output = item.output
+            published = item.published_ms
+            for t in output.trades:
+                self.dirty.add(t.symbol)
+                name = "trades@" + t.symbol
+                if name in subscribers:
+                    data = mv.public_trade(
+                        t.symbol, t.trade_id, t.price, t.quantity, t.quote_quantity,
+                        t.taker_side, t.executed_at,
+                    )  # fmt: skip
+                    self.fan_out(name, encode({"stream": name, "data": data}), published)
+            if users:
+                self._publish_user(output, published, users)
+
+    def _publish_user(
+        self, output: Any, published: int, users: dict[int, set[StreamClient]]
+    ) -> None:
+        views = self._views
+        for u in output.order_updates:
+            mine = users.get(u.user_id)
+            if mine:
+                data = {"type": "order", **views.order_from_event(u)}
+                self._to_user(mine, data, published)
+        for t in output.trades:
+            for user_id, order_id in (
+                (t.maker_user_id, t.maker_order_id),
+                (t.taker_user_id, t.taker_order_id),
+            ):
+                mine = users.get(user_id)
+                if mine:
+                    fill = views.fill(t, order_id)
+                    data = {"type": "fill", "order_id": str(order_id), "symbol": t.symbol, **fill}
+                    self._to_user(mine, data, published)
+        for b in output.balance_updates:
+            mine = users.get(b.user_id)
+            if mine:
+                data = {
+                    "type": "balance",
+                    "asset": b.asset,
+                    "available": views.asset_amount(b.asset, b.available),
+                    "locked": views.asset_amount(b.asset, b.locked),
+                }
+                self._to_user(mine, data, published)
+
+    def _to_user(self, clients: set[StreamClient], data: dict[str, Any], published: int) -> None:
+        text = encode({"stream": "user", "data": data})
+        for client in list(clients):
+            self.offer(client, text, published)
