@@ -26,9 +26,9 @@ from gateway.app import GatewayAPI, GatewayConfig, create_app
 from gateway.market.feed import CONSUMER_OVERRIDES as FEED_OVERRIDES
 from gateway.market.feed import MarketFeed
 from gateway.market.service import MarketData
-from gateway.streams.hub import DEFAULT_MAX_QUEUE
 from gateway.publisher import PRODUCER_OVERRIDES, CommandPublisher
 from gateway.results import CONSUMER_OVERRIDES, OutputFollower
+from gateway.streams.hub import DEFAULT_MAX_QUEUE
 from settlement.store import SettlementStore
 
 
@@ -42,14 +42,14 @@ def create_gateway_app(
     config: GatewayConfig | None = None,
     delivery_timeout_ms: int | None = None,
     snapshots: SnapshotStore | None = None,
-    stream_queue: int | None = None,
+    stream_queue: int = DEFAULT_MAX_QUEUE,
 ) -> GatewayAPI:
     """The app wired to Kafka at ``bootstrap``: the publisher and the follower are built
     here, from the project's client settings plus the gateway's overrides.
 
     ``snapshots``: where the engine keeps its snapshots; the market books start from the
     newest one (None: replay ``engine-output`` from offset 0, see gateway.market.feed).
-    ``stream_queue``: each WebSocket client's send queue bound (None: the default)."""
+    ``stream_queue``: the bound of each WebSocket client's send queue."""
     overrides = dict(PRODUCER_OVERRIDES)
     if delivery_timeout_ms is not None:
         overrides["message.timeout.ms"] = delivery_timeout_ms
@@ -75,11 +75,29 @@ def create_gateway_app(
         markets,
         snapshots,
     )
-    market = MarketData(
-        markets=markets,
-        feed=feed,
-        store=store,
-        max_queue=DEFAULT_MAX_QUEUE if stream_queue is None else stream_queue,
+    market = MarketData(markets=markets, feed=feed, store=store, max_queue=stream_queue)
+    return create_app(
+        markets=markets, codec=codec, publisher=publisher, follower=follower, store=store,
+        config=config, market=market,
+    )  # fmt: skip
+
+
+def uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
+    """uvicorn settings of the gateway: httptools and uvloop when installed (several times
+    faster than the pure-Python h11 and asyncio), no access log (it would cost more than
+    the request at thousands per second; put a proxy in front for access logs)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        lifespan="on",
+        access_log=False,
+        proxy_headers=False,  # no X-Forwarded-* rewriting: the API never uses client addresses
+        log_config=None,  # the process's logging, configured by the CLI
+        server_header=False,
+        timeout_graceful_shutdown=5,
     )
 
 
