@@ -1,0 +1,214 @@
+"""Helpers of the market-data tests (issue #15): the whole pipeline on the real broker
+(engine service, settlement into SQLite, gateways), WebSocket clients, and the engine's own
+book recomputed from the ``orders`` log (the engine is deterministic, so replaying the log
+through a fresh core gives exactly the engine service's state).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from gateway_testkit import read_commands
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from engine.engine import Engine
+from engine.enums import Side
+from engine.markets import Markets
+from engine.service.runner import EngineService, EngineServiceConfig
+from engine.service.snapshots import FileSnapshotStore
+from exchange.codec import Codec
+from exchange.kafka import make_admin
+from exchange.topics import Topics, ensure_topics
+from gateway.app import GatewayAPI, GatewayConfig
+from gateway.server import ServerThread, create_gateway_app
+from ops.broker import free_port
+from settlement.service import SettlementConfig, SettlementService
+from settlement.sqlite_store import SqliteStore
+
+WAIT = "?wait=true&timeout_ms=10000"
+
+
+@dataclass
+class Pipeline:
+    """Engine service and settlement running on fresh topics; gateways are added on it."""
+
+    bootstrap: str
+    topics: Topics
+    store_path: Path
+    snapshots_dir: Path
+    markets: Markets
+    codec: Codec
+
+
+@contextlib.contextmanager
+def run_pipeline(
+    bootstrap: str, tmp: Path, markets: Markets, codec: Codec, *, snapshot_every: int = 10**9
+) -> Iterator[Pipeline]:
+    topics = Topics.with_prefix(f"m{uuid.uuid4().hex[:10]}-")
+    ensure_topics(make_admin(bootstrap), topics.all())
+    store_path = tmp / "exchange.sqlite3"
+    snapshots_dir = tmp / "snapshots"
+    engine = EngineService(
+        bootstrap=bootstrap,
+        config=EngineServiceConfig(
+            orders_topic=topics.orders.name,
+            output_topic=topics.engine_output.name,
+            orders_dlq_topic=topics.orders_dlq.name,
+            group_id=f"engine-{topics.orders.name}",
+            snapshot_every_commands=snapshot_every,
+            snapshot_every_s=3600.0,
+            snapshot_fork=False,
+        ),
+        codec=codec,
+        new_engine=lambda: Engine(markets),
+        restore_engine=lambda data: Engine.restore(data, markets),
+        snapshots=FileSnapshotStore(snapshots_dir),
+    )
+    settlement_store = SqliteStore(store_path)
+    settlement_store.init_schema()
+    settlement = SettlementService(
+        bootstrap=bootstrap,
+        config=SettlementConfig(
+            output_topic=topics.engine_output.name,
+            output_dlq_topic=topics.engine_output_dlq.name,
+            group_id=f"settlement-{topics.orders.name}",
+            batch_max_ms=10,
+        ),
+        codec=codec,
+        store=settlement_store,
+    )
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=engine.run, args=(stop,), daemon=True),
+        threading.Thread(target=settlement.run, args=(stop,), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        yield Pipeline(bootstrap, topics, store_path, snapshots_dir, markets, codec)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        settlement_store.close()
+
+
+@dataclass
+class MarketGateway:
+    url: str
+    ws_url: str
+    client: httpx.Client
+    app: GatewayAPI
+
+
+@contextlib.contextmanager
+def run_market_gateway(
+    pipe: Pipeline, *, stream_queue: int | None = None, snapshots: bool = False
+) -> Iterator[MarketGateway]:
+    reader = SqliteStore(pipe.store_path, readonly=True)
+    extra: dict[str, Any] = {} if stream_queue is None else {"stream_queue": stream_queue}
+    app = create_gateway_app(
+        bootstrap=pipe.bootstrap,
+        topics=pipe.topics,
+        markets=pipe.markets,
+        codec=pipe.codec,
+        store=reader,
+        config=GatewayConfig(cancel_lookup_s=0.3),
+        snapshots=FileSnapshotStore(pipe.snapshots_dir) if snapshots else None,
+        **extra,
+    )
+    try:
+        with ServerThread(app, free_port()) as url, httpx.Client(base_url=url, timeout=30) as c:
+            assert app.state.follower.assigned.wait(30), "the follower never got assigned"
+            assert app.state.market.feed.started.wait(30), "the market feed never started"
+            yield MarketGateway(url, "ws" + url[4:] + "/ws", c, app)
+    finally:
+        reader.close()
+
+
+# ---- the engine's book, from the log ------------------------------------------------
+
+
+def engine_from_log(pipe: Pipeline) -> Engine:
+    """The engine service's state, recomputed: every ``orders`` command through a fresh core
+    (the codec gives each command its offset as id, as the engine service does)."""
+    engine = Engine(pipe.markets)
+    for _, command in read_commands(pipe.bootstrap, pipe.topics.orders.name, pipe.codec):
+        engine.apply(command)
+    return engine
+
+
+def engine_levels(engine: Engine, symbol: str) -> tuple[list[list[int]], list[list[int]]]:
+    """(bids, asks) of the engine's book as [[price ticks, lots], ...], best first."""
+    bids = [[p, q] for p, q in engine.depth(symbol, Side.BUY)]
+    asks = [[p, q] for p, q in engine.depth(symbol, Side.SELL)]
+    return bids, asks
+
+
+# ---- WebSocket clients ----------------------------------------------------------------
+
+
+@dataclass
+class StreamReader:
+    """A WebSocket client whose messages a thread collects (JSON-decoded)."""
+
+    ws: ClientConnection
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    closed_code: int | None = None
+    closed_reason: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    thread: threading.Thread | None = None
+
+    def start(self) -> StreamReader:
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        return self
+
+    def _read(self) -> None:
+        try:
+            for raw in self.ws:
+                with self.lock:
+                    self.messages.append(json.loads(raw))
+        except ConnectionClosed:
+            pass
+        self.closed_code = self.ws.close_code
+        self.closed_reason = self.ws.close_reason
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.ws.send(json.dumps(message))
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.messages)
+
+    def wait_for(self, predicate: Any, timeout_s: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        while time.monotonic() < deadline:
+            msgs = self.snapshot()
+            for m in msgs[seen:]:
+                if predicate(m):
+                    return m
+            seen = len(msgs)
+            time.sleep(0.01)
+        raise AssertionError(f"no matching message in {timeout_s}s; got {self.snapshot()[-5:]}")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ws.close()
+        if self.thread is not None:
+            self.thread.join(5)
+
+
+def open_stream(ws_url: str, **kwargs: Any) -> StreamReader:
+    return StreamReader(connect(ws_url, open_timeout=10, **kwargs)).start()

@@ -1,0 +1,399 @@
+"""``GET /ws`` and the gateway's books on the real pipeline (issue #15): a client keeps an
+exact local book from the depth stream, private streams are isolated, slow consumers are
+closed, and the protocol answers what it should.
+
+One pipeline (engine service, settlement, gateway) for the module; each test uses its own
+users, so tests do not see each other's orders except in the shared book, which only the
+client-sync test checks as a whole.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from gateway_testkit import envelope_data
+from market_testkit import (
+    WAIT,
+    MarketGateway,
+    Pipeline,
+    StreamReader,
+    engine_from_log,
+    engine_levels,
+    open_stream,
+    run_market_gateway,
+    run_pipeline,
+)
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from engine.markets import Markets
+from exchange.codec import Codec
+from gateway.convert import format_lots, format_ticks
+from gateway.streams.auth import SignedLogin
+
+pytestmark = pytest.mark.kafka
+
+SYMBOL = "BTC_USDT"
+
+
+@pytest.fixture(scope="module")
+def pipe(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, markets: Markets, codec: Codec
+) -> Iterator[Pipeline]:
+    with run_pipeline(kafka_bootstrap, tmp_path_factory.mktemp("market"), markets, codec) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def gw(pipe: Pipeline) -> Iterator[MarketGateway]:
+    with run_market_gateway(pipe) as g:
+        yield g
+
+
+def _fund(gw: MarketGateway, user: int) -> None:
+    for asset, amount in (("BTC", "1000"), ("USDT", "100000000"), ("ETH", "100000")):
+        r = gw.client.post(
+            f"/api/v1/deposit{WAIT}", json={"user_id": user, "asset": asset, "amount": amount}
+        )
+        envelope_data(r, 200)
+
+
+def _order(
+    gw: MarketGateway, user: int, side: str, price: str | None, qty: str, *, wait: bool = False,
+    symbol: str = SYMBOL,
+) -> dict[str, Any]:  # fmt: skip
+    body: dict[str, Any] = {
+        "user_id": user, "symbol": symbol, "side": side,
+        "order_type": "LIMIT" if price else "MARKET", "quantity": qty,
+    }  # fmt: skip
+    if price:
+        body["price"] = price
+    r = gw.client.post("/api/v1/order/create" + (WAIT if wait else ""), json=body)
+    data = envelope_data(r, 200 if wait else 202)
+    assert isinstance(data, dict)
+    return data
+
+
+def _depth(gw: MarketGateway, symbol: str = SYMBOL, limit: int = 1000) -> dict[str, Any]:
+    data = envelope_data(gw.client.get(f"/api/v1/depth?symbol={symbol}&limit={limit}"), 200)
+    assert isinstance(data, dict)
+    return data
+
+
+def _subscribe(reader: StreamReader, streams: list[str]) -> None:
+    reader.send({"op": "subscribe", "streams": streams})
+    reader.wait_for(lambda m: m.get("op") == "subscribed" and m["streams"] == streams)
+
+
+class LocalBook:
+    """A client's book kept by the README's procedure (exact decimal strings)."""
+
+    def __init__(self, snapshot: dict[str, Any]) -> None:
+        self.sides: dict[str, dict[str, str]] = {
+            "bids": {p: q for p, q in snapshot["bids"]},
+            "asks": {p: q for p, q in snapshot["asks"]},
+        }
+        self.last_update_id: int = snapshot["last_update_id"]
+        self.first_applied = False
+
+    def apply(self, event: dict[str, Any]) -> bool:
+        """Apply one depth event; False if it is older than the book (dropped)."""
+        if event["last_update_id"] <= self.last_update_id:
+            return False
+        if self.first_applied:
+            assert event["first_update_id"] == self.last_update_id + 1, ("gap", event)
+        else:
+            assert event["first_update_id"] <= self.last_update_id + 1, ("gap", event)
+            self.first_applied = True
+        for side in ("bids", "asks"):
+            levels = self.sides[side]
+            for price, qty in event[side]:
+                if Decimal(qty) == 0:
+                    levels.pop(price, None)
+                else:
+                    levels[price] = qty
+        self.last_update_id = event["last_update_id"]
+        return True
+
+    def levels(self) -> dict[str, list[list[str]]]:
+        return {
+            "bids": sorted(([p, q] for p, q in self.sides["bids"].items()),
+                           key=lambda x: -Decimal(x[0])),
+            "asks": sorted(([p, q] for p, q in self.sides["asks"].items()),
+                           key=lambda x: Decimal(x[0])),
+        }  # fmt: skip
+
+
+def _random_flow(gw: MarketGateway, users: list[int], n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    placed: dict[int, list[str]] = {u: [] for u in users}
+    for _ in range(n):
+        user = rng.choice(users)
+        roll = rng.random()
+        if roll < 0.6 or not placed[user]:
+            side = rng.choice(["BUY", "SELL"])
+            offset = rng.randint(1, 30) * (1 if side == "SELL" else -1)
+            if rng.random() < 0.2:
+                offset = -offset  # crosses: trades
+            price = f"{50000 + offset}.00"
+            qty = f"0.{rng.randint(1, 300):05d}"
+            data = _order(gw, user, side, price, qty)
+            placed[user].append(data["order_id"])
+        elif roll < 0.7:
+            _order(gw, user, rng.choice(["BUY", "SELL"]), None, f"0.{rng.randint(1, 200):05d}")
+        elif roll < 0.85:
+            order_id = rng.choice(placed[user])
+            gw.client.post(
+                "/api/v1/order/cancel",
+                json={"user_id": user, "symbol": SYMBOL, "order_id": order_id},
+            )
+        else:
+            order_id = rng.choice(placed[user])
+            gw.client.post(
+                "/api/v1/order/amend",
+                json={"user_id": user, "symbol": SYMBOL, "order_id": order_id,
+                      "quantity": f"0.{rng.randint(1, 100):05d}"},
+            )  # fmt: skip
+
+
+def test_keep_local_book_when_random_flow_streams_depth_equals_rest_and_engine(
+    gw: MarketGateway, pipe: Pipeline, markets: Markets
+) -> None:
+    users = [101, 102, 103, 104]
+    for u in users:
+        _fund(gw, u)
+    reader = open_stream(gw.ws_url)
+    try:
+        _subscribe(reader, [f"depth@{SYMBOL}"])
+        flow = threading.Thread(target=_random_flow, args=(gw, users, 400, 15), daemon=True)
+        flow.start()
+        # Mid-flow, as a client joining a live market: the buffered stream, then the snapshot.
+        reader.wait_for(lambda m: m.get("stream") == f"depth@{SYMBOL}")
+        time.sleep(0.5)
+        book = LocalBook(_depth(gw))
+        applied = 0
+        seen = 0
+
+        def catch_up() -> None:
+            nonlocal applied, seen
+            msgs = reader.snapshot()
+            for m in msgs[seen:]:
+                if m.get("stream") == f"depth@{SYMBOL}":
+                    applied += book.apply(m["data"])
+            seen = len(msgs)
+
+        flow.join(120)
+        assert not flow.is_alive()
+        engine = engine_from_log(pipe)
+        target = engine.update_id(SYMBOL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            catch_up()
+            if book.last_update_id == target:
+                break
+            time.sleep(0.05)
+        assert book.last_update_id == target, (book.last_update_id, target)
+        assert applied > 0  # the stream, not only the snapshot, built the book
+        rest = _depth(gw)
+        assert rest["last_update_id"] == target
+        assert book.levels() == {"bids": rest["bids"], "asks": rest["asks"]}
+        spec = markets.symbols[SYMBOL]
+        bids, asks = engine_levels(engine, SYMBOL)
+        assert rest["bids"] == [[format_ticks(spec, p), format_lots(spec, q)] for p, q in bids]
+        assert rest["asks"] == [[format_ticks(spec, p), format_lots(spec, q)] for p, q in asks]
+        assert rest["bids"] or rest["asks"]
+    finally:
+        reader.close()
+
+
+def test_depth_stream_when_market_changes_chains_update_ids(gw: MarketGateway) -> None:
+    _fund(gw, 201)
+    reader = open_stream(gw.ws_url)
+    try:
+        _subscribe(reader, ["depth@ETH_USDT"])
+        for i in range(5):
+            _order(gw, 201, "BUY", f"{1000 + i}.00", "1.0000", symbol="ETH_USDT", wait=True)
+        events = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            events = [m["data"] for m in reader.snapshot() if m.get("stream") == "depth@ETH_USDT"]
+            if events and events[-1]["bids"] and any(p == "1004.00" for p, _ in events[-1]["bids"]):
+                break
+            time.sleep(0.02)
+        assert events
+        for before, after in itertools.pairwise(events):
+            assert after["first_update_id"] == before["last_update_id"] + 1
+            assert after["sequence"] > before["sequence"]
+        assert set(events[-1]) == {
+            "symbol", "first_update_id", "last_update_id", "sequence", "bids", "asks",
+        }  # fmt: skip
+        assert ["1004.00", "1.0000"] in events[-1]["bids"]
+    finally:
+        reader.close()
+
+
+def test_private_stream_when_two_users_trade_each_sees_only_own_events(
+    pipe: Pipeline, markets: Markets
+) -> None:
+    keys = {"key-a": (301, "pub-a"), "key-b": (302, "pub-b")}
+
+    def verify(pub: str, ts: int, method: str, target: str, body: bytes, sig: str) -> bool:
+        return sig == f"{pub}|{ts}|{method}|{target}|{body.decode()}"
+
+    with run_market_gateway(pipe) as gw:
+        gw.app.state.stream_auth = SignedLogin(keys.get, verify)
+        for u in (301, 302):
+            _fund(gw, u)
+        readers: dict[int, StreamReader] = {}
+        try:
+            for key, (user, pub) in keys.items():
+                r = open_stream(gw.ws_url)
+                ts = int(time.time() * 1000)
+                r.send({"op": "login", "api_key": key, "timestamp": ts,
+                        "signature": f"{pub}|{ts}|GET|/ws|"})  # fmt: skip
+                ok = r.wait_for(lambda m: m.get("op") == "login")
+                assert ok == {"op": "login", "success": True, "user_id": user}
+                readers[user] = r
+            maker = _order(gw, 301, "SELL", "3000.00", "0.1000", symbol="ETH_USDT", wait=True)
+            taker = _order(gw, 302, "BUY", "3000.00", "0.1000", symbol="ETH_USDT", wait=True)
+            for user, own, other in ((301, maker, taker), (302, taker, maker)):
+                r = readers[user]
+                fill = r.wait_for(lambda m: m.get("data", {}).get("type") == "fill")
+                assert fill["stream"] == "user"
+                assert fill["data"]["order_id"] == own["order_id"]
+                r.wait_for(
+                    lambda m, o=own: (
+                        m.get("data", {}).get("type") == "order"
+                        and m["data"]["order_id"] == o["order_id"]
+                        and m["data"]["status"] == "FILLED"
+                    )
+                )
+                r.wait_for(lambda m: m.get("data", {}).get("type") == "balance")
+                time.sleep(0.3)
+                for m in r.snapshot():
+                    data = m.get("data", {})
+                    if m.get("stream") != "user":
+                        continue
+                    assert data.get("user_id", user) == user, m
+                    assert data.get("order_id") != other["order_id"], m
+                    if data["type"] == "fill":
+                        assert data["order_id"] == own["order_id"]
+        finally:
+            for r in readers.values():
+                r.close()
+
+
+def test_login_when_signature_is_wrong_answers_error_and_closes_4401(
+    pipe: Pipeline,
+) -> None:
+    with run_market_gateway(pipe) as gw:
+        gw.app.state.stream_auth = SignedLogin({"key-a": (401, "pub")}.get, lambda *a: False)
+        r = open_stream(gw.ws_url)
+        try:
+            r.send({"op": "login", "api_key": "key-a", "timestamp": int(time.time() * 1000),
+                    "signature": "bad"})  # fmt: skip
+            err = r.wait_for(lambda m: m.get("op") == "error")
+            assert err["code"] == "UNAUTHORIZED"
+            r.thread.join(10)  # type: ignore[union-attr]
+            assert r.closed_code == 4401
+        finally:
+            r.close()
+
+
+def test_subscribe_when_request_is_bad_answers_error_and_stays_open(gw: MarketGateway) -> None:
+    r = open_stream(gw.ws_url)
+    try:
+        for n, (bad, code) in enumerate(
+            (
+                ("not json", "INVALID_REQUEST"),
+                ('{"op": "subscribe", "streams": ["depth@NOPE"]}', "UNKNOWN_STREAM"),
+                ('{"op": "subscribe", "streams": ["candles@BTC_USDT"]}', "UNKNOWN_STREAM"),
+                ('{"op": "subscribe", "streams": []}', "INVALID_REQUEST"),
+                ('{"op": "dance"}', "INVALID_REQUEST"),
+            ),
+            start=1,
+        ):
+            r.ws.send(bad)
+            deadline = time.monotonic() + 10
+            errors: list[dict[str, Any]] = []
+            while len(errors) < n and time.monotonic() < deadline:
+                errors = [m for m in r.snapshot() if m.get("op") == "error"]
+                time.sleep(0.01)
+            assert len(errors) == n, (bad, r.snapshot())
+            assert set(errors[-1]) == {"op", "code", "message"}
+            assert errors[-1]["code"] == code and errors[-1]["message"], (bad, errors[-1])
+        r.send({"op": "ping"})
+        r.wait_for(lambda m: m == {"op": "pong"})
+        r.send({"op": "subscribe", "streams": ["trades@BTC_USDT", "ticker@BTC_USDT"]})
+        r.wait_for(lambda m: m.get("op") == "subscribed")
+        r.send({"op": "unsubscribe", "streams": ["ticker@BTC_USDT"]})
+        ack = r.wait_for(lambda m: m.get("op") == "unsubscribed")
+        assert ack["streams"] == ["ticker@BTC_USDT"]
+        assert r.closed_code is None
+    finally:
+        r.close()
+
+
+def test_trades_stream_when_orders_cross_sends_public_trade(gw: MarketGateway) -> None:
+    _fund(gw, 501)
+    _fund(gw, 502)
+    r = open_stream(gw.ws_url)
+    try:
+        _subscribe(r, ["trades@ETH_USDT"])
+        _order(gw, 501, "SELL", "2500.00", "0.5000", symbol="ETH_USDT", wait=True)
+        _order(gw, 502, "BUY", "2500.00", "0.5000", symbol="ETH_USDT", wait=True)
+        msg = r.wait_for(lambda m: m.get("stream") == "trades@ETH_USDT")
+        data = msg["data"]
+        assert set(data) == {
+            "trade_id", "price", "quantity", "quote_quantity", "taker_side", "executed_at",
+        }  # fmt: skip
+        assert (data["price"], data["quantity"], data["taker_side"]) == (
+            "2500.00", "0.5000", "BUY",
+        )  # fmt: skip
+    finally:
+        r.close()
+
+
+def test_slow_consumer_when_queue_overflows_is_closed_1008(pipe: Pipeline) -> None:
+    with run_market_gateway(pipe, stream_queue=128) as gw:
+        _fund(gw, 601)
+        _fund(gw, 602)
+        fast = open_stream(gw.ws_url)
+        # The slow client never reads: a tiny socket receive buffer, so the gateway's writes
+        # back up (kernel, transport) into the client's bounded queue.
+        host, port = gw.url.removeprefix("http://").split(":")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        sock.connect((host, int(port)))
+        slow = connect(gw.ws_url, sock=sock, max_queue=1, open_timeout=10)
+        try:
+            _subscribe(fast, ["trades@BTC_USDT", "depth@BTC_USDT"])
+            slow.send(json.dumps({"op": "subscribe", "streams": ["trades@BTC_USDT",
+                                                                  "depth@BTC_USDT"]}))  # fmt: skip
+            metrics = gw.app.state.streams.metrics
+            for _round in range(60):
+                for i in range(50):
+                    _order(gw, 601, "SELL", f"{70000 + i}.00", "0.00100")
+                _order(gw, 602, "BUY", None, "0.05000", wait=True)
+                if metrics.slow_closed:
+                    break
+            assert metrics.slow_closed == 1
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    slow.recv(timeout=10)
+            assert slow.close_code == 1008
+            assert slow.close_reason == "slow consumer"
+            assert fast.closed_code is None  # a client that keeps up stays
+            assert len(gw.app.state.streams.clients) == 1
+        finally:
+            fast.close()
+            slow.close()
