@@ -10,7 +10,7 @@ Only the standard library and sortedcontainers are imported here (a test enforce
 """
 
 from engine.book import Level, OrderBook
-from engine.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
+from engine.commands import AmendOrder, CancelOrder, Command, Deposit, PlaceOrder, Withdraw
 from engine.engine import DEFAULT_COMPLETED_ORDER_MEMORY, Engine
 from engine.enums import (
     CommandKind,
@@ -26,7 +26,9 @@ from engine.errors import ConfigError, ExchangeError, IllegalTransition, Invaria
 from engine.events import (
     BalanceUpdated,
     CommandRejected,
+    DepthUpdated,
     EngineOutput,
+    LevelUpdated,
     OrderCompleted,
     OrderPlaced,
     OrderUpdated,
@@ -40,6 +42,7 @@ from engine.snapshot import SnapshotFormatError
 __all__ = [
     "DEFAULT_COMPLETED_ORDER_MEMORY",
     "TRANSITIONS",
+    "AmendOrder",
     "AssetSpec",
     "BalanceUpdated",
     "CancelOrder",
@@ -49,12 +52,14 @@ __all__ = [
     "CompletionReason",
     "ConfigError",
     "Deposit",
+    "DepthUpdated",
     "Engine",
     "EngineOutput",
     "ExchangeError",
     "IllegalTransition",
     "InvariantError",
     "Level",
+    "LevelUpdated",
     "Markets",
     "Order",
     "OrderBook",

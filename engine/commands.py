@@ -59,4 +59,21 @@ class Withdraw:
     amount: int  # minor units
 
 
-Command = PlaceOrder | CancelOrder | Deposit | Withdraw
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AmendOrder:
+    """Reduce a resting order's quantity, keeping its place in the queue.
+
+    ``quantity`` is the new *total* quantity in lots (the filled part included); the engine
+    accepts it only when ``filled < quantity < current quantity``.
+    """
+
+    command_id: int
+    timestamp_ms: int
+    user_id: int
+    symbol: str
+    order_id: int | None = None  # exactly one of order_id and client_order_id is set
+    client_order_id: str | None = None
+    quantity: int  # lots
+
+
+Command = PlaceOrder | CancelOrder | Deposit | Withdraw | AmendOrder

@@ -39,6 +39,15 @@ Rules where the spec leaves a choice (the tests pin every one of them):
   user's *open* orders. Cancel by client_order_id finds open orders only.
 * Cancel of an order that is unknown, of another user, or on another symbol is ORDER_NOT_FOUND;
   of one of the user's own orders still in the completed memory, ORDER_ALREADY_COMPLETED.
+* Amend (``AmendOrder``) reduces a resting order's total quantity to ``quantity`` when
+  ``filled < quantity < quantity now``, in place, so the order keeps its queue position; the
+  released lots' funds are unlocked. Refusals, in this order: UNKNOWN_SYMBOL, INVALID_ORDER
+  (not exactly one of order_id and client_order_id), ORDER_NOT_FOUND (unknown, completed,
+  another user's or another market's order: one answer for all), INVALID_QUANTITY (not an
+  ``int``), INVALID_AMEND (not a strict reduction above the filled quantity). The market's
+  minimum quantity does not apply: a remainder below it is normal after partial fills.
+* Every command that changes a book raises that book's update id by one and carries one
+  ``DepthUpdated`` with the changed levels' post-state (see :mod:`engine.depth`).
 * A deposit that would take the asset's total supply past a signed int64 is INVALID_AMOUNT.
 * Self-trade prevention (taker's ``stp_mode``, None = EXPIRE_TAKER) ends a GTC taker too: under
   EXPIRE_TAKER or EXPIRE_BOTH its remainder is EXPIRED, never rested.
@@ -63,7 +72,8 @@ from engine import snapshot as _snapshot
 from engine import state_io
 from engine.balances import Balance, Ledger
 from engine.book import Level
-from engine.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
+from engine.commands import AmendOrder, CancelOrder, Command, Deposit, PlaceOrder, Withdraw
+from engine.depth import after_match, book_levels, one_level
 from engine.enums import (
     CommandKind,
     CompletionReason,
@@ -79,6 +89,7 @@ from engine.events import (
     BalanceUpdated,
     CommandRejected,
     EngineOutput,
+    LevelUpdated,
     OrderCompleted,
     OrderPlaced,
     OrderUpdated,
@@ -175,6 +186,7 @@ _new_output = positional_constructor(
         "order_completions",
         "balance_updates",
         "rejections",
+        "depth_updates",
     ),
 )
 
@@ -192,6 +204,7 @@ _PLACE = CommandKind.PLACE_ORDER
 _CANCEL = CommandKind.CANCEL_ORDER
 _DEPOSIT = CommandKind.DEPOSIT
 _WITHDRAW = CommandKind.WITHDRAW
+_AMEND = CommandKind.AMEND_ORDER
 _R = RejectReason
 _REJECTED = next_status(OrderStatus.NEW, Trigger.REJECT)
 _PARTIAL_FILL = Trigger.PARTIAL_FILL
@@ -268,6 +281,7 @@ class Engine:
             CancelOrder: self._cancel,
             Deposit: self._deposit,
             Withdraw: self._withdraw,
+            AmendOrder: self._amend,
         }
 
     # ------------------------------------------------------------------ commands
@@ -370,18 +384,21 @@ class Engine:
                 (),
                 (_new_balance(user_id, balance.asset, balance.available, balance.locked),),
                 (),
+                one_level(market, is_buy, price),  # type: ignore[arg-type]  # a GTC has a price
             )
 
         trades: list[TradeExecuted] = []
         updates: list[OrderUpdated] = []
         completions: list[OrderCompleted] = []
         touched: _Touched = {}
+        walked: list[tuple[int, int]] = []  # (price, total before) of the levels reached
+        rested_price: int | None = None
         if not crosses or (tif is _FOK and not self._fok_can_fill(taker, market)):
             last_price = 0
             stopped = True
         else:
             last_price, stopped = self._match(
-                taker, market, ts, trades, updates, completions, touched
+                taker, market, ts, trades, updates, completions, touched, walked
             )
 
         if taker.remaining:
@@ -395,6 +412,7 @@ class Engine:
                 if balance not in touched:
                     touched[balance] = (balance.available, balance.locked)
                 self._rest(taker, market)
+                rested_price = price
         else:
             self._remember(taker)
             completions.append(_new_completed(order_id, user_id, taker.symbol, _C_FILLED, ts))
@@ -411,6 +429,7 @@ class Engine:
             tuple(completions),
             _balance_updates(touched),
             (),
+            after_match(market, is_buy, walked, rested_price) if walked or rested_price else (),
         )
 
     def _fok_can_fill(self, taker: Order, market: MarketState) -> bool:
@@ -444,9 +463,11 @@ class Engine:
         updates: list[OrderUpdated],
         completions: list[OrderCompleted],
         touched: _Touched,
+        walked: list[tuple[int, int]],
     ) -> tuple[int, bool]:
         """Walk the opposite side in price-time priority; returns (last trade price, whether
-        matching was stopped by self-trade prevention or a market buyer's funds)."""
+        matching was stopped by self-trade prevention or a market buyer's funds). Every level
+        reached is appended to ``walked`` as (price, total before), for the depth update."""
         book = market.book
         is_buy = taker.is_buy
         opposite = book.asks if is_buy else book.bids
@@ -490,6 +511,7 @@ class Engine:
             price, level = opposite.peekitem(best)
             if limit is not None and (price > limit if is_buy else price < limit):
                 break
+            walked.append((price, level.total))
             if market_buy:
                 unit_cost = price * qptl
             level_orders = level.orders
@@ -750,6 +772,82 @@ class Engine:
             (_new_completed(order.order_id, user_id, order.symbol, _C_CANCELLED, ts),),
             (_new_balance(user_id, balance.asset, balance.available, balance.locked),),
             (),
+            one_level(market, order.is_buy, cast(int, order.price)),
+        )
+
+    # ------------------------------------------------------------------ amend
+
+    def _amend(self, cmd: AmendOrder, sequence: int) -> EngineOutput:
+        """Reduce a resting order's quantity in place: it keeps its place in its level's
+        queue (the level is an insertion-ordered dict and the order stays where it is)."""
+        user_id = cmd.user_id
+        order_id = cmd.order_id
+        client_order_id = cmd.client_order_id
+        quantity = cmd.quantity
+        market = self._markets.get(cmd.symbol)
+        reason: RejectReason | None = None
+        message = ""
+        order: Order | None = None
+        if market is None:
+            reason, message = _R.UNKNOWN_SYMBOL, f"unknown symbol {shown(cmd.symbol)}"
+        elif (order_id is None) == (client_order_id is None):
+            reason = _R.INVALID_ORDER
+            message = "an amend names exactly one of order_id and client_order_id"
+        else:
+            if order_id is not None:
+                order = self._orders.get(order_id)
+            else:
+                order = self._client_ids.get((user_id, cast(str, client_order_id)))
+            if order is None or order.user_id != user_id or order.symbol != market.name:
+                # Unknown, completed, another user's or another market's: all the same answer.
+                order = None
+                named = shown(order_id if order_id is not None else client_order_id)
+                reason, message = _R.ORDER_NOT_FOUND, f"no open order {named}"
+            elif type(quantity) is not int:
+                reason = _R.INVALID_QUANTITY
+                message = f"quantity must be an integer number of lots, not {shown(quantity)}"
+            elif not order.filled < quantity < order.quantity:
+                reason = _R.INVALID_AMEND
+                message = (
+                    f"amend quantity {quantity} must be below the order's quantity "
+                    f"{order.quantity} and above its filled quantity {order.filled}"
+                )
+        if reason is not None or order is None or market is None:
+            return self._reject(
+                cmd.command_id,
+                cmd.timestamp_ms,
+                sequence,
+                _AMEND,
+                user_id,
+                reason or _R.ORDER_NOT_FOUND,
+                order_id,
+                client_order_id,
+                message,
+            )
+
+        ts = cmd.timestamp_ms
+        released_lots = order.quantity - quantity
+        level = (market.book.bids if order.is_buy else market.book.asks)[order.price]
+        level.total -= released_lots
+        order.quantity = quantity
+        order.remaining -= released_lots
+        order.updated_at = ts
+        balance = order.lock_balance
+        released = released_lots * order.lock_per_lot
+        balance.locked -= released
+        balance.available += released
+        return _new_output(
+            sequence,
+            cmd.command_id,
+            _AMEND,
+            ts,
+            (),
+            (),
+            (_report(order, market.qptl, 0, 0),),
+            (),
+            (_new_balance(user_id, balance.asset, balance.available, balance.locked),),
+            (),
+            one_level(market, order.is_buy, cast(int, order.price)),
         )
 
     # ------------------------------------------------------------------ funds
@@ -817,6 +915,7 @@ class Engine:
             (),
             (_new_balance(balance.user_id, balance.asset, balance.available, balance.locked),),
             (),
+            (),
         )
 
     # ------------------------------------------------------------------ rejections
@@ -849,6 +948,7 @@ class Engine:
             order_completions,
             (),
             (rejection,),
+            (),
         )
 
     def _reject_place(
@@ -954,6 +1054,14 @@ class Engine:
         level = self._market(symbol).book.best_ask()
         return None if level is None else (level.price, level.total)
 
+    def update_id(self, symbol: str) -> int:
+        """The book's update id: how many commands have changed ``symbol``'s book."""
+        return self._market(symbol).update_id
+
+    def depth_levels(self, symbol: str) -> list[LevelUpdated]:
+        """Every level of the book now (bids then asks, best first), as depth update levels."""
+        return book_levels(self._market(symbol))
+
     def is_completed(self, order_id: int) -> bool:
         """Whether ``order_id`` is in the bounded memory of completed accepted orders."""
         return order_id in self._completed
@@ -970,7 +1078,8 @@ class Engine:
         """SHA-256 hex digest of the business state.
 
         Covered: books (every open order, in priority order, with all its fields), balances
-        (non-zero ones), per-asset supply, the next trade id and the completed-order memory.
+        (non-zero ones), per-asset supply, the next trade id, the completed-order memory and
+        each book's update id.
         Not covered: the output sequence, which every command advances, rejected ones
         included; leaving it out is what lets a test assert "a rejection changes nothing".
         """

@@ -55,6 +55,7 @@ class CommandKind(StrEnum):
     CANCEL_ORDER = "CANCEL_ORDER"
     DEPOSIT = "DEPOSIT"
     WITHDRAW = "WITHDRAW"
+    AMEND_ORDER = "AMEND_ORDER"
 
 
 class RejectReason(StrEnum):
@@ -72,3 +73,4 @@ class RejectReason(StrEnum):
     INVALID_ORDER = "INVALID_ORDER"  # inconsistent fields, e.g. MARKET with a price or MARKET FOK
     ORDER_NOT_FOUND = "ORDER_NOT_FOUND"  # unknown id, or an order of another user
     ORDER_ALREADY_COMPLETED = "ORDER_ALREADY_COMPLETED"
+    INVALID_AMEND = "INVALID_AMEND"  # an amend that is not a strict reduction above the filled

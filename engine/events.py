@@ -121,6 +121,29 @@ class CommandRejected:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LevelUpdated:
+    """One price level of a book after the command (absolute); 0 and 0 once it is empty."""
+
+    side: Side
+    price: int  # ticks
+    quantity: int  # lots: the sum of the resting orders' remaining quantities
+    order_count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DepthUpdated:
+    """The levels of one book that a command changed, and the book's new update id.
+
+    ``update_id`` counts, per symbol, the commands that changed that book (1, 2, 3, ...), so
+    consecutive updates of one market are contiguous. Levels: bids then asks, each best first.
+    """
+
+    symbol: str
+    update_id: int
+    levels: tuple[LevelUpdated, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EngineOutput:
     sequence: int  # 1, 2, 3, ... one per command applied
     command_id: int
@@ -132,3 +155,4 @@ class EngineOutput:
     order_completions: tuple[OrderCompleted, ...] = ()
     balance_updates: tuple[BalanceUpdated, ...] = ()
     rejections: tuple[CommandRejected, ...] = ()
+    depth_updates: tuple[DepthUpdated, ...] = ()

@@ -88,6 +88,8 @@ def check_invariants(engine: Engine) -> None:
                     fail(f"{name}: level {price} total {level.total}, orders sum to {total}")
         if book.bids and book.asks and book.bids.peekitem(-1)[0] >= book.asks.peekitem(0)[0]:
             fail(f"{name}: book is crossed")
+        if type(market.update_id) is not int or market.update_id < 0:
+            fail(f"{name}: update id {market.update_id!r}")
     if len(seen_ids) != len(engine._orders):
         fail("the order index holds orders that are not in any book")
     if with_client_id != len(engine._client_ids):

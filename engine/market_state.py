@@ -22,6 +22,7 @@ class MarketState:
         "quote",
         "spec",
         "taker_fee_bps",
+        "update_id",
     )
 
     def __init__(self, spec: SymbolSpec) -> None:
@@ -37,3 +38,5 @@ class MarketState:
         self.max_quantity = spec.max_quantity
         self.max_price = spec.max_price
         self.book = OrderBook(spec.name)
+        # The book's update id: +1 for every command that changes this book (engine.depth).
+        self.update_id = 0

@@ -86,6 +86,8 @@ def export_business(
         [(b.user_id, b.asset, b.available, b.locked) for b in ledger if b.available or b.locked],
         books,
         [(oid, user, symbol) for oid, (user, symbol) in completed.items()],
+        # Each book's update id (engine.depth): replays and restores must continue the count.
+        [(market.name, market.update_id) for market in markets.values()],
     )
 
 
@@ -99,12 +101,18 @@ def import_business(
     """Load :func:`export_business`'s data into a fresh engine's books, ledger and indexes.
 
     Returns (next trade id, completed-order capacity, completed-order memory). A resting
-    order's status follows from what it has filled, through the order state table.
+    order's status follows from what it has filled, through the order state table. Each
+    book's update id is set on its market.
     """
     try:
-        next_trade_id, capacity, supply, balances, books, completed = business
+        next_trade_id, capacity, supply, balances, books, completed, update_ids = business
     except ValueError as e:
         raise _snapshot.SnapshotFormatError("snapshot business state has the wrong shape") from e
+    for symbol, update_id in update_ids:
+        market = markets.get(symbol)
+        if market is None:
+            raise ConfigError(f"the snapshot has an update id for unknown symbol {symbol!r}")
+        market.update_id = update_id
     for asset, amount in supply:
         ledger.supply[asset] = amount
     for user_id, asset, available, locked in balances:

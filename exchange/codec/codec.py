@@ -8,11 +8,12 @@ layout fastavro's ``load_schema`` resolves references with), and two top-level s
 
 * ``exchange.v1.OrderCommand``: the value of every record on the ``orders`` topic, a wrapper
   record ``{timestamp_ms, command}`` whose ``command`` is a union of ``PlaceOrderCommand``,
-  ``CancelOrderCommand``, ``DepositCommand`` and ``WithdrawCommand``. A wrapper rather than a
-  top-level union, so envelope fields can be added later with defaults. The wire command has
-  no ``command_id`` and a new order no ``order_id``: the engine adapter sets both to the
-  record's offset, which is what :meth:`Codec.decode_command` takes as ``command_id``.
-  (``CancelOrderCommand.order_id`` names the order to cancel and does travel.)
+  ``CancelOrderCommand``, ``DepositCommand``, ``WithdrawCommand`` and ``AmendOrderCommand``.
+  A wrapper rather than a top-level union, so envelope fields can be added later with
+  defaults. The wire command has no ``command_id`` and a new order no ``order_id``: the
+  engine adapter sets both to the record's offset, which is what
+  :meth:`Codec.decode_command` takes as ``command_id``. (``CancelOrderCommand.order_id`` and
+  ``AmendOrderCommand.order_id`` name an existing order and do travel.)
 * ``exchange.v1.EngineOutput``: one engine output, with all of its event lists.
 
 Both are loaded once, when a :class:`Codec` is built (never at import time).
@@ -68,7 +69,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import load_schema, parse_schema, to_parsing_canonical_form
 
-from engine.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
+from engine.commands import AmendOrder, CancelOrder, Command, Deposit, PlaceOrder, Withdraw
 from engine.enums import (
     CommandKind,
     CompletionReason,
@@ -82,7 +83,9 @@ from engine.enums import (
 from engine.events import (
     BalanceUpdated,
     CommandRejected,
+    DepthUpdated,
     EngineOutput,
+    LevelUpdated,
     OrderCompleted,
     OrderPlaced,
     OrderUpdated,
@@ -129,6 +132,7 @@ _PLACE = f"{NAMESPACE}.PlaceOrderCommand"
 _CANCEL = f"{NAMESPACE}.CancelOrderCommand"
 _DEPOSIT = f"{NAMESPACE}.DepositCommand"
 _WITHDRAW = f"{NAMESPACE}.WithdrawCommand"
+_AMEND = f"{NAMESPACE}.AmendOrderCommand"
 
 
 # --------------------------------------------------------------------------- schemas
@@ -218,6 +222,8 @@ _OUTPUT_CLASSES: dict[str, type] = {
         OrderCompleted,
         BalanceUpdated,
         CommandRejected,
+        DepthUpdated,
+        LevelUpdated,
         Side,
         OrderType,
         TimeInForce,
@@ -272,11 +278,25 @@ def _withdraw_to_wire(c: Withdraw) -> tuple[str, dict[str, Any]]:
     return (_WITHDRAW, {"user_id": c.user_id, "asset": c.asset, "amount": c.amount})
 
 
+def _amend_to_wire(c: AmendOrder) -> tuple[str, dict[str, Any]]:
+    return (
+        _AMEND,
+        {
+            "user_id": c.user_id,
+            "symbol": c.symbol,
+            "order_id": c.order_id,
+            "client_order_id": c.client_order_id,
+            "quantity": c.quantity,
+        },
+    )
+
+
 _COMMAND_TO_WIRE: dict[type, Callable[[Any], tuple[str, dict[str, Any]]]] = {
     PlaceOrder: _place_to_wire,
     CancelOrder: _cancel_to_wire,
     Deposit: _deposit_to_wire,
     Withdraw: _withdraw_to_wire,
+    AmendOrder: _amend_to_wire,
 }
 
 
@@ -370,11 +390,24 @@ def _withdraw_from_wire(r: dict[str, Any], command_id: int, timestamp_ms: int) -
     )
 
 
+def _amend_from_wire(r: dict[str, Any], command_id: int, timestamp_ms: int) -> AmendOrder:
+    return AmendOrder(
+        command_id=command_id,
+        timestamp_ms=timestamp_ms,
+        user_id=r["user_id"],
+        symbol=r["symbol"],
+        order_id=r["order_id"],
+        client_order_id=r["client_order_id"],
+        quantity=r["quantity"],
+    )
+
+
 _COMMAND_FROM_WIRE: dict[str, Callable[[dict[str, Any], int, int], Command]] = {
     _PLACE: _place_from_wire,
     _CANCEL: _cancel_from_wire,
     _DEPOSIT: _deposit_from_wire,
     _WITHDRAW: _withdraw_from_wire,
+    _AMEND: _amend_from_wire,
 }
 
 # For the generated command encoder and decoder: Avro full name -> domain class (the union
@@ -386,6 +419,7 @@ _COMMAND_CLASSES: dict[str, type] = {
     _CANCEL: CancelOrder,
     _DEPOSIT: Deposit,
     _WITHDRAW: Withdraw,
+    _AMEND: AmendOrder,
     **{f"{NAMESPACE}.{cls.__name__}": cls for cls in (Side, OrderType, TimeInForce, StpMode)},
 }
 _COMMAND_SUPPLIED: dict[str, dict[str, str]] = {
@@ -393,6 +427,7 @@ _COMMAND_SUPPLIED: dict[str, dict[str, str]] = {
     _CANCEL: {"command_id": "command_id"},
     _DEPOSIT: {"command_id": "command_id"},
     _WITHDRAW: {"command_id": "command_id"},
+    _AMEND: {"command_id": "command_id"},
 }
 
 
@@ -492,6 +527,22 @@ def _output_to_wire(o: EngineOutput) -> dict[str, Any]:
                 "message": r.message,
             }
             for r in o.rejections
+        ],
+        "depth_updates": [
+            {
+                "symbol": d.symbol,
+                "update_id": d.update_id,
+                "levels": [
+                    {
+                        "side": lv.side,
+                        "price": lv.price,
+                        "quantity": lv.quantity,
+                        "order_count": lv.order_count,
+                    }
+                    for lv in d.levels
+                ],
+            }
+            for d in o.depth_updates
         ],
     }
 
@@ -611,6 +662,26 @@ def _output_from_wire(r: dict[str, Any]) -> EngineOutput:
                 for x in r["rejections"]
             ]
         ),
+        depth_updates=tuple(
+            [
+                DepthUpdated(
+                    symbol=d["symbol"],
+                    update_id=d["update_id"],
+                    levels=tuple(
+                        [
+                            LevelUpdated(
+                                side=side[lv["side"]],
+                                price=lv["price"],
+                                quantity=lv["quantity"],
+                                order_count=lv["order_count"],
+                            )
+                            for lv in d["levels"]
+                        ]
+                    ),
+                )
+                for d in r["depth_updates"]
+            ]
+        ),
     )
 
 
@@ -632,6 +703,7 @@ _FRESH_OUTPUT_FIELDS = frozenset(
         "cumulative_quote",
         "available",
         "locked",
+        "update_id",
     }
 )
 

@@ -18,7 +18,9 @@ from engine.enums import (
 from engine.events import (
     BalanceUpdated,
     CommandRejected,
+    DepthUpdated,
     EngineOutput,
+    LevelUpdated,
     OrderCompleted,
     OrderPlaced,
     OrderUpdated,
@@ -184,5 +186,17 @@ def full_output() -> EngineOutput:
                 client_order_id=None,
                 message="",
             ),
+        ),
+        depth_updates=(
+            DepthUpdated(
+                symbol="BTC-USDT",
+                update_id=2**40 + 7,
+                levels=(
+                    LevelUpdated(side=Side.BUY, price=30_000_00, quantity=5, order_count=1),
+                    LevelUpdated(side=Side.SELL, price=30_000_00, quantity=0, order_count=0),
+                    LevelUpdated(side=Side.SELL, price=2**62, quantity=2**63 - 1, order_count=300),
+                ),
+            ),
+            DepthUpdated(symbol="ETH-USDT", update_id=1, levels=()),
         ),
     )

@@ -42,7 +42,9 @@ from engine.enums import (
 from engine.events import (
     BalanceUpdated,
     CommandRejected,
+    DepthUpdated,
     EngineOutput,
+    LevelUpdated,
     OrderCompleted,
     OrderPlaced,
     OrderUpdated,
@@ -231,6 +233,22 @@ OUTPUTS = st.builds(
             message=texts,
         )
     ),
+    depth_updates=lists(
+        events(
+            DepthUpdated,
+            symbol=texts,
+            update_id=longs,
+            levels=lists(
+                events(
+                    LevelUpdated,
+                    side=st.sampled_from(Side),
+                    price=longs,
+                    quantity=longs,
+                    order_count=longs,
+                )
+            ),
+        )
+    ),
 )
 
 
@@ -313,7 +331,7 @@ def test_fast_path_when_every_list_is_empty_matches_fastavro(codec: Codec) -> No
     )
     data = compiled(codec).encode(output)
     assert data == fastavro_bytes(codec, output)
-    assert data[10:] == b"\x00\x00\x04\x00" + b"\x00" * 6
+    assert data[10:] == b"\x00\x00\x04\x00" + b"\x00" * 7  # seven empty lists
     assert compiled(codec).decode(data) == output
 
 
@@ -401,7 +419,7 @@ def test_fast_decode_when_record_mutated_reads_what_fastavro_reads_or_defers(
 
 @FUZZ
 @given(body=st.binary(max_size=200))
-@example(body=b"\x02" * 4 + b"\x00" * 6)
+@example(body=b"\x02" * 4 + b"\x00" * 7)
 def test_fast_decode_when_body_arbitrary_reads_what_fastavro_reads_or_defers(
     codec: Codec, body: bytes
 ) -> None:

@@ -28,7 +28,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from engine.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
+from engine.commands import AmendOrder, CancelOrder, Command, Deposit, PlaceOrder, Withdraw
 from engine.enums import OrderType, Side, StpMode, TimeInForce
 from exchange.codec import Codec
 from exchange.codec.compiled import (
@@ -171,6 +171,16 @@ COMMANDS: st.SearchStrategy[Command] = st.one_of(
     st.builds(
         Withdraw, command_id=longs, timestamp_ms=longs, user_id=longs, asset=texts, amount=longs
     ),
+    st.builds(
+        AmendOrder,
+        command_id=longs,
+        timestamp_ms=longs,
+        user_id=longs,
+        symbol=texts,
+        order_id=optional(longs),
+        client_order_id=optional(texts),
+        quantity=longs,
+    ),
 )
 
 
@@ -240,6 +250,26 @@ EDGE_COMMANDS: dict[str, Command] = {
     "withdraw-negative": Withdraw(
         command_id=-1, timestamp_ms=-TS, user_id=-1, asset="日本語", amount=-(10**18)
     ),
+    "amend-by-order-id": AmendOrder(
+        command_id=60, timestamp_ms=TS, user_id=7, symbol="BTC_USDT", order_id=42, quantity=3
+    ),
+    "amend-by-client-order-id": AmendOrder(
+        command_id=61,
+        timestamp_ms=TS,
+        user_id=7,
+        symbol="BTC_USDT",
+        client_order_id="ünïcödé",
+        quantity=LONG_MAX,
+    ),
+    "amend-extreme-longs": AmendOrder(
+        command_id=LONG_MIN,
+        timestamp_ms=LONG_MIN,
+        user_id=LONG_MAX,
+        symbol="",
+        order_id=LONG_MAX,
+        client_order_id=None,
+        quantity=LONG_MIN,
+    ),
 }
 
 
@@ -269,7 +299,9 @@ def test_fast_path_when_command_has_edge_values_matches_fastavro_and_general_pat
         assert codec.decode_command(data, command_id=offset) == expected
 
 
-@pytest.mark.parametrize("name", ["place-full", "cancel-by-order-id", "deposit", "withdraw"])
+@pytest.mark.parametrize(
+    "name", ["place-full", "cancel-by-order-id", "deposit", "withdraw", "amend-by-order-id"]
+)
 def test_fast_decode_when_decoded_returns_a_real_frozen_hashable_command(
     codec: Codec, name: str
 ) -> None:
@@ -371,8 +403,8 @@ def test_decode_command_when_trailing_bytes_raises_the_general_decode_error(
 
 @pytest.mark.parametrize(
     "index",
-    [b"\x08", b"\x0a", b"\x7e", b"\x80\x00", b"\x86\x00", b"\xff\xff\x01"],
-    ids=["4", "5", "63", "non-minimal-0", "non-minimal-3", "huge"],
+    [b"\x0a", b"\x0c", b"\x7e", b"\x80\x00", b"\x86\x00", b"\xff\xff\x01"],
+    ids=["5", "6", "63", "non-minimal-0", "non-minimal-3", "huge"],
 )
 @pytest.mark.parametrize("name", ["place-full", "withdraw"])
 def test_decode_command_when_union_index_unknown_or_unusual_defers_to_the_general_path(

@@ -7,9 +7,11 @@ writer schema is registered (the single-object header names the writer by finger
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Callable
+from enum import Enum
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 from fastavro import schemaless_reader, schemaless_writer
 
-from engine.commands import PlaceOrder
+from engine.commands import AmendOrder, PlaceOrder
 from engine.enums import RejectReason
 from engine.events import EngineOutput
 from exchange.codec import Codec, load_schemas, schema_fingerprint
@@ -186,3 +188,106 @@ def test_decode_output_when_read_through_resolution_returns_engine_enum_members(
     assert decoded == full_output
     assert decoded.rejections[0].reason is RejectReason.INVALID_ORDER
     assert decoded.order_updates[1].reject_reason is RejectReason.INVALID_ORDER
+
+
+# --------------------------------------------------------------------------- issue 15
+# The contract before issue 15: no AmendOrderCommand branch, AMEND_ORDER kind, INVALID_AMEND
+# reason or EngineOutput.depth_updates. Records written with it must still decode, and readers
+# still on it must read today's records (minus what they do not know).
+
+
+def before_issue_15(directory: Path) -> Path:
+    """A copy of avro/ as it was before issue 15."""
+    shutil.copytree(AVRO_DIR, directory)
+    for name in ("AmendOrderCommand", "DepthUpdated", "LevelUpdated"):
+        (directory / f"{NAMESPACE}.{name}.avsc").unlink()
+
+    def edit(name: str, change: Callable[[dict[str, Any]], None]) -> None:
+        path = directory / f"{NAMESPACE}.{name}.avsc"
+        schema = json.loads(path.read_text())
+        change(schema)
+        path.write_text(json.dumps(schema, indent=2))
+
+    edit("CommandKind", lambda s: s["symbols"].remove("AMEND_ORDER"))
+    edit("RejectReason", lambda s: s["symbols"].remove("INVALID_AMEND"))
+    edit(
+        "OrderCommand",
+        lambda s: s["fields"][1]["type"].remove("AmendOrderCommand"),
+    )
+    edit(
+        "EngineOutput",
+        lambda s: s.update(fields=[f for f in s["fields"] if f["name"] != "depth_updates"]),
+    )
+    return directory
+
+
+def as_wire(value: Any) -> Any:
+    """A domain value as an Avro datum: dicts, lists, enum symbols as str."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: as_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [as_wire(item) for item in value]
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def without_depth(output: EngineOutput) -> EngineOutput:
+    return dataclasses.replace(output, depth_updates=())
+
+
+def test_decode_output_when_written_before_depth_updates_reads_them_as_empty(
+    codec: Codec, tmp_path: Path, full_output: EngineOutput
+) -> None:
+    old_schemas = load_schemas(before_issue_15(tmp_path / "avro"))
+    old_output = without_depth(full_output)
+    body = BytesIO()
+    schemaless_writer(body, old_schemas.output, as_wire(old_output))
+    frame = b"\xc3\x01" + schema_fingerprint(old_schemas.output) + body.getvalue()
+
+    reader = Codec()
+    with pytest.raises(DecodeError, match="unknown writer schema fingerprint"):
+        reader.decode_output(frame)
+    reader.register_writer_schema(old_schemas.output)
+    decoded = reader.decode_output(frame)
+    assert decoded == old_output
+    assert decoded.depth_updates == ()
+    assert codec.output_fingerprint != schema_fingerprint(old_schemas.output)
+
+
+def test_read_output_when_reader_predates_depth_updates_skips_them(
+    codec: Codec, tmp_path: Path, full_output: EngineOutput
+) -> None:
+    assert full_output.depth_updates, "the fixture must carry depth updates"
+    old_schemas = load_schemas(before_issue_15(tmp_path / "avro"))
+    frame = codec.encode_output(full_output)
+    # Avro schema resolution, as any consumer still on the old contract reads: writer = today.
+    read = schemaless_reader(BytesIO(frame[10:]), codec.schemas.output, old_schemas.output)
+    expected = as_wire(full_output)
+    del expected["depth_updates"]
+    assert read == expected
+
+
+def test_decode_command_when_written_before_amend_existed_reads_it(
+    tmp_path: Path, place_order: PlaceOrder
+) -> None:
+    old_schemas = load_schemas(before_issue_15(tmp_path / "avro"))
+    old = Codec(old_schemas)
+    frame = old.encode_command(place_order)
+    reader = Codec()
+    reader.register_writer_schema(old_schemas.command)
+    assert reader.decode_command(frame, command_id=place_order.command_id) == place_order
+
+
+def test_read_command_when_reader_predates_amend_cannot_take_the_new_branch(
+    codec: Codec, tmp_path: Path
+) -> None:
+    old_schemas = load_schemas(before_issue_15(tmp_path / "avro"))
+    amend = AmendOrder(
+        command_id=5, timestamp_ms=1, user_id=7, symbol="BTC_USDT", order_id=4, quantity=2
+    )
+    frame = codec.encode_command(amend)
+    # An engine still on the old contract cannot apply an amend: resolution refuses the
+    # branch (the record then goes to the orders DLQ), it never misreads it as another one.
+    with pytest.raises(Exception, match=r"AmendOrderCommand|union"):
+        schemaless_reader(BytesIO(frame[10:]), codec.schemas.command, old_schemas.command)

@@ -19,7 +19,7 @@ import avro.name
 import avro.schema
 import pytest
 
-from engine.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
+from engine.commands import AmendOrder, CancelOrder, Command, Deposit, PlaceOrder, Withdraw
 from engine.enums import OrderType, Side
 from engine.events import EngineOutput
 from exchange.codec import Codec
@@ -143,6 +143,14 @@ def test_output_when_read_by_apache_avro_equals_domain_fields(
         CancelOrder(command_id=43, timestamp_ms=TS, user_id=7, symbol="BTC-USDT", order_id=42),
         Deposit(command_id=44, timestamp_ms=TS, user_id=7, asset="USDT", amount=5),
         Withdraw(command_id=45, timestamp_ms=TS, user_id=7, asset="USDT", amount=5),
+        AmendOrder(
+            command_id=46,
+            timestamp_ms=TS,
+            user_id=7,
+            symbol="BTC-USDT",
+            client_order_id="c",
+            quantity=3,
+        ),
     ],
     ids=lambda c: type(c).__name__,
 )

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
+from engine.commands import AmendOrder, CancelOrder, Command, Deposit, PlaceOrder, Withdraw
 from engine.enums import (
     CommandKind,
     CompletionReason,
@@ -86,6 +86,7 @@ COMMANDS: st.SearchStrategy[Command] = st.one_of(
     domain(CancelOrder),
     domain(Deposit),
     domain(Withdraw),
+    domain(AmendOrder),
 )
 
 
@@ -174,6 +175,26 @@ def test_decode_command_when_cancel_names_client_order_id_returns_it(codec: Code
         command_id=51, timestamp_ms=TS, user_id=7, symbol="BTC-USDT", client_order_id="c-1"
     )
     assert round_trip_command(codec, command) == command
+
+
+@pytest.mark.parametrize(
+    ("order_id", "client_order_id"), [(42, None), (None, "c-1"), (None, None), (43, "both")]
+)
+def test_decode_command_when_amend_encoded_returns_equal_amend(
+    codec: Codec, order_id: int | None, client_order_id: str | None
+) -> None:
+    command = AmendOrder(
+        command_id=52,
+        timestamp_ms=TS,
+        user_id=7,
+        symbol="BTC-USDT",
+        order_id=order_id,
+        client_order_id=client_order_id,
+        quantity=3,
+    )
+    decoded = round_trip_command(codec, command)
+    assert type(decoded) is AmendOrder and decoded == command
+    assert codec._decode_command_general(codec.encode_command(command), 52) == command
 
 
 @pytest.mark.parametrize("kind", [Deposit, Withdraw])

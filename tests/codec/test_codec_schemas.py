@@ -19,11 +19,13 @@ import avro.schema  # binds the top-level `avro` package too
 import pytest
 
 from engine import enums
-from engine.commands import CancelOrder, Deposit, PlaceOrder, Withdraw
+from engine.commands import AmendOrder, CancelOrder, Deposit, PlaceOrder, Withdraw
 from engine.events import (
     BalanceUpdated,
     CommandRejected,
+    DepthUpdated,
     EngineOutput,
+    LevelUpdated,
     OrderCompleted,
     OrderPlaced,
     OrderUpdated,
@@ -114,6 +116,8 @@ def test_enum_symbols_when_compared_with_engine_enum_match_in_order(enum: type[E
         ("OrderCompleted", OrderCompleted),
         ("BalanceUpdated", BalanceUpdated),
         ("CommandRejected", CommandRejected),
+        ("LevelUpdated", LevelUpdated),
+        ("DepthUpdated", DepthUpdated),
         ("EngineOutput", EngineOutput),
     ],
 )
@@ -131,6 +135,7 @@ def test_event_record_fields_when_compared_with_dataclass_match_in_order(
         ("CancelOrderCommand", CancelOrder, ("command_id", "timestamp_ms")),
         ("DepositCommand", Deposit, ("command_id", "timestamp_ms")),
         ("WithdrawCommand", Withdraw, ("command_id", "timestamp_ms")),
+        ("AmendOrderCommand", AmendOrder, ("command_id", "timestamp_ms")),
     ],
 )
 def test_command_record_fields_when_compared_with_dataclass_match_without_ids(
@@ -147,6 +152,7 @@ def test_order_command_when_loaded_wraps_timestamp_and_union_of_commands() -> No
         "CancelOrderCommand",
         "DepositCommand",
         "WithdrawCommand",
+        "AmendOrderCommand",
     ]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 
 from engine import (
+    AmendOrder,
     CancelOrder,
     Command,
     Deposit,
@@ -72,11 +73,24 @@ def make_markets(maker_bps: int = 0, taker_bps: int = 0) -> Markets:
 
 
 class Kit:
-    """Builds commands with sequential ids and applies them, checking invariants each time."""
+    """Builds commands with sequential ids and applies them, checking invariants each time.
+
+    It also keeps every market's levels from the outputs' depth updates alone, as a market-data
+    reader would, and checks after each command that they equal the engine's book and that the
+    update ids have no gap.
+    """
 
     def __init__(self, engine: Engine, first_id: int = 1) -> None:
         self.engine = engine
         self.next_id = first_id
+        self.depth: dict[str, dict[tuple[Side, int], tuple[int, int]]] = {
+            symbol: {
+                (lv.side, lv.price): (lv.quantity, lv.order_count)
+                for lv in engine.depth_levels(symbol)
+            }
+            for symbol in engine.markets.symbols
+        }
+        self.update_ids = {symbol: engine.update_id(symbol) for symbol in engine.markets.symbols}
 
     def _ids(self) -> tuple[int, int]:
         command_id = self.next_id
@@ -172,10 +186,52 @@ class Kit:
             client_order_id=client_order_id,
         )
 
+    def amend(
+        self,
+        user: int,
+        order_id: int | None = None,
+        quantity: int = 1,
+        *,
+        client_order_id: str | None = None,
+        symbol: str = BTC,
+    ) -> AmendOrder:
+        command_id, ts = self._ids()
+        return AmendOrder(
+            command_id=command_id,
+            timestamp_ms=ts,
+            user_id=user,
+            symbol=symbol,
+            order_id=order_id,
+            client_order_id=client_order_id,
+            quantity=quantity,
+        )
+
     def apply(self, command: Command) -> EngineOutput:
         output = self.engine.apply(command)
         check_invariants(self.engine)
+        self.follow_depth(output)
         return output
+
+    def follow_depth(self, output: EngineOutput) -> None:
+        """Apply ``output``'s depth updates to the kit's books; check them against the engine."""
+        engine = self.engine
+        for update in output.depth_updates:
+            symbol = update.symbol
+            assert update.update_id == self.update_ids[symbol] + 1, "update ids have a gap"
+            self.update_ids[symbol] = update.update_id
+            book = self.depth[symbol]
+            for lv in update.levels:
+                if lv.quantity:
+                    book[(lv.side, lv.price)] = (lv.quantity, lv.order_count)
+                else:
+                    assert lv.order_count == 0, lv
+                    book.pop((lv.side, lv.price), None)
+        for symbol, book in self.depth.items():
+            assert engine.update_id(symbol) == self.update_ids[symbol], "a change without update"
+            assert book == {
+                (lv.side, lv.price): (lv.quantity, lv.order_count)
+                for lv in engine.depth_levels(symbol)
+            }, f"{symbol}: the depth updates do not rebuild the engine's book"
 
     def fund(self, user: int, **amounts: int) -> None:
         for asset, amount in amounts.items():
@@ -197,7 +253,8 @@ def digest_outputs(outputs: list[EngineOutput]) -> str:
 
 
 def random_commands(seed: int, n: int, users: int = 6) -> list[Command]:
-    """A seeded random command stream touching every command kind, order type and TIF.
+    """A seeded random command stream touching every command kind, order type and TIF
+    (amends included since issue 15).
 
     ``random.Random(seed)`` is used here, in the tests, never in the engine.
     """
@@ -239,7 +296,13 @@ def random_commands(seed: int, n: int, users: int = 6) -> list[Command]:
             order_id, owner, on = placed[rng.randrange(len(placed))]
             if rng.random() < 0.8:
                 user, symbol = owner, on
-            out.append(kit.cancel(user, order_id, symbol=symbol))
+            if rng.random() < 0.3:  # an amend of a recent order (more likely still open)
+                order_id, owner, on = placed[-1 - rng.randrange(min(4, len(placed)))]
+                if rng.random() < 0.9:
+                    user, symbol = owner, on
+                out.append(kit.amend(user, order_id, rng.randint(1, 12), symbol=symbol))
+            else:
+                out.append(kit.cancel(user, order_id, symbol=symbol))
         elif r < 0.90:
             out.append(kit.cancel(user, client_order_id=rng.choice(["x", "y"]), symbol=symbol))
         elif r < 0.95:

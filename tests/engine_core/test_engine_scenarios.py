@@ -18,8 +18,10 @@ from engine import (
     CommandKind,
     CommandRejected,
     CompletionReason,
+    DepthUpdated,
     Engine,
     EngineOutput,
+    LevelUpdated,
     OrderCompleted,
     OrderPlaced,
     OrderStatus,
@@ -30,6 +32,7 @@ from engine import (
     TimeInForce,
     TradeExecuted,
 )
+from engine.depth import new_depth, new_level
 from engine.engine import (
     _new_balance,
     _new_completed,
@@ -950,9 +953,18 @@ def test_positional_builders_when_used_equal_the_dataclass_constructors() -> Non
             ),
         ),
         (
-            _new_output(1, 2, CommandKind.DEPOSIT, 3, (), (), (), (), (), ()),
+            _new_output(1, 2, CommandKind.DEPOSIT, 3, (), (), (), (), (), (), ()),
             EngineOutput(
                 sequence=1, command_id=2, command_kind=CommandKind.DEPOSIT, timestamp_ms=3
+            ),
+        ),
+        (new_level(SELL, 7, 8, 2), LevelUpdated(side=SELL, price=7, quantity=8, order_count=2)),
+        (
+            new_depth(BTC, 5, (new_level(BUY, 1, 0, 0),)),
+            DepthUpdated(
+                symbol=BTC,
+                update_id=5,
+                levels=(LevelUpdated(side=BUY, price=1, quantity=0, order_count=0),),
             ),
         ),
     ]

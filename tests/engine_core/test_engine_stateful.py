@@ -3,6 +3,11 @@
 The model is written for obviousness, not speed: the book is one flat list, matching sorts it
 afresh every time, balances are a dict of two-element lists. After every step the engine's
 output and state must equal the model's, and every invariant must hold.
+
+Depth: the test keeps a per-market book of levels built only from the outputs' depth updates
+(as a market-data reader would). Each update must carry the next update id of its market,
+name exactly the levels whose aggregate the command changed (in the model's book), and after
+every step that book must equal the model's book aggregated per level.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from engine import (
+    AmendOrder,
     CancelOrder,
     Deposit,
     Engine,
@@ -149,6 +155,41 @@ class Model:
         o.status = S.CANCELLED
         self.remember(o.oid, o.user, o.symbol)
         return Result(orders={o.oid: (S.CANCELLED, o.filled, 0)})
+
+    def amend(self, c: AmendOrder) -> Result:
+        if c.symbol not in self.markets.symbols:
+            return Result(rejection=R.UNKNOWN_SYMBOL)
+        if (c.order_id is None) == (c.client_order_id is None):
+            return Result(rejection=R.INVALID_ORDER)
+        if c.order_id is not None:
+            found = [o for o in self.book if o.oid == c.order_id]
+        else:
+            found = [
+                o for o in self.book if o.user == c.user_id and o.client_id == c.client_order_id
+            ]
+        # Unknown, completed, another user's, another market's: all ORDER_NOT_FOUND.
+        if not found or found[0].user != c.user_id or found[0].symbol != c.symbol:
+            return Result(rejection=R.ORDER_NOT_FOUND)
+        o = found[0]
+        if not o.filled < c.quantity < o.quantity:
+            return Result(rejection=R.INVALID_AMEND)
+        released = o.quantity - c.quantity
+        asset, per_lot = self.lock_of(o)
+        b = self.bal(o.user, asset)
+        b[1] -= released * per_lot
+        b[0] += released * per_lot
+        o.quantity = c.quantity
+        o.remaining -= released  # arrival unchanged: the order keeps its place
+        return Result(orders={o.oid: (o.status, o.filled, o.remaining)})
+
+    def levels(self, symbol: str) -> dict[tuple[Side, int], tuple[int, int]]:
+        """The book of ``symbol`` aggregated per level: (side, price) -> (lots, orders)."""
+        levels: dict[tuple[Side, int], tuple[int, int]] = {}
+        for o in self.book:
+            if o.symbol == symbol:
+                lots, count = levels.get((o.side, o.price), (0, 0))
+                levels[(o.side, o.price)] = (lots + o.remaining, count + 1)
+        return levels
 
     def validate(self, c: PlaceOrder) -> RejectReason | None:
         spec = self.markets.symbols[c.symbol]
@@ -337,6 +378,9 @@ class EngineVsModel(RuleBasedStateMachine):
         self.placed_ids: list[int] = []
         self.completed: set[int] = set()
         self.last_sequence = 0
+        # Built from depth updates only: symbol -> (side, price) -> (lots, orders).
+        self.depth: dict[str, dict[tuple[Side, int], tuple[int, int]]] = {BTC: {}, ETH: {}}
+        self.update_ids = {BTC: 0, ETH: 0}
 
     @initialize(
         maker_bps=st.sampled_from([0, 0, 1, 10, 25]),
@@ -369,26 +413,66 @@ class EngineVsModel(RuleBasedStateMachine):
         self.next_id += 1
         return command_id, T0 + command_id
 
-    def run(self, command: PlaceOrder | CancelOrder | Deposit | Withdraw) -> None:
+    def run(self, command: PlaceOrder | CancelOrder | Deposit | Withdraw | AmendOrder) -> None:
         engine, model = self.engine, self.model
         before = dict((k, tuple(v)) for k, v in model.balances.items())
+        levels_before = {symbol: model.levels(symbol) for symbol in self.depth}
         hash_before = engine.state_hash()
         if isinstance(command, PlaceOrder):
             expected = model.place(command)
         elif isinstance(command, CancelOrder):
             expected = model.cancel(command)
+        elif isinstance(command, AmendOrder):
+            expected = model.amend(command)
         elif isinstance(command, Deposit):
             expected = model.deposit(command)
         else:
             expected = model.withdraw(command)
         out = engine.apply(command)
         self.compare(command, out, expected, before)
+        self.compare_depth(out, levels_before)
         if expected.rejection is not None:
             assert engine.state_hash() == hash_before, "a rejection changed the state"
 
+    def compare_depth(
+        self,
+        out: EngineOutput,
+        levels_before: dict[str, dict[tuple[Side, int], tuple[int, int]]],
+    ) -> None:
+        """Apply the output's depth updates to the test's own books, checking each one."""
+        updated = {d.symbol: d for d in out.depth_updates}
+        assert len(updated) == len(out.depth_updates), "two depth updates for one market"
+        for symbol, before in levels_before.items():
+            after = self.model.levels(symbol)
+            changed = {
+                key for key in before.keys() | after.keys() if before.get(key) != after.get(key)
+            }
+            update = updated.get(symbol)
+            if not changed:
+                assert update is None, f"{symbol}: depth update without a changed level"
+                continue
+            assert update is not None, f"{symbol}: levels {sorted(changed)} changed, no update"
+            assert update.update_id == self.update_ids[symbol] + 1, "update ids have a gap"
+            self.update_ids[symbol] = update.update_id
+            keys = [(level.side, level.price) for level in update.levels]
+            assert set(keys) == changed and len(keys) == len(changed)
+            # Bids then asks, each best first.
+            assert keys == sorted(
+                keys, key=lambda k: (k[0] is Side.SELL, -k[1] if k[0] is Side.BUY else k[1])
+            )
+            book = self.depth[symbol]
+            for level in update.levels:
+                assert level.quantity >= 0 and level.order_count >= 0
+                assert (level.quantity == 0) == (level.order_count == 0)
+                if level.quantity:
+                    book[(level.side, level.price)] = (level.quantity, level.order_count)
+                else:
+                    book.pop((level.side, level.price), None)
+        assert not updated.keys() - levels_before.keys(), "depth update for an unknown market"
+
     def compare(
         self,
-        command: PlaceOrder | CancelOrder | Deposit | Withdraw,
+        command: PlaceOrder | CancelOrder | Deposit | Withdraw | AmendOrder,
         out: EngineOutput,
         expected: Result,
         before: dict[tuple[int, str], tuple[int, ...]],
@@ -583,6 +667,66 @@ class EngineVsModel(RuleBasedStateMachine):
         )
 
     @rule(
+        by_client_id=st.sampled_from([False, False, True]),
+        pick=st.integers(0, 10**6),
+        owner=st.sampled_from([True, True, True, False]),
+        user=st.sampled_from(USERS),
+        symbol=st.sampled_from([BTC, BTC, ETH, "DOGE_USDT"]),
+        client_id=st.sampled_from(["a", "b", "zz"]),
+        change=st.integers(-3, 3),
+        odd=st.integers(0, 39),
+    )
+    def amend(
+        self,
+        by_client_id: bool,
+        pick: int,
+        owner: bool,
+        user: int,
+        symbol: str,
+        client_id: str,
+        change: int,
+        odd: int,
+    ) -> None:
+        """Mostly strict reductions of open orders; some to the quantity, the filled quantity
+        or above, some of other users' or completed orders, some naming no or both ids."""
+        order_id: int | None = None
+        quantity = 1 + change if change > 0 else 1
+        open_orders = self.engine.open_orders()
+        if owner and open_orders:
+            chosen = open_orders[pick % len(open_orders)]
+            user, symbol = chosen.user_id, chosen.symbol
+            order_id = chosen.order_id
+            if by_client_id and chosen.client_order_id is not None:
+                order_id, client_id = None, chosen.client_order_id
+            # change <= 0: a strict reduction (when there is room); 1: the same quantity;
+            # 2: the filled quantity; 3: more.
+            low, high = chosen.filled_quantity + 1, chosen.quantity - 1
+            quantity = {
+                1: chosen.quantity,
+                2: chosen.filled_quantity,
+                3: chosen.quantity + 1,
+            }.get(change, max(low, high + change) if high >= low else chosen.quantity)
+        elif not by_client_id:
+            order_id = self.placed_ids[pick % len(self.placed_ids)] if self.placed_ids else 1
+        if odd == 11:  # both ids or none: INVALID_ORDER
+            order_id, client_id = (order_id or 1), client_id
+            by_client_id = True
+        elif odd == 12:
+            order_id, by_client_id = None, False
+        command_id, ts = self.ids()
+        self.run(
+            AmendOrder(
+                command_id=command_id,
+                timestamp_ms=ts,
+                user_id=user,
+                symbol=symbol,
+                order_id=order_id,
+                client_order_id=client_id if by_client_id or odd == 11 else None,
+                quantity=quantity,
+            )
+        )
+
+    @rule(
         deposit=st.booleans(),
         user=st.sampled_from(USERS),
         asset=st.sampled_from(["USDT", "BTC", "ETH", "USDT", "BTC", "ETH", "DOGE"]),
@@ -628,6 +772,22 @@ class EngineVsModel(RuleBasedStateMachine):
                 )
                 # Same orders in the same order: price priority, then FIFO within a level.
                 assert got == [(o.oid, o.price, o.remaining, o.filled, o.status) for o in mine]
+
+    @invariant()
+    def depth_from_updates_equals_model_levels(self) -> None:
+        for symbol, book in self.depth.items():
+            assert book == self.model.levels(symbol)
+            assert self.engine.update_id(symbol) == self.update_ids[symbol]
+            assert [
+                ((level.side, level.price), (level.quantity, level.order_count))
+                for level in self.engine.depth_levels(symbol)
+            ] == sorted(
+                book.items(),
+                key=lambda kv: (
+                    kv[0][0] is Side.SELL,
+                    -kv[0][1] if kv[0][0] is Side.BUY else kv[0][1],
+                ),
+            )
 
     @invariant()
     def money_is_conserved_and_nothing_negative(self) -> None:
