@@ -50,7 +50,6 @@ from confluent_kafka import (
 )
 
 from engine.engine import Engine
-from engine.enums import Side
 from engine.errors import ExchangeError
 from engine.events import EngineOutput
 from engine.markets import Markets
@@ -91,23 +90,18 @@ class Start:
 
 def books_from_engine(engine: Engine, markets: Markets) -> dict[str, LevelBook]:
     """Each market's aggregated book (and update id) in a restored engine."""
-    books: dict[str, LevelBook] = {}
-    for symbol in markets.symbols:
-        rows: list[tuple[Side, int, int, int]] = []
-        for side in (Side.BUY, Side.SELL):
-            counts: dict[int, list[int]] = {}
-            for order in engine.book_orders(symbol, side):
-                price = order.price
-                if price is None:
-                    continue
-                entry = counts.setdefault(price, [0, 0])
-                entry[0] += order.remaining_quantity
-                entry[1] += 1
-            rows.extend((side, p, q, n) for p, (q, n) in counts.items())
-        books[symbol] = LevelBook.from_levels(
-            symbol, engine.update_id(symbol), engine.sequence, rows
+    return {
+        symbol: LevelBook.from_levels(
+            symbol,
+            engine.update_id(symbol),
+            engine.sequence,
+            (
+                (lv.side, lv.price, lv.quantity, lv.order_count)
+                for lv in engine.depth_levels(symbol)
+            ),
         )
-    return books
+        for symbol in markets.symbols
+    }
 
 
 def find_start(markets: Markets, snapshots: SnapshotStore | None) -> Start:

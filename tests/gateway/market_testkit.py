@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 import uuid
@@ -18,8 +19,11 @@ from typing import Any
 
 import httpx
 from gateway_testkit import read_commands
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
+from websockets.uri import parse_uri
 
 from engine.engine import Engine
 from engine.enums import Side
@@ -212,3 +216,53 @@ class StreamReader:
 
 def open_stream(ws_url: str, **kwargs: Any) -> StreamReader:
     return StreamReader(connect(ws_url, open_timeout=10, **kwargs)).start()
+
+
+class StalledClient:
+    """A WebSocket client that stops reading after its handshake: a raw socket with a tiny
+    receive buffer driven by websockets' sans-I/O protocol, so nothing reads on its behalf
+    (a library client's background thread would keep draining the socket)."""
+
+    def __init__(self, url: str, ws_url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.connect((host, int(port)))
+        self.sock.settimeout(10)
+        self.proto = ClientProtocol(parse_uri(ws_url), max_size=None)
+        self.proto.send_request(self.proto.connect())
+        self._flush()
+        while not self.proto.handshake_exc and not self._events():
+            self.proto.receive_data(self.sock.recv(65536))
+        assert self.proto.state is State.OPEN, self.proto.handshake_exc
+
+    def _events(self) -> list[Any]:
+        return self.proto.events_received()
+
+    def _flush(self) -> None:
+        for chunk in self.proto.data_to_send():
+            self.sock.sendall(chunk)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.proto.send_text(json.dumps(message).encode())
+        self._flush()
+
+    def read_to_close(self, timeout_s: float = 30.0) -> tuple[int | None, str | None]:
+        """Read everything the server sent up to its close frame: (code, reason)."""
+        deadline = time.monotonic() + timeout_s
+        while self.proto.close_rcvd is None and time.monotonic() < deadline:
+            try:
+                data = self.sock.recv(1 << 20)
+            except (TimeoutError, OSError):
+                break
+            if not data:
+                self.proto.receive_eof()
+                break
+            self.proto.receive_data(data)
+            self._events()
+        rcvd = self.proto.close_rcvd
+        return (None, None) if rcvd is None else (rcvd.code, rcvd.reason)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()

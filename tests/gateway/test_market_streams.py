@@ -10,9 +10,7 @@ client-sync test checks as a whole.
 from __future__ import annotations
 
 import itertools
-import json
 import random
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +23,7 @@ from market_testkit import (
     WAIT,
     MarketGateway,
     Pipeline,
+    StalledClient,
     StreamReader,
     engine_from_log,
     engine_levels,
@@ -32,11 +31,12 @@ from market_testkit import (
     run_market_gateway,
     run_pipeline,
 )
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
+from engine.commands import PlaceOrder
+from engine.enums import OrderType, Side, TimeInForce
 from engine.markets import Markets
 from exchange.codec import Codec
+from exchange.kafka import make_producer
 from gateway.convert import format_lots, format_ticks
 from gateway.streams.auth import SignedLogin
 
@@ -363,37 +363,50 @@ def test_trades_stream_when_orders_cross_sends_public_trade(gw: MarketGateway) -
         r.close()
 
 
+def _publish_orders(pipe: Pipeline, commands: list[PlaceOrder]) -> None:
+    producer = make_producer(pipe.bootstrap)
+    for command in commands:
+        producer.produce(pipe.topics.orders.name, pipe.codec.encode_command(command), partition=0)
+    assert producer.flush(30) == 0
+
+
 def test_slow_consumer_when_queue_overflows_is_closed_1008(pipe: Pipeline) -> None:
-    with run_market_gateway(pipe, stream_queue=128) as gw:
+    with run_market_gateway(pipe, stream_queue=4000) as gw:
         _fund(gw, 601)
         _fund(gw, 602)
         fast = open_stream(gw.ws_url)
-        # The slow client never reads: a tiny socket receive buffer, so the gateway's writes
-        # back up (kernel, transport) into the client's bounded queue.
-        host, port = gw.url.removeprefix("http://").split(":")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-        sock.connect((host, int(port)))
-        slow = connect(gw.ws_url, sock=sock, max_queue=1, open_timeout=10)
+        slow = StalledClient(gw.url, gw.ws_url)
         try:
             _subscribe(fast, ["trades@BTC_USDT", "depth@BTC_USDT"])
-            slow.send(json.dumps({"op": "subscribe", "streams": ["trades@BTC_USDT",
-                                                                  "depth@BTC_USDT"]}))  # fmt: skip
-            metrics = gw.app.state.streams.metrics
+            slow.send({"op": "subscribe", "streams": ["trades@BTC_USDT", "depth@BTC_USDT"]})
+            hub = gw.app.state.streams
+            deadline = time.monotonic() + 10
+            while len(hub.subscribers.get("trades@BTC_USDT", ())) < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+
+            def place(user: int, side: Side, price: int | None, lots: int) -> PlaceOrder:
+                return PlaceOrder(
+                    command_id=0, order_id=0, timestamp_ms=int(time.time() * 1000),
+                    user_id=user, symbol=SYMBOL, side=side,
+                    order_type=OrderType.LIMIT if price else OrderType.MARKET,
+                    time_in_force=TimeInForce.GTC if price else TimeInForce.IOC,
+                    post_only=False, price=price, quantity=lots, client_order_id=None,
+                )  # fmt: skip
+
+            # Rounds of 1,000 resting sells swept by one market buy: ~180 kB of stream each,
+            # in batches far below the queue bound, until the stalled client's socket and
+            # then its queue are full.
             for _round in range(60):
-                for i in range(50):
-                    _order(gw, 601, "SELL", f"{70000 + i}.00", "0.00100")
-                _order(gw, 602, "BUY", None, "0.05000", wait=True)
-                if metrics.slow_closed:
+                sells = [place(601, Side.SELL, 8_000_000 + i, 100) for i in range(1000)]
+                _publish_orders(pipe, [*sells, place(602, Side.BUY, None, 1000 * 100)])
+                time.sleep(0.2)
+                if hub.metrics.slow_closed:
                     break
-            assert metrics.slow_closed == 1
-            with pytest.raises(ConnectionClosed):
-                while True:
-                    slow.recv(timeout=10)
-            assert slow.close_code == 1008
-            assert slow.close_reason == "slow consumer"
-            assert fast.closed_code is None  # a client that keeps up stays
-            assert len(gw.app.state.streams.clients) == 1
+            assert hub.metrics.slow_closed == 1
+            assert slow.read_to_close() == (1008, "slow consumer")
+            assert fast.closed_code is None  # the client that keeps up stays
+            assert len(hub.clients) == 1
         finally:
             fast.close()
             slow.close()
