@@ -158,6 +158,7 @@ class MarketFeed:
         self.started = threading.Event()  # set once the start was installed and assigned
         self.caught_up = threading.Event()  # set once every partition was read to its end
         self.applied_sequence = 0  # the last sequence handed to the loop (feed thread)
+        self.start_source = ""  # where the books last started from (logs, tests)
         self.restarts = 0
 
     def start(
@@ -233,6 +234,7 @@ class MarketFeed:
             if not self._post(self._on_start, start):
                 return
             log.info("market feed: books from %s (sequence %d)", start.source, start.sequence)
+            self.start_source = start.source
             self.applied_sequence = start.sequence
             self.started.set()
             self._consume(consumer, start.sequence + 1, set(partitions), self._on_batch)
