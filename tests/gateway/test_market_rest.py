@@ -25,6 +25,7 @@ from market_testkit import (
 from engine.markets import Markets
 from exchange.codec import Codec
 from gateway.convert import format_lots, format_ticks
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.kafka
 
@@ -198,9 +199,15 @@ def test_amend_when_strict_reduction_keeps_priority_and_answers_the_order(
     taker = _limit(gw, 25, "BUY", "90000.00", "0.00400")
     assert taker["status"] == "FILLED"
     assert [f["quantity"] for f in taker["fills"]] == ["0.00400"]
-    after = envelope_data(gw.client.get(f"/api/v1/order/active?user_id=23&symbol={SYMBOL}"), 200)
-    assert isinstance(after, list)
-    assert all(o["order_id"] != first["order_id"] for o in after)
+
+    def second_untouched() -> None:
+        rows = envelope_data(gw.client.get(f"/api/v1/order/active?user_id=24&symbol={SYMBOL}"), 200)
+        assert isinstance(rows, list)
+        assert [(o["quantity"], o["filled_quantity"]) for o in rows] == [("0.01000", "0.00000")]
+        mine = envelope_data(gw.client.get(f"/api/v1/order/active?user_id=23&symbol={SYMBOL}"), 200)
+        assert mine == []  # the amended order filled
+
+    eventually(second_untouched, what="the store shows the fill")
 
 
 def test_amend_when_client_order_id_names_the_order_amends_it(gw: MarketGateway) -> None:
