@@ -28,7 +28,7 @@ from gateway.market.feed import MarketFeed
 from gateway.market.service import MarketData
 from gateway.publisher import PRODUCER_OVERRIDES, CommandPublisher
 from gateway.results import CONSUMER_OVERRIDES, OutputFollower
-from gateway.streams.hub import DEFAULT_MAX_QUEUE
+from gateway.streams.hub import StreamConfig
 from settlement.store import SettlementStore
 
 
@@ -42,14 +42,14 @@ def create_gateway_app(
     config: GatewayConfig | None = None,
     delivery_timeout_ms: int | None = None,
     snapshots: SnapshotStore | None = None,
-    stream_queue: int = DEFAULT_MAX_QUEUE,
+    streams: StreamConfig | None = None,
 ) -> GatewayAPI:
     """The app wired to Kafka at ``bootstrap``: the publisher and the follower are built
     here, from the project's client settings plus the gateway's overrides.
 
     ``snapshots``: where the engine keeps its snapshots; the market books start from the
     newest one (None: replay ``engine-output`` from offset 0, see gateway.market.feed).
-    ``stream_queue``: the bound of each WebSocket client's send queue."""
+    ``streams``: the WebSocket tunables (queue bound, heartbeat)."""
     overrides = dict(PRODUCER_OVERRIDES)
     if delivery_timeout_ms is not None:
         overrides["message.timeout.ms"] = delivery_timeout_ms
@@ -75,7 +75,7 @@ def create_gateway_app(
         markets,
         snapshots,
     )
-    market = MarketData(markets=markets, feed=feed, store=store, max_queue=stream_queue)
+    market = MarketData(markets=markets, feed=feed, store=store, config=streams)
     return create_app(
         markets=markets, codec=codec, publisher=publisher, follower=follower, store=store,
         config=config, market=market,

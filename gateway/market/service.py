@@ -27,7 +27,7 @@ from gateway.market.tickers import TickerService
 from gateway.market.views import MarketViews
 from gateway.streams import ws
 from gateway.streams.auth import Authenticator
-from gateway.streams.hub import DEFAULT_MAX_QUEUE, StreamHub, encode
+from gateway.streams.hub import StreamConfig, StreamHub, encode
 from gateway.streams.protocol import HEARTBEAT_CLOSE_CODE
 from gateway.views import Views
 from settlement.store import SettlementStore
@@ -44,23 +44,21 @@ class MarketData:
         markets: Markets,
         feed: MarketFeed,
         store: SettlementStore,
-        max_queue: int = DEFAULT_MAX_QUEUE,
-        ping_interval_s: float = 20.0,
-        ping_timeout_s: float = 20.0,
-        ticker_interval_s: float = 1.0,
+        config: StreamConfig | None = None,
         authenticator: Authenticator | None = None,
     ) -> None:
         self.symbols = frozenset(markets.symbols)
         self.feed = feed
         self.views = MarketViews(markets)
         self.books = MarketBooks(sorted(markets.symbols), on_broken=feed.request_restart)
-        self.hub = StreamHub(Views(markets), self.views, max_queue=max_queue)
+        cfg = config or StreamConfig()
+        self.hub = StreamHub(Views(markets), self.views, max_queue=cfg.max_queue)
         self.books.sinks.append(self.hub)
         self.tickers = TickerService(store=store, books=self.books, views=self.views)
         self.authenticator = authenticator
-        self._ping_interval_s = ping_interval_s
-        self._ping_timeout_s = ping_timeout_s
-        self._ticker_interval_s = ticker_interval_s
+        self._ping_interval_s = cfg.ping_interval_s
+        self._ping_timeout_s = cfg.ping_timeout_s
+        self._ticker_interval_s = cfg.ticker_interval_s
         self._tasks: list[asyncio.Task[None]] = []
 
     def install(self, app: FastAPI) -> None:

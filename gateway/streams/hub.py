@@ -33,6 +33,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -49,6 +50,17 @@ log = logging.getLogger(__name__)
 SLOW_CONSUMER_CODE = 1008
 SLOW_CONSUMER_REASON = "slow consumer"
 DEFAULT_MAX_QUEUE = 4096
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamConfig:
+    """Tunables of ``GET /ws`` (the defaults are the production values)."""
+
+    max_queue: int = DEFAULT_MAX_QUEUE  # messages queued per client before it is "slow"
+    ping_interval_s: float = 20.0  # the server's {"op": "ping"} to every client
+    ping_timeout_s: float = 20.0  # no message at all for interval + timeout: closed 4408
+    ticker_interval_s: float = 1.0  # ticker@ pushes, for markets that changed
+
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 

@@ -35,6 +35,7 @@ from exchange.kafka import make_admin
 from exchange.topics import Topics, ensure_topics
 from gateway.app import GatewayAPI, GatewayConfig
 from gateway.server import ServerThread, create_gateway_app
+from gateway.streams.hub import StreamConfig
 from ops.broker import free_port
 from settlement.service import SettlementConfig, SettlementService
 from settlement.sqlite_store import SqliteStore
@@ -117,10 +118,9 @@ class MarketGateway:
 
 @contextlib.contextmanager
 def run_market_gateway(
-    pipe: Pipeline, *, stream_queue: int | None = None, snapshots: bool = False
+    pipe: Pipeline, *, streams: StreamConfig | None = None, snapshots: bool = False
 ) -> Iterator[MarketGateway]:
     reader = SqliteStore(pipe.store_path, readonly=True)
-    extra: dict[str, Any] = {} if stream_queue is None else {"stream_queue": stream_queue}
     app = create_gateway_app(
         bootstrap=pipe.bootstrap,
         topics=pipe.topics,
@@ -129,7 +129,7 @@ def run_market_gateway(
         store=reader,
         config=GatewayConfig(cancel_lookup_s=0.3),
         snapshots=FileSnapshotStore(pipe.snapshots_dir) if snapshots else None,
-        **extra,
+        streams=streams,
     )
     try:
         with ServerThread(app, free_port()) as url, httpx.Client(base_url=url, timeout=30) as c:

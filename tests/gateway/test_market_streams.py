@@ -39,6 +39,7 @@ from exchange.codec import Codec
 from exchange.kafka import make_producer
 from gateway.convert import format_lots, format_ticks
 from gateway.streams.auth import SignedLogin
+from gateway.streams.hub import StreamConfig
 
 pytestmark = pytest.mark.kafka
 
@@ -371,7 +372,7 @@ def _publish_orders(pipe: Pipeline, commands: list[PlaceOrder]) -> None:
 
 
 def test_slow_consumer_when_queue_overflows_is_closed_1008(pipe: Pipeline) -> None:
-    with run_market_gateway(pipe, stream_queue=4000) as gw:
+    with run_market_gateway(pipe, streams=StreamConfig(max_queue=4000)) as gw:
         _fund(gw, 601)
         _fund(gw, 602)
         fast = open_stream(gw.ws_url)
@@ -410,3 +411,36 @@ def test_slow_consumer_when_queue_overflows_is_closed_1008(pipe: Pipeline) -> No
         finally:
             fast.close()
             slow.close()
+
+
+def test_heartbeat_when_client_never_answers_pings_closes_4408(pipe: Pipeline) -> None:
+    config = StreamConfig(ping_interval_s=0.3, ping_timeout_s=0.3)
+    with run_market_gateway(pipe, streams=config) as gw:
+        live = open_stream(gw.ws_url)
+        mute = open_stream(gw.ws_url)
+        try:
+            stop = threading.Event()
+
+            def answer() -> None:  # the live client answers every ping
+                seen = 0
+                while not stop.is_set():
+                    msgs = live.snapshot()
+                    for m in msgs[seen:]:
+                        if m.get("op") == "ping":
+                            live.send({"op": "pong"})
+                    seen = len(msgs)
+                    time.sleep(0.02)
+
+            t = threading.Thread(target=answer, daemon=True)
+            t.start()
+            ping = mute.wait_for(lambda m: m.get("op") == "ping")
+            assert isinstance(ping["ts"], int)
+            assert mute.thread is not None
+            mute.thread.join(10)
+            assert mute.closed_code == 4408
+            assert live.closed_code is None
+            stop.set()
+            t.join(5)
+        finally:
+            live.close()
+            mute.close()
