@@ -57,6 +57,7 @@ from engine import (  # after the sys.path tweak above, so the script runs from 
     load_markets,
 )
 from engine import engine as engine_module
+from engine.depth import new_depth, new_level
 from engine.engine import (  # the engine's private event builders, for the floor measurement
     _new_balance,
     _new_completed,
@@ -276,6 +277,7 @@ def event_floor(outputs: list[EngineOutput], repeat: int) -> float:
     groups = ("trades", "order_placements", "order_updates", "order_completions",
               "balance_updates", "rejections")  # fmt: skip
     fields_of = {cls: attrgetter(*(f.name for f in dataclasses.fields(cls))) for cls in builders}
+    level_fields = attrgetter("side", "price", "quantity", "order_count")
     plan = [
         (
             (o.sequence, o.command_id, o.command_kind, o.timestamp_ms),
@@ -283,13 +285,26 @@ def event_floor(outputs: list[EngineOutput], repeat: int) -> float:
                 [(builders[type(e)], fields_of[type(e)](e)) for e in getattr(o, group)]
                 for group in groups
             ],
+            [
+                (d.symbol, d.update_id, [level_fields(lv) for lv in d.levels])
+                for d in o.depth_updates
+            ],
         )
         for o in outputs
     ]
 
     def build() -> None:
-        for head, parts in plan:
-            _new_output(*head, *[tuple([b(*args) for b, args in part]) for part in parts])
+        for head, parts, depth in plan:
+            _new_output(
+                *head,
+                *[tuple([b(*args) for b, args in part]) for part in parts],
+                tuple(
+                    [
+                        new_depth(symbol, uid, tuple([new_level(*lv) for lv in levels]))
+                        for symbol, uid, levels in depth
+                    ]
+                ),
+            )
 
     return min(timed(build) for _ in range(repeat))
 
@@ -398,6 +413,7 @@ def main() -> None:
     events = sum(
         len(o.trades) + len(o.order_placements) + len(o.order_updates)
         + len(o.order_completions) + len(o.balance_updates) + len(o.rejections) + 1
+        + sum(1 + len(d.levels) for d in o.depth_updates)
         for o in outputs
     )  # fmt: skip
     del outputs

@@ -39,8 +39,8 @@ class OrderBook:
         self.bids = SortedDict()
         self.asks = SortedDict()
 
-    def add(self, order: Order) -> None:
-        """Rest ``order`` at the back of its price level."""
+    def add(self, order: Order) -> Level:
+        """Rest ``order`` at the back of its price level; returns that level."""
         side = self.bids if order.is_buy else self.asks
         price = order.price
         if price is None:
@@ -50,6 +50,7 @@ class OrderBook:
             level = side[price] = Level(price)
         level.orders[order.order_id] = order
         level.total += order.remaining
+        return level
 
     def remove(self, order: Order) -> None:
         """Take a resting order out of its level, dropping the level once it is empty."""

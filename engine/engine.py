@@ -74,6 +74,8 @@ from engine.balances import Balance, Ledger
 from engine.book import Level
 from engine.commands import AmendOrder, CancelOrder, Command, Deposit, PlaceOrder, Withdraw
 from engine.depth import after_match, book_levels, one_level
+from engine.depth import new_depth as _new_depth
+from engine.depth import new_level as _new_level
 from engine.enums import (
     CommandKind,
     CompletionReason,
@@ -371,8 +373,10 @@ class Engine:
         )
         if not crosses and tif is _GTC:
             # The common case, kept short: a limit order that cannot trade simply rests.
-            self._rest(taker, market)
+            level = self._rest(taker, market)
             balance = taker.lock_balance
+            update_id = market.update_id + 1  # the depth update, inlined (see engine.depth)
+            market.update_id = update_id
             return _new_output(
                 sequence,
                 cmd.command_id,
@@ -384,7 +388,13 @@ class Engine:
                 (),
                 (_new_balance(user_id, balance.asset, balance.available, balance.locked),),
                 (),
-                one_level(market, is_buy, price),  # type: ignore[arg-type]  # a GTC has a price
+                (
+                    _new_depth(
+                        market.name,
+                        update_id,
+                        (_new_level(side, price, level.total, len(level.orders)),),
+                    ),
+                ),
             )
 
         trades: list[TradeExecuted] = []
@@ -674,8 +684,9 @@ class Engine:
             _new_completed(order.order_id, order.user_id, order.symbol, _C_CANCELLED, ts)
         )
 
-    def _rest(self, order: Order, market: MarketState) -> None:
-        """Lock what the remainder could spend and put it in the book and the indexes."""
+    def _rest(self, order: Order, market: MarketState) -> Level:
+        """Lock what the remainder could spend and put it in the book and the indexes;
+        returns the level it rests in."""
         balance = order.lock_balance
         amount = order.remaining * order.lock_per_lot
         if balance.available < amount:
@@ -684,10 +695,11 @@ class Engine:
             )
         balance.available -= amount
         balance.locked += amount
-        market.book.add(order)
+        level = market.book.add(order)
         self._orders[order.order_id] = order
         if order.client_order_id is not None:
             self._client_ids[(order.user_id, order.client_order_id)] = order
+        return level
 
     def _fee_balance(self, asset: str, touched: _Touched) -> Balance:
         balance = self._ledger.get_or_create(self._fee_account, asset)

@@ -16,7 +16,10 @@ pure steps, then executes them:
    on one replica set: cheaper than separate writes, and no batch log.
 3. The batches (and single statements) run concurrently with a bounded window
    (``execute_concurrent``). Ordering does not matter: every write is idempotent and
-   versioned. The progress row goes last, after every data write succeeded.
+   versioned. Then the klines of every bucket the batch's trades fall in are recomputed from
+   what is stored, shortest interval first (:func:`settlement.market_data.rebuild_klines`;
+   each level is written before the next one reads it). The progress row goes last, after
+   every data write succeeded.
 
 ``apply`` returns only when every write was acknowledged at the configured consistency
 (LOCAL_QUORUM by default), so the settlement service may then commit its offsets. Any
@@ -48,6 +51,22 @@ from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, tuple_factor
 
 from engine.enums import OrderStatus
 from engine.events import EngineOutput
+from settlement.market_data import (
+    DEFAULT_KLINE_LIMIT,
+    INTERVAL_MS,
+    BookLevelRow,
+    KlineRow,
+    MarketDataStore,
+    MarketTradeRow,
+    TickerInputs,
+    book_level_row_from_db,
+    check_kline_query,
+    kline_row_from_db,
+    market_trade_row_from_db,
+    rebuild_klines,
+    sorted_levels,
+    ticker_from_klines,
+)
 from settlement.projection import WriteSet, order_bucket, project, stream_partition, trade_bucket
 from settlement.store import (
     DEFAULT_PAGE_LIMIT,
@@ -91,6 +110,11 @@ TABLES = (
     "trade_buckets",
     "balances",
     "settlement_progress",
+    "book_levels",
+    "market_trades",
+    "market_trade_hours",
+    "klines",
+    "kline_periods",
 )
 _PROGRESS_NAME = "engine-output"
 _NO_CURSOR = (1 << 63) - 1
@@ -123,6 +147,21 @@ _TRADE_COLS = (
     "fee, fee_asset, executed_at, version"
 )
 _BALANCE_COLS = "user_id, asset, available, locked, version"
+_LEVEL_COLS = "symbol, side, price, quantity, order_count, update_id, version"
+_MARKET_TRADE_COLS = (
+    "symbol, trade_id, price, quantity, quote_quantity, taker_side, executed_at, version"
+)
+_KLINE_COLS = (
+    "symbol, interval, open_time, close_time, open, high, low, close, volume, quote_volume, "
+    "trade_count, first_trade_id, last_trade_id, version"
+)
+_HOUR_MS = 3_600_000
+_KLINES_PER_PERIOD = 1_000  # a klines partition holds at most this many rows
+
+
+def kline_period(open_time: int, interval_ms: int) -> int:
+    """The klines partition an open time falls in (see cql/schema.cql)."""
+    return open_time // (interval_ms * _KLINES_PER_PERIOD)
 
 
 def _marks(n: int) -> str:
@@ -156,6 +195,19 @@ _WRITES: dict[str, str] = {
     "VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
     "progress": "UPDATE {ks}.settlement_progress USING TIMESTAMP ? SET max_sequence = ? "
     "WHERE name = ?",
+    "level": f"INSERT INTO {{ks}}.book_levels ({_LEVEL_COLS}) "
+    f"VALUES ({_marks(7)}) USING TIMESTAMP ?",
+    "level_delete": "DELETE FROM {ks}.book_levels USING TIMESTAMP ? "
+    "WHERE symbol = ? AND side = ? AND price = ?",
+    "market_trade": "INSERT INTO {ks}.market_trades (hour, "
+    f"{_MARKET_TRADE_COLS}) VALUES ({_marks(9)}) USING TIMESTAMP ?",
+    "market_trade_hour": "INSERT INTO {ks}.market_trade_hours (symbol, hour) "
+    "VALUES (?, ?) USING TIMESTAMP ?",
+    # USING TIMESTAMP trade_count: the most complete recomputation wins (market_data).
+    "kline": f"INSERT INTO {{ks}}.klines (period, {_KLINE_COLS}) "
+    f"VALUES ({_marks(15)}) USING TIMESTAMP ?",
+    "kline_period": "INSERT INTO {ks}.kline_periods (symbol, interval, period) "
+    "VALUES (?, ?, ?) USING TIMESTAMP ?",
 }
 _READS: dict[str, str] = {
     "q_active": f"SELECT {_ORDER_COLS} FROM {{ks}}.active_orders WHERE user_id = ?",
@@ -178,6 +230,18 @@ _READS: dict[str, str] = {
     "q_stats": "SELECT final_status, COUNT(*) FROM {ks}.order_final_status "
     "WHERE user_id = ? AND bucket = ? GROUP BY final_status",
     "q_progress": "SELECT max_sequence FROM {ks}.settlement_progress WHERE name = ?",
+    "q_levels": f"SELECT {_LEVEL_COLS} FROM {{ks}}.book_levels WHERE symbol = ?",
+    "q_trade_hours": "SELECT hour FROM {ks}.market_trade_hours WHERE symbol = ?",
+    "q_market_trades": f"SELECT {_MARKET_TRADE_COLS} FROM {{ks}}.market_trades "
+    "WHERE symbol = ? AND hour = ? LIMIT ?",
+    "q_minute_trades": "SELECT trade_id, price, quantity, quote_quantity, version "
+    "FROM {ks}.market_trades WHERE symbol = ? AND hour = ? AND executed_at >= ? "
+    "AND executed_at < ?",
+    "q_kline_periods": "SELECT period FROM {ks}.kline_periods WHERE symbol = ? AND interval = ?",
+    "q_klines_range": f"SELECT {_KLINE_COLS} FROM {{ks}}.klines WHERE symbol = ? "
+    "AND interval = ? AND period = ? AND open_time >= ? AND open_time < ? LIMIT ?",
+    "q_klines_desc": f"SELECT {_KLINE_COLS} FROM {{ks}}.klines WHERE symbol = ? "
+    "AND interval = ? AND period = ? AND open_time < ? ORDER BY open_time DESC LIMIT ?",
 }
 
 
@@ -268,6 +332,38 @@ def plan_writes(ws: WriteSet) -> list[PlannedWrite]:
     for bal in ws.balances:
         p = (*bal, bal.version)
         add(PlannedWrite("balance", ("balances", bal.user_id), p, _size(p)))
+    for lv in ws.book_levels:
+        if lv.quantity:
+            p = (*lv, lv.version)
+            add(PlannedWrite("level", ("book_levels", lv.symbol), p, _size(p)))
+        else:  # emptied: a versioned delete whose tombstone shadows older writes
+            p = (lv.version, lv.symbol, lv.side, lv.price)
+            add(PlannedWrite("level_delete", ("book_levels", lv.symbol), p, _size(p)))
+    hours: dict[tuple[str, int], int] = {}
+    for mt in ws.market_trades:
+        hour = mt.executed_at // _HOUR_MS
+        p = (hour, *mt, mt.version)
+        add(PlannedWrite("market_trade", ("market_trades", mt.symbol, hour), p, _size(p)))
+        if hours.get((mt.symbol, hour), -1) < mt.version:
+            hours[(mt.symbol, hour)] = mt.version
+    for (symbol, hour), v in hours.items():
+        p = (symbol, hour, v)
+        add(PlannedWrite("market_trade_hour", ("market_trade_hours", symbol), p, _size(p)))
+    return out
+
+
+def plan_kline_writes(rows: Iterable[KlineRow]) -> list[PlannedWrite]:
+    """The writes of recomputed klines: each row USING TIMESTAMP its trade_count. Pure."""
+    out: list[PlannedWrite] = []
+    p: tuple[object, ...]
+    for k in rows:
+        period = kline_period(k.open_time, INTERVAL_MS[k.interval])
+        p = (period, *k, k.trade_count)
+        out.append(PlannedWrite("kline", ("klines", k.symbol, k.interval, period), p, _size(p)))
+        p = (k.symbol, k.interval, period, k.trade_count)
+        out.append(
+            PlannedWrite("kline_period", ("kline_periods", k.symbol, k.interval), p, _size(p))
+        )
     return out
 
 
@@ -346,7 +442,7 @@ def translate_error(e: BaseException) -> StoreError:
     return StoreError(f"cassandra: {e!r}")
 
 
-class CassandraStore(SettlementStore):
+class CassandraStore(SettlementStore, MarketDataStore):
     """The read model in a Cassandra keyspace.
 
     Connects lazily (building the object does no I/O); statements are prepared once, on the
@@ -507,26 +603,78 @@ class CassandraStore(SettlementStore):
 
         def run() -> None:
             session, prepared = self._ready()
-            statements: list[tuple[Any, None]] = []
-            for chunk in chunks:
-                if len(chunk) == 1:
-                    w = chunk[0]
-                    statements.append((prepared[w.statement].bind(w.params), None))
-                    continue
-                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-                for w in chunk:
-                    batch.add(prepared[w.statement], w.params)
-                batch.is_idempotent = True
-                statements.append((batch, None))
-            if statements:
-                execute_concurrent(
-                    session, statements, concurrency=self._concurrency, raise_on_first_error=True
-                )
+            self._execute_chunks(session, prepared, chunks)
+            if ws.market_trades:
+                self._rebuild_klines(session, prepared, ws.market_trades)
             # Last, so max_sequence never runs ahead of rows that are not written yet.
             seq = ws.max_sequence
             session.execute(prepared["progress"], (seq, seq, _PROGRESS_NAME))
 
         self._call(run)
+
+    def _execute_chunks(
+        self, session: Any, prepared: dict[str, Any], chunks: list[list[PlannedWrite]]
+    ) -> None:
+        statements: list[tuple[Any, None]] = []
+        for chunk in chunks:
+            if len(chunk) == 1:
+                w = chunk[0]
+                statements.append((prepared[w.statement].bind(w.params), None))
+                continue
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for w in chunk:
+                batch.add(prepared[w.statement], w.params)
+            batch.is_idempotent = True
+            statements.append((batch, None))
+        if statements:
+            execute_concurrent(
+                session, statements, concurrency=self._concurrency, raise_on_first_error=True
+            )
+
+    def _rebuild_klines(
+        self, session: Any, prepared: dict[str, Any], trades: list[MarketTradeRow]
+    ) -> None:
+        """After the batch's trades are acknowledged: recompute every kline they touch."""
+
+        def read_minute(symbol: str, start: int, end: int) -> list[Any]:
+            # A minute never crosses an hour, so it is one slice of one partition.
+            params = (symbol, start // _HOUR_MS, start, end)
+            return list(session.execute(prepared["q_minute_trades"], params))
+
+        def read_children(symbol: str, interval: str, start: int, end: int) -> list[KlineRow]:
+            return self._kline_range(session, prepared, symbol, interval, start, end, None)
+
+        def write(rows: list[KlineRow]) -> None:
+            writes = plan_kline_writes(rows)
+            chunks = plan_batches(
+                writes, max_statements=self._max_statements, max_bytes=self._max_bytes
+            )
+            self._execute_chunks(session, prepared, chunks)
+
+        rebuild_klines(trades, read_minute, read_children, write)
+
+    @staticmethod
+    def _kline_range(
+        session: Any,
+        prepared: dict[str, Any],
+        symbol: str,
+        interval: str,
+        start: int,
+        end: int,
+        limit: int | None,
+    ) -> list[KlineRow]:
+        """Klines with start <= open_time < end, oldest first (at most ``limit``)."""
+        ms = INTERVAL_MS[interval]
+        rows: list[KlineRow] = []
+        want = (1 << 31) - 1 if limit is None else limit
+        for period in range(kline_period(start, ms), kline_period(end - 1, ms) + 1):
+            params = (symbol, interval, period, start, end, want - len(rows))
+            rows += [
+                kline_row_from_db(r) for r in session.execute(prepared["q_klines_range"], params)
+            ]
+            if len(rows) >= want:
+                break
+        return rows
 
     # ---- health and verification ---------------------------------------------------
 
@@ -600,6 +748,15 @@ class CassandraStore(SettlementStore):
                 key=lambda b: (b.user_id, b.asset),
             ),
         )
+        yield (
+            "book_levels",
+            sorted(tuple(r) for r in self._scan("book_levels", _LEVEL_COLS) if r[3] > 0),
+        )
+        yield (
+            "market_trades",
+            sorted(tuple(r) for r in self._scan("market_trades", _MARKET_TRADE_COLS)),
+        )
+        yield "klines", sorted(tuple(r) for r in self._scan("klines", _KLINE_COLS))
         yield "settlement_progress", [(self.max_sequence(),)]
 
     # ---- queries -------------------------------------------------------------------
@@ -670,3 +827,68 @@ class CassandraStore(SettlementStore):
             for status, n in self._rows("q_stats", (user_id, bucket)):
                 counts[OrderStatus(status)] += n
         return counts
+
+    # ---- market data -----------------------------------------------------------------
+
+    def book_levels(self, symbol: str) -> list[BookLevelRow]:
+        return sorted_levels(book_level_row_from_db(r) for r in self._rows("q_levels", (symbol,)))
+
+    def recent_trades(self, symbol: str, limit: int = DEFAULT_PAGE_LIMIT) -> list[MarketTradeRow]:
+        check_page_limit(limit)
+        rows: list[Any] = []
+        for (hour,) in self._rows("q_trade_hours", (symbol,)):  # newest hour first
+            rows += self._rows("q_market_trades", (symbol, hour, limit - len(rows)))
+            if len(rows) >= limit:
+                break
+        return [market_trade_row_from_db(r) for r in rows]
+
+    def klines(
+        self,
+        symbol: str,
+        interval: str,
+        start: int | None = None,
+        end: int | None = None,
+        limit: int = DEFAULT_KLINE_LIMIT,
+    ) -> list[KlineRow]:
+        ms = check_kline_query(interval, start, end, limit)
+        top = _NO_CURSOR - 1 if end is None else end  # inclusive
+        periods = [p for (p,) in self._rows("q_kline_periods", (symbol, interval))]  # newest first
+
+        def run() -> list[KlineRow]:
+            session, prepared = self._ready()
+            if start is not None:
+                rows: list[KlineRow] = []
+                for period in sorted(p for p in periods if kline_period(start, ms) <= p):
+                    if period > kline_period(top, ms):
+                        break
+                    params = (symbol, interval, period, start, top + 1, limit - len(rows))
+                    rows += [
+                        kline_row_from_db(r)
+                        for r in session.execute(prepared["q_klines_range"], params)
+                    ]
+                    if len(rows) >= limit:
+                        break
+                return rows
+            newest: list[KlineRow] = []
+            for period in periods:
+                if period > kline_period(top, ms):
+                    continue
+                desc = (symbol, interval, period, top + 1, limit - len(newest))
+                newest += [
+                    kline_row_from_db(r) for r in session.execute(prepared["q_klines_desc"], desc)
+                ]
+                if len(newest) >= limit:
+                    break
+            return newest[::-1]
+
+        result: list[KlineRow] = self._call(run)
+        return result
+
+    def ticker_inputs(self, symbol: str, start: int, end: int) -> TickerInputs:
+        def run() -> list[KlineRow]:
+            session, prepared = self._ready()
+            return self._kline_range(session, prepared, symbol, "1m", start, end, None)
+
+        minutes: list[KlineRow] = self._call(run)
+        newest = self.recent_trades(symbol, 1)
+        return ticker_from_klines(symbol, minutes, newest[0].price if newest else None)

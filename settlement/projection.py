@@ -14,6 +14,9 @@ own statements, so the two backends cannot disagree about *what* is written.
   derives them from the same row and version.
 * ``TradeExecuted`` gives two immutable rows, one per user (maker and taker).
 * ``BalanceUpdated`` gives the balance's absolute post-state, versioned by sequence.
+* ``DepthUpdated`` gives each named level's absolute post-state (``book_levels``), versioned
+  by sequence, and each ``TradeExecuted`` also a public ``market_trades`` row (an immutable
+  fact); klines are derived from those by the adapters (see :mod:`settlement.market_data`).
 * ``OrderPlaced`` and ``OrderCompleted`` repeat what the same output's ``OrderUpdated`` says
   (the engine emits an update for every order a command touches, with the terminal status
   when it completes); ``CommandRejected`` changes no read-model row. None is projected.
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 
 from engine.enums import Side
 from engine.events import EngineOutput
+from settlement.market_data import BookLevelRow, MarketTradeRow
 from settlement.store import BalanceRow, OrderRow, OrderUpdateRow, TradeRow
 
 __all__ = [
@@ -88,6 +92,8 @@ class WriteSet:
     trades: list[TradeRow] = field(default_factory=list)
     balances: list[BalanceRow] = field(default_factory=list)
     max_sequence: int = 0
+    book_levels: list[BookLevelRow] = field(default_factory=list)
+    market_trades: list[MarketTradeRow] = field(default_factory=list)
 
 
 def count_events(output: EngineOutput) -> int:
@@ -99,6 +105,7 @@ def count_events(output: EngineOutput) -> int:
         + len(output.order_completions)
         + len(output.balance_updates)
         + len(output.rejections)
+        + len(output.depth_updates)
     )
 
 
@@ -108,6 +115,8 @@ def project(outputs: Iterable[EngineOutput]) -> WriteSet:
     updates: dict[tuple[int, int], OrderUpdateRow] = {}
     trades: dict[tuple[int, int, bool], TradeRow] = {}
     balances: dict[tuple[int, str], BalanceRow] = {}
+    levels: dict[tuple[str, Side, int], BookLevelRow] = {}
+    market_trades: dict[tuple[str, int], MarketTradeRow] = {}
     max_sequence = 0
     # Hot loop: bind the lookups once (house style, rule 19).
     orders_get = orders.get
@@ -144,15 +153,31 @@ def project(outputs: Iterable[EngineOutput]) -> WriteSet:
                 t.price, t.quantity, t.quote_quantity, t.taker_fee, t.taker_fee_asset,
                 t.executed_at, seq,
             )  # fmt: skip
+            market_trades[(t.symbol, t.trade_id)] = MarketTradeRow(
+                t.symbol, t.trade_id, t.price, t.quantity, t.quote_quantity, taker_side,
+                t.executed_at, seq,
+            )  # fmt: skip
         for b in out.balance_updates:
             key = (b.user_id, b.asset)
             prev_b = balances_get(key)
             if prev_b is None or seq >= prev_b.version:
                 balances[key] = BalanceRow(b.user_id, b.asset, b.available, b.locked, seq)
+        for d in out.depth_updates:
+            symbol = d.symbol
+            for lv in d.levels:
+                level_key = (symbol, lv.side, lv.price)
+                prev_l = levels.get(level_key)
+                # ">=" as for orders: a later item of the same output wins.
+                if prev_l is None or seq >= prev_l.version:
+                    levels[level_key] = BookLevelRow(
+                        symbol, lv.side, lv.price, lv.quantity, lv.order_count, d.update_id, seq
+                    )
     return WriteSet(
         orders=list(orders.values()),
         order_updates=list(updates.values()),
         trades=list(trades.values()),
         balances=list(balances.values()),
         max_sequence=max_sequence,
+        book_levels=list(levels.values()),
+        market_trades=list(market_trades.values()),
     )

@@ -98,6 +98,56 @@ CREATE TABLE IF NOT EXISTS balances (
     PRIMARY KEY (user_id, asset)
 ) WITHOUT ROWID;
 
+-- Market data (issue 15; see settlement/market_data.py). book_levels: each level's absolute
+-- post-state from DepthUpdated, versioned by sequence; an emptied level stays as a row with
+-- quantity 0 (so a replayed older write cannot resurrect it) and reads skip it.
+CREATE TABLE IF NOT EXISTS book_levels (
+    symbol      TEXT    NOT NULL,
+    side        TEXT    NOT NULL,
+    price       INTEGER NOT NULL,
+    quantity    INTEGER NOT NULL,
+    order_count INTEGER NOT NULL,
+    update_id   INTEGER NOT NULL,
+    version     INTEGER NOT NULL,
+    PRIMARY KEY (symbol, side, price)
+) WITHOUT ROWID;
+
+-- market_trades: public trades (no user or order ids), immutable facts.
+CREATE TABLE IF NOT EXISTS market_trades (
+    symbol         TEXT    NOT NULL,
+    trade_id       INTEGER NOT NULL,
+    price          INTEGER NOT NULL,
+    quantity       INTEGER NOT NULL,
+    quote_quantity INTEGER NOT NULL,
+    taker_side     TEXT    NOT NULL,
+    executed_at    INTEGER NOT NULL,
+    version        INTEGER NOT NULL,
+    PRIMARY KEY (symbol, trade_id)
+) WITHOUT ROWID;
+-- recent_trades(symbol) newest first, and a minute's trades for its 1m kline.
+CREATE INDEX IF NOT EXISTS market_trades_by_time
+    ON market_trades (symbol, executed_at, trade_id);
+
+-- klines: recomputed for every bucket a batch touches, from market_trades (1m) or the next
+-- shorter interval (5m 15m 1h 1d); trade_count is the row's version.
+CREATE TABLE IF NOT EXISTS klines (
+    symbol         TEXT    NOT NULL,
+    interval       TEXT    NOT NULL,
+    open_time      INTEGER NOT NULL,
+    close_time     INTEGER NOT NULL,
+    open           INTEGER NOT NULL,
+    high           INTEGER NOT NULL,
+    low            INTEGER NOT NULL,
+    close          INTEGER NOT NULL,
+    volume         INTEGER NOT NULL,
+    quote_volume   INTEGER NOT NULL,
+    trade_count    INTEGER NOT NULL,
+    first_trade_id INTEGER NOT NULL,
+    last_trade_id  INTEGER NOT NULL,
+    version        INTEGER NOT NULL,
+    PRIMARY KEY (symbol, interval, open_time)
+) WITHOUT ROWID;
+
 -- One row: the highest sequence applied, written in the same transaction as the rows it
 -- covers (the tracking record). max() is order-insensitive, so it is replay-safe too.
 CREATE TABLE IF NOT EXISTS settlement_progress (

@@ -20,6 +20,21 @@ from typing import Any
 
 from engine.enums import OrderStatus
 from engine.events import EngineOutput
+from settlement.market_data import (
+    DEFAULT_KLINE_LIMIT,
+    BookLevelRow,
+    KlineRow,
+    MarketDataStore,
+    MarketTradeRow,
+    TickerInputs,
+    book_level_row_from_db,
+    check_kline_query,
+    kline_row_from_db,
+    market_trade_row_from_db,
+    rebuild_klines,
+    sorted_levels,
+    ticker_from_klines,
+)
 from settlement.projection import order_bucket, project, stream_partition, trade_bucket
 from settlement.store import (
     DEFAULT_PAGE_LIMIT,
@@ -69,6 +84,7 @@ _UPSERT_ORDER = f"""
 INSERT INTO orders ({_ORDER_COLS}, is_open)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (user_id, order_id) DO UPDATE SET
+    quantity = excluded.quantity,
     filled_quantity = excluded.filled_quantity,
     remaining_quantity = excluded.remaining_quantity,
     cumulative_quote = excluded.cumulative_quote,
@@ -97,6 +113,61 @@ ON CONFLICT (user_id, asset) DO UPDATE SET
     version = excluded.version
 WHERE excluded.version > balances.version
 """
+# Market data (settlement/market_data.py).
+_LEVEL_COLS = "symbol, side, price, quantity, order_count, update_id, version"
+_MARKET_TRADE_COLS = (
+    "symbol, trade_id, price, quantity, quote_quantity, taker_side, executed_at, version"
+)
+_KLINE_COLS = (
+    "symbol, interval, open_time, close_time, open, high, low, close, volume, quote_volume, "
+    "trade_count, first_trade_id, last_trade_id, version"
+)
+_UPSERT_LEVEL = f"""
+INSERT INTO book_levels ({_LEVEL_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (symbol, side, price) DO UPDATE SET
+    quantity = excluded.quantity,
+    order_count = excluded.order_count,
+    update_id = excluded.update_id,
+    version = excluded.version
+WHERE excluded.version > book_levels.version
+"""
+_INSERT_MARKET_TRADE = f"""
+INSERT INTO market_trades ({_MARKET_TRADE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (symbol, trade_id) DO NOTHING
+"""
+# A recomputation over the same trades writes the same row; over more, a higher count.
+_UPSERT_KLINE = f"""
+INSERT INTO klines ({_KLINE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (symbol, interval, open_time) DO UPDATE SET
+    close_time = excluded.close_time, open = excluded.open, high = excluded.high,
+    low = excluded.low, close = excluded.close, volume = excluded.volume,
+    quote_volume = excluded.quote_volume, trade_count = excluded.trade_count,
+    first_trade_id = excluded.first_trade_id, last_trade_id = excluded.last_trade_id,
+    version = excluded.version
+WHERE excluded.trade_count > klines.trade_count
+"""
+_Q_MINUTE_TRADES = (
+    "SELECT trade_id, price, quantity, quote_quantity, version FROM market_trades "
+    "INDEXED BY market_trades_by_time WHERE symbol = ? AND executed_at >= ? AND executed_at < ?"
+)
+_Q_KLINE_RANGE = (
+    f"SELECT {_KLINE_COLS} FROM klines "
+    "WHERE symbol = ? AND interval = ? AND open_time >= ? AND open_time < ? ORDER BY open_time"
+)
+_Q_KLINES_FROM = (
+    f"SELECT {_KLINE_COLS} FROM klines WHERE symbol = ? AND interval = ? "
+    "AND open_time >= ? AND open_time <= ? ORDER BY open_time LIMIT ?"
+)
+_Q_KLINES_LATEST = (
+    f"SELECT {_KLINE_COLS} FROM klines WHERE symbol = ? AND interval = ? "
+    "AND open_time <= ? ORDER BY open_time DESC LIMIT ?"
+)
+_Q_LEVELS = f"SELECT {_LEVEL_COLS} FROM book_levels WHERE symbol = ? AND quantity > 0"
+_Q_RECENT_TRADES = (
+    f"SELECT {_MARKET_TRADE_COLS} FROM market_trades INDEXED BY market_trades_by_time "
+    "WHERE symbol = ? ORDER BY executed_at DESC, trade_id DESC LIMIT ?"
+)
+
 _UPSERT_PROGRESS = """
 INSERT INTO settlement_progress (name, max_sequence) VALUES (?, ?)
 ON CONFLICT (name) DO UPDATE SET max_sequence = excluded.max_sequence
@@ -150,7 +221,7 @@ def translate_error(e: sqlite3.Error) -> StoreError:
     return StoreError(f"sqlite: {e}")
 
 
-class SqliteStore(SettlementStore):
+class SqliteStore(SettlementStore, MarketDataStore):
     """The read model in one SQLite file. One writer (``apply``), many readers.
 
     ``readonly=True`` opens the writer read-only too: for a reader process such as the
@@ -281,6 +352,11 @@ class SqliteStore(SettlementStore):
                         conn.executemany(_INSERT_TRADE, ws.trades)
                     if ws.balances:
                         conn.executemany(_UPSERT_BALANCE, ws.balances)
+                    if ws.book_levels:
+                        conn.executemany(_UPSERT_LEVEL, ws.book_levels)
+                    if ws.market_trades:
+                        conn.executemany(_INSERT_MARKET_TRADE, ws.market_trades)
+                        self._rebuild_klines(conn, ws.market_trades)
                     conn.execute(_UPSERT_PROGRESS, (_PROGRESS_NAME, ws.max_sequence))
                     conn.execute("COMMIT")
                 except BaseException:
@@ -289,6 +365,22 @@ class SqliteStore(SettlementStore):
                     raise
             except sqlite3.Error as e:
                 raise translate_error(e) from e
+
+    @staticmethod
+    def _rebuild_klines(conn: sqlite3.Connection, trades: list[MarketTradeRow]) -> None:
+        """Inside the batch's transaction: reads see the batch's own trades and klines."""
+
+        def read_minute(symbol: str, start: int, end: int) -> list[Any]:
+            return conn.execute(_Q_MINUTE_TRADES, (symbol, start, end)).fetchall()
+
+        def read_children(symbol: str, interval: str, start: int, end: int) -> list[KlineRow]:
+            rows = conn.execute(_Q_KLINE_RANGE, (symbol, interval, start, end))
+            return [kline_row_from_db(r) for r in rows]
+
+        def write(rows: list[KlineRow]) -> None:
+            conn.executemany(_UPSERT_KLINE, rows)
+
+        rebuild_klines(trades, read_minute, read_children, write)
 
     # ---- health and verification ---------------------------------------------------
 
@@ -375,6 +467,23 @@ class SqliteStore(SettlementStore):
                 conn.execute(f"SELECT {_BALANCE_COLS} FROM balances ORDER BY user_id, asset"),
             ),
         )
+        yield (
+            "book_levels",
+            conn.execute(
+                f"SELECT {_LEVEL_COLS} FROM book_levels WHERE quantity > 0 "
+                "ORDER BY symbol, side, price"
+            ),
+        )
+        yield (
+            "market_trades",
+            conn.execute(
+                f"SELECT {_MARKET_TRADE_COLS} FROM market_trades ORDER BY symbol, trade_id"
+            ),
+        )
+        yield (
+            "klines",
+            conn.execute(f"SELECT {_KLINE_COLS} FROM klines ORDER BY symbol, interval, open_time"),
+        )
         progress = conn.execute(_Q_PROGRESS, (_PROGRESS_NAME,)).fetchall()
         yield "settlement_progress", [(progress[0][0] if progress else 0,)]
 
@@ -429,3 +538,35 @@ class SqliteStore(SettlementStore):
         for status, n in self._query(_Q_STATS, (user_id,)):
             counts[OrderStatus(status)] = n
         return counts
+
+    # ---- market data -----------------------------------------------------------------
+
+    def book_levels(self, symbol: str) -> list[BookLevelRow]:
+        return sorted_levels(book_level_row_from_db(r) for r in self._query(_Q_LEVELS, (symbol,)))
+
+    def recent_trades(self, symbol: str, limit: int = DEFAULT_PAGE_LIMIT) -> list[MarketTradeRow]:
+        check_page_limit(limit)
+        return [market_trade_row_from_db(r) for r in self._query(_Q_RECENT_TRADES, (symbol, limit))]
+
+    def klines(
+        self,
+        symbol: str,
+        interval: str,
+        start: int | None = None,
+        end: int | None = None,
+        limit: int = DEFAULT_KLINE_LIMIT,
+    ) -> list[KlineRow]:
+        check_kline_query(interval, start, end, limit)
+        top = _NO_CURSOR if end is None else end
+        if start is None:
+            rows = self._query(_Q_KLINES_LATEST, (symbol, interval, top, limit))[::-1]
+        else:
+            rows = self._query(_Q_KLINES_FROM, (symbol, interval, start, top, limit))
+        return [kline_row_from_db(r) for r in rows]
+
+    def ticker_inputs(self, symbol: str, start: int, end: int) -> TickerInputs:
+        minutes = [
+            kline_row_from_db(r) for r in self._query(_Q_KLINE_RANGE, (symbol, "1m", start, end))
+        ]
+        newest = self.recent_trades(symbol, 1)
+        return ticker_from_klines(symbol, minutes, newest[0].price if newest else None)

@@ -218,6 +218,9 @@ DIGEST_SECTIONS: tuple[str, ...] = (
     "trades",  # TradeRow [user_id, trade_id, is_maker]
     "trade_buckets",  # (user_id, bucket) [user_id, bucket]
     "balances",  # BalanceRow [user_id, asset]
+    "book_levels",  # BookLevelRow with quantity > 0 [symbol, side, price]
+    "market_trades",  # MarketTradeRow [symbol, trade_id]
+    "klines",  # KlineRow [symbol, interval, open_time]
     "settlement_progress",  # (max_sequence,)
 )
 

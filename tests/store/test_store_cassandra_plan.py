@@ -159,7 +159,8 @@ def bound(w: PlannedWrite) -> dict[str, object]:
 def test_plan_writes_when_stream_planned_binds_params_and_partition_consistently() -> None:
     writes = plan_writes(project(random_stream(seed=21, steps=120)))
     kinds = {w.statement for w in writes}
-    assert kinds == set(cs._WRITES) - {"progress"}
+    # Sim makes no depth updates; klines are planned after the trades are stored (below).
+    assert kinds == set(cs._WRITES) - {"progress", "level", "level_delete", "kline", "kline_period"}
     for w in writes:
         values = bound(w)
         table, _ = statement_columns(cs._WRITES[w.statement])
@@ -406,12 +407,18 @@ def test_apply_when_run_sends_unlogged_partition_batches_then_progress_last(
     monkeypatch.setattr(cs, "execute_concurrent", fake_execute_concurrent)
     store = CassandraStore(["127.0.0.1"], concurrency=8, max_batch_statements=5)
     store._session = session  # skip the network: prepared statements built offline
-    store._prepared = {name: offline_prepared(name) for name in cs._WRITES}
+    reads = {name: f"read:{name}" for name in cs._READS}  # the session only records them
+    store._prepared = {**{name: offline_prepared(name) for name in cs._WRITES}, **reads}
 
     outs = random_stream(seed=24, steps=60)
     store.apply(outs)
 
-    assert [kind for kind, _ in session.log] == ["concurrent", "execute"]
+    # Data writes, then the kline rebuild's reads (the recording session stores nothing, so
+    # there is nothing to aggregate and no kline write), then the progress row.
+    kinds = [kind for kind, _ in session.log]
+    assert kinds[0] == "concurrent" and set(kinds[1:]) == {"execute"}
+    middle = {stmt for _, (stmt, _) in session.log[1:-1]}  # type: ignore[misc]
+    assert middle == {"read:q_minute_trades", "read:q_klines_range"}
     ((statements, concurrency),) = concurrent_calls
     assert concurrency == 8
     expected_chunks = plan_batches(plan_writes(project(outs)), max_statements=5)
