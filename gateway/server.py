@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from types import TracebackType
+from typing import cast
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -29,6 +30,7 @@ from gateway.market.service import MarketData
 from gateway.publisher import PRODUCER_OVERRIDES, CommandPublisher
 from gateway.results import CONSUMER_OVERRIDES, OutputFollower
 from gateway.streams.hub import StreamConfig
+from settlement.market_data import MarketDataStore
 from settlement.store import SettlementStore
 
 
@@ -75,7 +77,9 @@ def create_gateway_app(
         markets,
         snapshots,
     )
-    market = MarketData(markets=markets, feed=feed, store=store, config=streams)
+    # Both store adapters implement the market-data port too (settlement.market_data).
+    market_store = cast(MarketDataStore, store)
+    market = MarketData(markets=markets, feed=feed, store=market_store, config=streams)
     return create_app(
         markets=markets, codec=codec, publisher=publisher, follower=follower, store=store,
         config=config, market=market,

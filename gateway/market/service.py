@@ -30,7 +30,7 @@ from gateway.streams.auth import Authenticator
 from gateway.streams.hub import StreamConfig, StreamHub, encode
 from gateway.streams.protocol import HEARTBEAT_CLOSE_CODE
 from gateway.views import Views
-from settlement.store import SettlementStore
+from settlement.market_data import MarketDataStore
 
 GOING_AWAY = 1001
 
@@ -43,7 +43,7 @@ class MarketData:
         *,
         markets: Markets,
         feed: MarketFeed,
-        store: SettlementStore,
+        store: MarketDataStore,
         config: StreamConfig | None = None,
         authenticator: Authenticator | None = None,
     ) -> None:

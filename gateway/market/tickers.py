@@ -5,9 +5,9 @@ from trades by settlement, idempotent under replay). The ticker combines both wi
 gateway's own books for the best bid and ask:
 
 * ``last_price``: the newest trade's price;
-* ``open_24h`` .. ``trade_count_24h``: the 1-minute klines from the minute that holds
-  "now - 24 h" to now (so the window rolls at minute granularity: it covers between 24 h
-  and 24 h + 1 min of trades): the open of the oldest, the extremes, the sums;
+* ``open_24h`` .. ``trade_count_24h``: the store's ``ticker_inputs`` over the 1-minute
+  klines that opened in [now - 24 h, now) (so the window rolls by the minute): the open of
+  the oldest, the extremes, the sums;
 * ``best_bid``, ``best_ask``: the top of the in-memory book (read on the event loop).
 
 Store queries block, so they run in the threadpool; the book is read back on the loop.
@@ -22,11 +22,10 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.market.books import MarketBooks
 from gateway.market.views import Json, MarketViews
-from settlement.store import SettlementStore
+from settlement.market_data import INTERVAL_MS, MarketDataStore
 
 DAY_MS = 24 * 60 * 60 * 1000
-MINUTE_MS = 60 * 1000
-INTERVALS = ("1m", "5m", "15m", "1h", "1d")
+INTERVALS: tuple[str, ...] = tuple(INTERVAL_MS)  # 1m 5m 15m 1h 1d, the store's
 
 
 def now_ms() -> int:
@@ -36,7 +35,7 @@ def now_ms() -> int:
 class TickerService:
     """Queries of the public market routes and the ticker stream."""
 
-    def __init__(self, *, store: SettlementStore, books: MarketBooks, views: MarketViews) -> None:
+    def __init__(self, *, store: MarketDataStore, books: MarketBooks, views: MarketViews) -> None:
         self._store = store
         self._books = books
         self._views = views
@@ -80,29 +79,19 @@ class TickerService:
     def _day(self, symbol: str, at_ms: int) -> dict[str, Any]:
         """The 24 h aggregates of ``symbol`` from the store (the book is added on the loop)."""
         f = self._views.fmt(symbol)
-        start = (at_ms - DAY_MS) // MINUTE_MS * MINUTE_MS
-        rows = self._store.klines(symbol, "1m", start, at_ms, 1441)
-        last = self._store.recent_trades(symbol, 1)
-        data: dict[str, Any] = {
+        t = self._store.ticker_inputs(symbol, at_ms - DAY_MS, at_ms)
+        return {
             "symbol": symbol,
-            "last_price": f.price(last[0].price) if last else None,
+            "last_price": None if t.last_price is None else f.price(t.last_price),
             "best_bid": None,
             "best_ask": None,
-            "open_24h": None,
-            "high_24h": None,
-            "low_24h": None,
-            "volume_24h": f.quantity(0),
-            "quote_volume_24h": f.quote(0),
-            "trade_count_24h": 0,
+            "open_24h": None if t.open is None else f.price(t.open),
+            "high_24h": None if t.high is None else f.price(t.high),
+            "low_24h": None if t.low is None else f.price(t.low),
+            "volume_24h": f.quantity(t.volume),
+            "quote_volume_24h": f.quote(t.quote_volume),
+            "trade_count_24h": t.trade_count,
         }
-        if rows:
-            data["open_24h"] = f.price(rows[0].open)
-            data["high_24h"] = f.price(max(k.high for k in rows))
-            data["low_24h"] = f.price(min(k.low for k in rows))
-            data["volume_24h"] = f.quantity(sum(k.volume for k in rows))
-            data["quote_volume_24h"] = f.quote(sum(k.quote_volume for k in rows))
-            data["trade_count_24h"] = sum(k.trade_count for k in rows)
-        return data
 
     # ---- on the loop ------------------------------------------------------------------
 

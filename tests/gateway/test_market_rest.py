@@ -285,3 +285,70 @@ def test_books_when_gateway_starts_from_a_snapshot_equal_the_engines(
                 ]
                 assert data["last_update_id"] == engine.update_id(symbol)
                 assert [*data["bids"], *data["asks"]] == levels
+
+
+# ---- trades, ticker, klines -----------------------------------------------------------
+
+
+def test_market_reads_when_trades_happened_answer_the_issues_shapes(gw: MarketGateway) -> None:
+    for u in (51, 52):
+        _fund(gw, u)
+    sym = "ETH_USDT"
+    # A band no other test of the module trades in (ETH bids <= 30001, asks >= 40000).
+    _limit(gw, 51, "SELL", "35000.00", "0.3000", symbol=sym)
+    _limit(gw, 51, "SELL", "35001.00", "0.2000", symbol=sym)
+    _limit(gw, 52, "BUY", "35001.00", "0.5000", symbol=sym)  # two trades, BUY taker
+    _limit(gw, 52, "BUY", "34000.00", "1.0000", symbol=sym)  # a best bid
+
+    def trades() -> list[dict[str, Any]]:
+        data = envelope_data(gw.client.get(f"/api/v1/trades/recent?symbol={sym}&limit=2"), 200)
+        assert isinstance(data, list) and len(data) == 2
+        return data
+
+    newest, older = eventually(trades, what="the trades in the store")
+    assert set(newest) == {
+        "trade_id", "price", "quantity", "quote_quantity", "taker_side", "executed_at",
+    }  # fmt: skip
+    assert (newest["price"], newest["quantity"], newest["taker_side"]) == (
+        "35001.00", "0.2000", "BUY",
+    )  # fmt: skip
+    assert newest["quote_quantity"] == "7000.20000000"
+    assert (older["price"], older["quantity"]) == ("35000.00", "0.3000")
+    assert int(newest["trade_id"]) > int(older["trade_id"])
+
+    def ticker_now() -> dict[str, Any]:
+        data = envelope_data(gw.client.get(f"/api/v1/ticker?symbol={sym}"), 200)
+        assert isinstance(data, dict) and data["best_bid"] == "34000.00", data
+        return data
+
+    ticker = eventually(ticker_now, what="the book's best bid")
+    assert set(ticker) == {
+        "symbol", "last_price", "best_bid", "best_ask", "open_24h", "high_24h", "low_24h",
+        "volume_24h", "quote_volume_24h", "trade_count_24h",
+    }  # fmt: skip
+    assert ticker["symbol"] == sym and ticker["last_price"] == "35001.00"
+    assert ticker["best_ask"] is None or Decimal(ticker["best_ask"]) > Decimal("35001.00")
+    assert ticker["trade_count_24h"] >= 2
+    assert ticker["high_24h"] == "35001.00"
+    everyone = envelope_data(gw.client.get("/api/v1/ticker"), 200)
+    assert isinstance(everyone, list)
+    assert [t["symbol"] for t in everyone] == ["BTC_USDT", "ETH_USDT"]
+
+    def klines() -> list[dict[str, Any]]:
+        data = envelope_data(gw.client.get(f"/api/v1/klines?symbol={sym}&interval=1m"), 200)
+        assert isinstance(data, list) and data
+        assert data[-1]["close"] == "35001.00"
+        return data
+
+    rows = eventually(klines, what="the klines in the store")
+    assert set(rows[-1]) == {
+        "open_time", "close_time", "open", "high", "low", "close", "volume", "quote_volume",
+        "trade_count",
+    }  # fmt: skip
+    assert rows[-1]["close_time"] == rows[-1]["open_time"] + 59_999
+    assert [k["open_time"] for k in rows] == sorted(k["open_time"] for k in rows)
+    day = envelope_data(
+        gw.client.get(f"/api/v1/klines?symbol={sym}&interval=1d&start=0&limit=5"), 200
+    )
+    assert isinstance(day, list) and len(day) == 1
+    assert day[0]["trade_count"] >= 2
