@@ -444,3 +444,22 @@ def test_heartbeat_when_client_never_answers_pings_closes_4408(pipe: Pipeline) -
         finally:
             live.close()
             mute.close()
+
+
+def test_ticker_stream_when_market_trades_pushes_the_rest_shape(gw: MarketGateway) -> None:
+    _fund(gw, 701)
+    _fund(gw, 702)
+    r = open_stream(gw.ws_url)
+    try:
+        _subscribe(r, ["ticker@ETH_USDT"])
+        _order(gw, 701, "SELL", "4100.00", "0.2000", symbol="ETH_USDT", wait=True)
+        _order(gw, 702, "BUY", "4100.00", "0.2000", symbol="ETH_USDT", wait=True)
+        msg = r.wait_for(
+            lambda m: m.get("stream") == "ticker@ETH_USDT" and m["data"]["last_price"] == "4100.00"
+        )
+        rest = envelope_data(gw.client.get("/api/v1/ticker?symbol=ETH_USDT"), 200)
+        assert isinstance(rest, dict)
+        assert set(msg["data"]) == set(rest)
+        assert msg["data"]["symbol"] == "ETH_USDT"
+    finally:
+        r.close()
