@@ -13,13 +13,15 @@ What runs:
   them parse every frame (websockets' sans-I/O protocol, which also answers the server's
   pings); ``--measured`` of them (20) also decode every message and note when it arrived;
 * ``exchange loadgen --via kafka`` in this process at ``--rate`` orders/s for ``--seconds``;
-* a REST client asking ``GET /api/v1/depth?symbol=BTC_USDT`` (limit 100) every 20 ms.
+* a REST client asking ``GET /api/v1/depth?symbol=BTC_USDT`` (limit 100) every 20 ms, one
+  request at a time, in a process of its own.
 
 Delivery latency is engine publish -> client: the client's arrival time minus the Kafka
 timestamp of the engine's output record (the engine's producer stamps it), for each trade
 (by trade id) and each depth event (by its ``first_update_id``, the oldest update merged in);
 both clocks are this machine's. Also: the gateway's CPU (% of one core, ``/proc``) over the
-flow, the depth route's round trip p50/p99, and how many clients the gateway closed as slow
+flow, the depth route's round trip p50/p99 (and the gateway's own histograms of the depth
+route and of publish -> socket write, from its ``/metrics``), and how many clients the gateway closed as slow
 consumers (a client that cannot keep up is closed with 1008; its later messages are missing,
 not late).
 
@@ -39,7 +41,6 @@ import platform
 import signal
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402  (after the sys.path fix above)
+from confluent_kafka import KafkaError, Message  # noqa: E402
 
 from bench.soak import Stack, cpu_ticks  # noqa: E402
 from exchange.codec import Codec  # noqa: E402
 from exchange.kafka import ReadToEnd, make_consumer, where  # noqa: E402
+from gateway.dashboard import buckets, histogram_quantile, parse_metrics  # noqa: E402
 from ops.loadgen import LoadConfig, LoadGenerator, summary_lines  # noqa: E402
 from settlement.sqlite_store import SqliteStore  # noqa: E402
 
@@ -167,36 +170,47 @@ def run_clients(
 # --------------------------------------------------------------------------- the probes
 
 
-class DepthProbe:
-    def __init__(self, url: str, interval_s: float) -> None:
-        self.url = url
-        self.interval_s = interval_s
-        self.rtts_ms: list[float] = []
-        self.errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+def run_depth_probe(url: str, interval_s: float, stop: Any, out: Any) -> None:  # a child
+    """``GET /api/v1/depth`` one at a time every ``interval_s``, in its own process so the
+    load generator's work never delays it; puts (round trips in ms, errors)."""
+    rtts: list[float] = []
+    errors = 0
+    with httpx.Client(base_url=url, timeout=5) as client:
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                ok = client.get(f"/api/v1/depth?symbol={SYMBOL}").status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                rtts.append((time.perf_counter() - started) * 1000)
+            else:
+                errors += 1
+            stop.wait(interval_s)
+    out.put((rtts, errors))
 
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=5) as client:
-            while not self._stop.is_set():
-                started = time.perf_counter()
-                try:
-                    ok = client.get(f"/api/v1/depth?symbol={SYMBOL}").status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
-                    self.rtts_ms.append((time.perf_counter() - started) * 1000)
-                else:
-                    self.errors += 1
-                self._stop.wait(self.interval_s)
 
-    def start(self) -> DepthProbe:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
+def gateway_histograms(url: str) -> dict[str, Any]:
+    """The gateway's own view, from its ``/metrics``: the depth route's duration and the
+    stream delivery latency (engine publish -> socket write), p50/p99 in ms (PromQL-style
+    interpolation within the buckets)."""
+    scrape = parse_metrics([httpx.get(f"{url}/metrics", timeout=5).text])
+    depth: dict[float, float] = {}
+    for labels, value in (scrape.get("exchange_gateway_request_seconds_bucket") or {}).items():
+        d = dict(labels)
+        if d.get("route") == "/api/v1/depth" and d.get("status") == "200":
+            le = math.inf if d["le"] == "+Inf" else float(d["le"])
+            depth[le] = depth.get(le, 0.0) + value
+    delivery = buckets(scrape, "exchange_gateway_stream_delivery_seconds")
+    out: dict[str, Any] = {}
+    for name, cumulative in (("depth_route", sorted(depth.items())), ("delivery", delivery)):
+        p50, p99 = (histogram_quantile(q, cumulative) for q in (0.5, 0.99))
+        out[name] = {
+            "n": cumulative[-1][1] if cumulative else 0,
+            "p50_ms": None if p50 is None else round(p50 * 1000, 2),
+            "p99_ms": None if p99 is None else round(p99 * 1000, 2),
+        }
+    return out
 
 
 def publish_times(
@@ -209,7 +223,11 @@ def publish_times(
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     trades: dict[int, int] = {}
     depth: dict[int, int] = {}
-    reading = ReadToEnd(consumer, {(topic, p): 0 for p in partitions}, timeout_s=120)
+
+    def fail(_msg: Message, err: KafkaError) -> None:
+        raise SystemExit(f"reading {topic}: {err}")
+
+    reading = ReadToEnd(consumer, {(topic, p): 0 for p in partitions}, timeout_s=120, on_error=fail)
     try:
         for msg in reading:
             where(msg)
@@ -294,7 +312,11 @@ def main() -> int:
                 raise SystemExit("the subscribers did not all subscribe within 120 s")
             print("subscribed; starting the flow", flush=True)
             store = SqliteStore(data_dir / "embedded" / "exchange.sqlite3", readonly=True)
-            probe = DepthProbe(url, 0.02).start()
+            probe_stop, probe_out = ctx.Event(), ctx.Queue()
+            probe = ctx.Process(
+                target=run_depth_probe, args=(url, 0.02, probe_stop, probe_out), daemon=True
+            )
+            probe.start()
             ticks0, t0 = cpu_ticks(gateway_pid) or 0, time.monotonic()
             report = LoadGenerator(
                 LoadConfig(rate=args.rate, duration_s=args.seconds, users=args.users, seed=15),
@@ -305,7 +327,10 @@ def main() -> int:
                 store=store,
             ).run()
             ticks1, t1 = cpu_ticks(gateway_pid) or 0, time.monotonic()
-            probe.stop()
+            server_side = gateway_histograms(url)
+            probe_stop.set()
+            probe_rtts, probe_errors = probe_out.get(timeout=30)
+            probe.join(10)
             time.sleep(2.0)  # the last messages on their way
             stop.set()
             got = results.get(timeout=60)
@@ -350,11 +375,12 @@ def main() -> int:
         },
         "unmatched_records": missing,
         "gateway_cpu_pct": round(cpu_pct, 1),
+        "gateway_side": server_side,
         "depth_rest_ms": {
-            "n": len(probe.rtts_ms),
-            "p50": percentile(probe.rtts_ms, 50),
-            "p99": percentile(probe.rtts_ms, 99),
-            "errors": probe.errors,
+            "n": len(probe_rtts),
+            "p50": percentile(probe_rtts, 50),
+            "p99": percentile(probe_rtts, 99),
+            "errors": probe_errors,
         },
     }
     out_path.write_text(json.dumps(result, indent=2))

@@ -257,9 +257,14 @@ class MarketFeed:
             if self._restart.is_set():
                 self._restart.clear()
                 raise FeedGapError("the books asked for a restart")
-            msgs = consumer.consume(batch_size, 0.05)
+            # Block for the first record only (poll returns as soon as one is there;
+            # consume(n, t) would wait out t unless n records came), then take the rest.
+            msgs = consumer.consume(batch_size, 0)
             if not msgs:
-                continue
+                first = consumer.poll(0.1)
+                if first is None:
+                    continue
+                msgs = [first, *consumer.consume(batch_size - 1, 0)]
             for msg in msgs:
                 err = msg.error()
                 if err is not None:
