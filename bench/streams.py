@@ -21,9 +21,9 @@ timestamp of the engine's output record (the engine's producer stamps it), for e
 (by trade id) and each depth event (by its ``first_update_id``, the oldest update merged in);
 both clocks are this machine's. Also: the gateway's CPU (% of one core, ``/proc``) over the
 flow, the depth route's round trip p50/p99 (and the gateway's own histograms of the depth
-route and of publish -> socket write, from its ``/metrics``), and how many clients the gateway closed as slow
-consumers (a client that cannot keep up is closed with 1008; its later messages are missing,
-not late).
+route and of publish -> socket write, from its ``/metrics``), and how many clients the
+gateway closed as slow consumers (a client that cannot keep up is closed with 1008; its
+later messages are missing, not late).
 
 Output: ``--out`` (default ``data/bench/streams-<UTC time>.json``, ignored by git). The last
 line is ``RESULT streams subscribers=<n> p99_ms=<n> depth_p99_ms=<n>``.
@@ -194,7 +194,10 @@ def gateway_histograms(url: str) -> dict[str, Any]:
     """The gateway's own view, from its ``/metrics``: the depth route's duration and the
     stream delivery latency (engine publish -> socket write), p50/p99 in ms (PromQL-style
     interpolation within the buckets)."""
-    scrape = parse_metrics([httpx.get(f"{url}/metrics", timeout=5).text])
+    try:
+        scrape = parse_metrics([httpx.get(f"{url}/metrics", timeout=60).text])
+    except httpx.HTTPError as e:
+        return {"error": str(e)}
     depth: dict[float, float] = {}
     for labels, value in (scrape.get("exchange_gateway_request_seconds_bucket") or {}).items():
         d = dict(labels)
