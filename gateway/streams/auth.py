@@ -1,5 +1,14 @@
 """WebSocket login: the REST signature scheme over ``timestamp + "GET" + "/ws"``.
 
+Wiring, once the access layer is in (``gateway.auth``, issue #14), in ``create_app`` after the
+registry and the market data exist::
+
+    app.state.stream_auth = SignedLogin(
+        registry_lookup(app.state.keys), gateway.auth.signing.verify, window_ms=cfg.auth_window_ms
+    )
+
+Without it (``app.state.stream_auth`` None) every login is refused with 4401.
+
 The stream endpoint needs one thing of the access layer (issue #14): given a login's
 ``api_key``, ``timestamp`` and ``signature``, the user it proves, or nothing.
 :class:`SignedLogin` does that with two functions the access layer provides: the key
@@ -13,14 +22,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 LOGIN_METHOD = "GET"
 LOGIN_TARGET = "/ws"
 DEFAULT_WINDOW_MS = 30_000
 
-KeyLookup = Callable[[str], "tuple[int, str] | None"]
-Verify = Callable[[str, int, str, str, bytes, str], bool]
+# The public key is whatever ``Verify`` takes: the base64 string of the contract, or the
+# parsed key object the access layer's registry holds.
+KeyLookup = Callable[[str], "tuple[int, Any] | None"]
+Verify = Callable[[Any, int, str, str, bytes, str], bool]
 
 
 class Authenticator(Protocol):
@@ -55,3 +66,34 @@ class SignedLogin:
         if not self._verify(public_key, timestamp_ms, LOGIN_METHOD, LOGIN_TARGET, b"", signature):
             return None
         return user_id
+
+
+class _Principal(Protocol):
+    @property
+    def user_id(self) -> int | None: ...
+
+
+class _KeyEntry(Protocol):
+    @property
+    def principal(self) -> _Principal: ...
+    @property
+    def key(self) -> Any: ...
+
+
+class KeyRegistryLike(Protocol):
+    """What login needs of the access layer's key registry (``gateway.auth.registry``)."""
+
+    def entry(self, api_key: str) -> _KeyEntry | None: ...
+
+
+def registry_lookup(registry: KeyRegistryLike) -> KeyLookup:
+    """A :data:`KeyLookup` over the access layer's registry: accepted keys of users only
+    (the operator's key has no user, so it has no user stream)."""
+
+    def lookup(api_key: str) -> tuple[int, Any] | None:
+        entry = registry.entry(api_key)
+        if entry is None or entry.principal.user_id is None:
+            return None
+        return entry.principal.user_id, entry.key
+
+    return lookup

@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -38,7 +39,7 @@ from engine.markets import Markets
 from exchange.codec import Codec
 from exchange.kafka import make_producer
 from gateway.convert import format_lots, format_ticks
-from gateway.streams.auth import SignedLogin
+from gateway.streams.auth import SignedLogin, registry_lookup
 from gateway.streams.hub import StreamConfig
 
 pytestmark = pytest.mark.kafka
@@ -242,21 +243,48 @@ def test_depth_stream_when_market_changes_chains_update_ids(gw: MarketGateway) -
         reader.close()
 
 
+@dataclass(frozen=True)
+class _Principal:
+    user_id: int | None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    principal: _Principal
+    key: str
+
+
+class _Registry:
+    """The access layer's key registry as login reads it (``entry(api_key)``; issue #14's
+    ``gateway.auth.registry.KeyRegistry`` is not on this branch). Its signature check below
+    stands in for Ed25519 over the same message: ``timestamp + "GET" + "/ws"``."""
+
+    def __init__(self, keys: dict[str, tuple[int | None, str]]) -> None:
+        self._keys = keys
+
+    def entry(self, api_key: str) -> _Entry | None:
+        found = self._keys.get(api_key)
+        return None if found is None else _Entry(_Principal(found[0]), found[1])
+
+
+def _verify(pub: Any, ts: int, method: str, target: str, body: bytes, sig: str) -> bool:
+    return sig == f"{pub}|{ts}|{method}|{target}|{body.decode()}"
+
+
 def test_private_stream_when_two_users_trade_each_sees_only_own_events(
     pipe: Pipeline, markets: Markets
 ) -> None:
-    keys = {"key-a": (301, "pub-a"), "key-b": (302, "pub-b")}
-
-    def verify(pub: str, ts: int, method: str, target: str, body: bytes, sig: str) -> bool:
-        return sig == f"{pub}|{ts}|{method}|{target}|{body.decode()}"
+    keys = {"key-a": (301, "pub-a"), "key-b": (302, "pub-b"), "operator": (None, "pub-o")}
 
     with run_market_gateway(pipe) as gw:
-        gw.app.state.stream_auth = SignedLogin(keys.get, verify)
+        gw.app.state.stream_auth = SignedLogin(registry_lookup(_Registry(keys)), _verify)
         for u in (301, 302):
             _fund(gw, u)
         readers: dict[int, StreamReader] = {}
         try:
             for key, (user, pub) in keys.items():
+                if user is None:
+                    continue
                 r = open_stream(gw.ws_url)
                 ts = int(time.time() * 1000)
                 r.send({"op": "login", "api_key": key, "timestamp": ts,
@@ -293,19 +321,33 @@ def test_private_stream_when_two_users_trade_each_sees_only_own_events(
                 r.close()
 
 
-def test_login_when_signature_is_wrong_answers_error_and_closes_4401(
-    pipe: Pipeline,
+@pytest.mark.parametrize(
+    ("api_key", "age_ms", "signature"),
+    [
+        ("key-a", 0, "bad"),  # wrong signature
+        ("key-z", 0, None),  # unknown key
+        ("operator", 0, None),  # a key without a user has no user stream
+        ("key-a", 60_000, None),  # stale timestamp: outside the window
+    ],
+)
+def test_login_when_it_fails_answers_error_and_closes_4401(
+    pipe: Pipeline, api_key: str, age_ms: int, signature: str | None
 ) -> None:
+    keys = {"key-a": (401, "pub-a"), "operator": (None, "pub-o")}
     with run_market_gateway(pipe) as gw:
-        gw.app.state.stream_auth = SignedLogin({"key-a": (401, "pub")}.get, lambda *a: False)
+        gw.app.state.stream_auth = SignedLogin(registry_lookup(_Registry(keys)), _verify)
         r = open_stream(gw.ws_url)
         try:
-            r.send({"op": "login", "api_key": "key-a", "timestamp": int(time.time() * 1000),
-                    "signature": "bad"})  # fmt: skip
+            ts = int(time.time() * 1000) - age_ms
+            pub = keys.get(api_key, (None, "none"))[1]
+            r.send({"op": "login", "api_key": api_key, "timestamp": ts,
+                    "signature": signature or f"{pub}|{ts}|GET|/ws|"})  # fmt: skip
             err = r.wait_for(lambda m: m.get("op") == "error")
             assert err["code"] == "UNAUTHORIZED"
-            r.thread.join(10)  # type: ignore[union-attr]
+            assert r.thread is not None
+            r.thread.join(10)
             assert r.closed_code == 4401
+            assert not any(m.get("op") == "login" for m in r.snapshot())
         finally:
             r.close()
 
