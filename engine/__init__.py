@@ -10,7 +10,18 @@ Only the standard library and sortedcontainers are imported here (a test enforce
 """
 
 from engine.book import Level, OrderBook
-from engine.commands import AmendOrder, CancelOrder, Command, Deposit, PlaceOrder, Withdraw
+from engine.commands import (
+    AddApiKey,
+    AmendOrder,
+    CancelAllOrders,
+    CancelOrder,
+    Command,
+    CreateUser,
+    Deposit,
+    PlaceOrder,
+    RevokeApiKey,
+    Withdraw,
+)
 from engine.engine import DEFAULT_COMPLETED_ORDER_MEMORY, Engine
 from engine.enums import (
     CommandKind,
@@ -18,12 +29,14 @@ from engine.enums import (
     OrderStatus,
     OrderType,
     RejectReason,
+    Role,
     Side,
     StpMode,
     TimeInForce,
 )
 from engine.errors import ConfigError, ExchangeError, IllegalTransition, InvariantError
 from engine.events import (
+    ApiKeyUpdated,
     BalanceUpdated,
     CommandRejected,
     DepthUpdated,
@@ -33,6 +46,7 @@ from engine.events import (
     OrderPlaced,
     OrderUpdated,
     TradeExecuted,
+    UserCreated,
 )
 from engine.markets import AssetSpec, Markets, SymbolSpec, load_markets, parse_markets
 from engine.order_state import TRANSITIONS, Trigger, next_status
@@ -42,15 +56,19 @@ from engine.snapshot import SnapshotFormatError
 __all__ = [
     "DEFAULT_COMPLETED_ORDER_MEMORY",
     "TRANSITIONS",
+    "AddApiKey",
     "AmendOrder",
+    "ApiKeyUpdated",
     "AssetSpec",
     "BalanceUpdated",
+    "CancelAllOrders",
     "CancelOrder",
     "Command",
     "CommandKind",
     "CommandRejected",
     "CompletionReason",
     "ConfigError",
+    "CreateUser",
     "Deposit",
     "DepthUpdated",
     "Engine",
@@ -71,6 +89,8 @@ __all__ = [
     "OrderView",
     "PlaceOrder",
     "RejectReason",
+    "RevokeApiKey",
+    "Role",
     "Side",
     "SnapshotFormatError",
     "StpMode",
@@ -78,6 +98,7 @@ __all__ = [
     "TimeInForce",
     "TradeExecuted",
     "Trigger",
+    "UserCreated",
     "Withdraw",
     "load_markets",
     "next_status",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.enums import OrderType, Side, StpMode, TimeInForce
+from engine.enums import OrderType, Role, Side, StpMode, TimeInForce
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +60,53 @@ class Withdraw:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CreateUser:
+    """Register a user with its first API key; the engine assigns the next user id.
+
+    ``api_key`` (the key id) is computed upstream from the public key and carried here, so the
+    engine never generates an id. ``public_key`` is opaque to the engine (the gateway checks
+    that it is the base64 of a raw 32-byte Ed25519 public key).
+    """
+
+    command_id: int
+    timestamp_ms: int
+    api_key: str
+    public_key: str
+    role: Role = Role.TRADER
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddApiKey:
+    """Give an existing user one more API key."""
+
+    command_id: int
+    timestamp_ms: int
+    user_id: int
+    api_key: str
+    public_key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevokeApiKey:
+    """Revoke an API key for good (a revoked key id is never reused)."""
+
+    command_id: int
+    timestamp_ms: int
+    api_key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelAllOrders:
+    """Cancel every open order of ``user_id`` in ``symbol``."""
+
+    command_id: int
+    timestamp_ms: int
+    user_id: int
+    symbol: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AmendOrder:
     """Reduce a resting order's quantity, keeping its place in the queue.
 
@@ -76,4 +123,14 @@ class AmendOrder:
     quantity: int  # lots
 
 
-Command = PlaceOrder | CancelOrder | Deposit | Withdraw | AmendOrder
+Command = (
+    PlaceOrder
+    | CancelOrder
+    | Deposit
+    | Withdraw
+    | CreateUser
+    | AddApiKey
+    | RevokeApiKey
+    | CancelAllOrders
+    | AmendOrder
+)

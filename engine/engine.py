@@ -60,6 +60,15 @@ Rules where the spec leaves a choice (the tests pin every one of them):
   for balances whose value changed.
 * Rejection messages are built only from plain values of the command and the state, so they
   are identical on every replay.
+* Users (see :mod:`engine.users`): every user-scoped command (place, cancel, cancel-all,
+  deposit, withdraw, add key) naming a user the engine never created is UNKNOWN_USER; the fee
+  account is always known. For a place, UNKNOWN_USER comes right after DUPLICATE_ORDER_ID and,
+  like every refused order, with the order's REJECTED report and completion. CreateUser and
+  RevokeApiKey name no user: their rejections carry user_id 0. AddApiKey checks UNKNOWN_USER,
+  then DUPLICATE_API_KEY. Revoking a revoked key is accepted with no events.
+* Cancel-all cancels the user's open orders in one market in order id order, each with its
+  report and completion as a single cancel has; balance updates follow the rule above (one per
+  changed balance, final values). None open is an output with no events, not a rejection.
 """
 
 from __future__ import annotations
@@ -72,8 +81,19 @@ from engine import snapshot as _snapshot
 from engine import state_io
 from engine.balances import Balance, Ledger
 from engine.book import Level
-from engine.commands import AmendOrder, CancelOrder, Command, Deposit, PlaceOrder, Withdraw
-from engine.depth import after_match, book_levels, one_level
+from engine.commands import (
+    AddApiKey,
+    AmendOrder,
+    CancelAllOrders,
+    CancelOrder,
+    Command,
+    CreateUser,
+    Deposit,
+    PlaceOrder,
+    RevokeApiKey,
+    Withdraw,
+)
+from engine.depth import after_match, book_levels, changed_levels, one_level
 from engine.depth import new_depth as _new_depth
 from engine.depth import new_level as _new_level
 from engine.enums import (
@@ -82,12 +102,14 @@ from engine.enums import (
     OrderStatus,
     OrderType,
     RejectReason,
+    Role,
     Side,
     StpMode,
     TimeInForce,
 )
 from engine.errors import ConfigError, InvariantError
 from engine.events import (
+    ApiKeyUpdated,
     BalanceUpdated,
     CommandRejected,
     EngineOutput,
@@ -96,12 +118,14 @@ from engine.events import (
     OrderPlaced,
     OrderUpdated,
     TradeExecuted,
+    UserCreated,
 )
 from engine.fastbuild import positional_constructor
 from engine.market_state import MarketState
 from engine.markets import INT64_MAX, Markets
 from engine.order_state import COMPLETION_REASON, Trigger, next_status
 from engine.orders import Order, OrderView
+from engine.users import ApiKey, Users
 from engine.validation import check_amount, check_place, shown
 
 DEFAULT_COMPLETED_ORDER_MEMORY: Final = 100_000
@@ -175,6 +199,10 @@ _new_rejected = positional_constructor(
     CommandRejected,
     ("command_id", "kind", "user_id", "reason", "order_id", "client_order_id", "message"),
 )
+_new_user_created = positional_constructor(UserCreated, ("user_id", "role", "label", "created_at"))
+_new_key_updated = positional_constructor(
+    ApiKeyUpdated, ("api_key", "user_id", "role", "public_key", "revoked", "updated_at")
+)
 _new_output = positional_constructor(
     EngineOutput,
     (
@@ -189,6 +217,8 @@ _new_output = positional_constructor(
         "balance_updates",
         "rejections",
         "depth_updates",
+        "user_creations",
+        "api_key_updates",
     ),
 )
 
@@ -206,7 +236,12 @@ _PLACE = CommandKind.PLACE_ORDER
 _CANCEL = CommandKind.CANCEL_ORDER
 _DEPOSIT = CommandKind.DEPOSIT
 _WITHDRAW = CommandKind.WITHDRAW
+_CREATE_USER = CommandKind.CREATE_USER
+_ADD_API_KEY = CommandKind.ADD_API_KEY
+_REVOKE_API_KEY = CommandKind.REVOKE_API_KEY
+_CANCEL_ALL = CommandKind.CANCEL_ALL_ORDERS
 _AMEND = CommandKind.AMEND_ORDER
+_NO_USER: Final = 0  # the user_id of a rejection of a command that names no user
 _R = RejectReason
 _REJECTED = next_status(OrderStatus.NEW, Trigger.REJECT)
 _PARTIAL_FILL = Trigger.PARTIAL_FILL
@@ -246,6 +281,10 @@ def _report(order: Order, qptl: int, last_price: int, last_quantity: int) -> Ord
     )
 
 
+def _order_id(order: Order) -> int:
+    return order.order_id
+
+
 def _balance_updates(touched: _Touched) -> tuple[BalanceUpdated, ...]:
     return tuple(
         [
@@ -278,11 +317,18 @@ class Engine:
         self._completed_capacity = completed_order_memory
         self._sequence = 0
         self._next_trade_id = 1
+        self._users = Users(markets.fee_account)
+        # The registry's set of known user ids, bound once: one membership test per command.
+        self._known_users = self._users.known
         self._handlers: dict[type, Callable[[Any, int], EngineOutput]] = {
             PlaceOrder: self._place,
             CancelOrder: self._cancel,
             Deposit: self._deposit,
             Withdraw: self._withdraw,
+            CreateUser: self._create_user,
+            AddApiKey: self._add_api_key,
+            RevokeApiKey: self._revoke_api_key,
+            CancelAllOrders: self._cancel_all,
             AmendOrder: self._amend,
         }
 
@@ -313,6 +359,10 @@ class Engine:
                 order_id,
                 cmd.client_order_id,
                 f"order id {order_id} is already in use",
+            )
+        if type(cmd.user_id) is not int or cmd.user_id not in self._known_users:
+            return self._reject_place(
+                cmd, sequence, _R.UNKNOWN_USER, f"unknown user {shown(cmd.user_id)}"
             )
         market = self._markets.get(cmd.symbol)
         if market is None:
@@ -727,7 +777,9 @@ class Engine:
         reason: RejectReason | None = None
         message = ""
         order: Order | None = None
-        if market is None:
+        if not self._users.is_known(user_id):
+            reason, message = _R.UNKNOWN_USER, f"unknown user {shown(user_id)}"
+        elif market is None:
             reason, message = _R.UNKNOWN_SYMBOL, f"unknown symbol {shown(cmd.symbol)}"
         elif (order_id is None) == (client_order_id is None):
             reason = _R.INVALID_ORDER
@@ -800,7 +852,9 @@ class Engine:
         reason: RejectReason | None = None
         message = ""
         order: Order | None = None
-        if market is None:
+        if not self._users.is_known(user_id):
+            reason, message = _R.UNKNOWN_USER, f"unknown user {shown(user_id)}"
+        elif market is None:
             reason, message = _R.UNKNOWN_SYMBOL, f"unknown symbol {shown(cmd.symbol)}"
         elif (order_id is None) == (client_order_id is None):
             reason = _R.INVALID_ORDER
@@ -867,7 +921,7 @@ class Engine:
     def _deposit(self, cmd: Deposit, sequence: int) -> EngineOutput:
         asset = cmd.asset
         amount = cmd.amount
-        refusal = check_amount(asset, amount, self._assets)
+        refusal = self._check_user(cmd.user_id) or check_amount(asset, amount, self._assets)
         if refusal is None and self._ledger.supply[asset] + amount > INT64_MAX:
             refusal = _R.INVALID_AMOUNT, f"total {asset} would exceed a signed 64-bit integer"
         if refusal is not None:
@@ -890,7 +944,7 @@ class Engine:
     def _withdraw(self, cmd: Withdraw, sequence: int) -> EngineOutput:
         asset = cmd.asset
         amount = cmd.amount
-        refusal = check_amount(asset, amount, self._assets)
+        refusal = self._check_user(cmd.user_id) or check_amount(asset, amount, self._assets)
         if refusal is None:
             available = self._ledger.available(cmd.user_id, asset)
             if available < amount:
@@ -928,6 +982,169 @@ class Engine:
             (_new_balance(balance.user_id, balance.asset, balance.available, balance.locked),),
             (),
             (),
+        )
+
+    # ------------------------------------------------------------------ users and keys
+
+    def _check_user(self, user_id: int) -> tuple[RejectReason, str] | None:
+        """UNKNOWN_USER unless ``user_id`` is a created user or the fee account."""
+        if self._users.is_known(user_id):
+            return None
+        return _R.UNKNOWN_USER, f"unknown user {shown(user_id)}"
+
+    def _create_user(self, cmd: CreateUser, sequence: int) -> EngineOutput:
+        api_key = cmd.api_key
+        ts = cmd.timestamp_ms
+        if self._users.key(api_key) is not None:
+            return self._reject(
+                cmd.command_id,
+                ts,
+                sequence,
+                _CREATE_USER,
+                _NO_USER,
+                _R.DUPLICATE_API_KEY,
+                None,
+                None,
+                f"api key {shown(api_key)} is already registered",
+            )
+        role = cmd.role
+        user_id = self._users.create(role, api_key, cmd.public_key)
+        return _new_output(
+            sequence,
+            cmd.command_id,
+            _CREATE_USER,
+            ts,
+            (),
+            (),
+            (),
+            (),
+            (),
+            (),
+            (),
+            (_new_user_created(user_id, role, cmd.label, ts),),
+            (_new_key_updated(api_key, user_id, role, cmd.public_key, False, ts),),
+        )
+
+    def _add_api_key(self, cmd: AddApiKey, sequence: int) -> EngineOutput:
+        user_id = cmd.user_id
+        api_key = cmd.api_key
+        ts = cmd.timestamp_ms
+        role = self._users.role(user_id) if type(user_id) is int else None
+        refusal: tuple[RejectReason, str] | None = None
+        if role is None:  # the fee account holds no keys: it is configuration, not a user
+            refusal = _R.UNKNOWN_USER, f"unknown user {shown(user_id)}"
+        elif self._users.key(api_key) is not None:
+            refusal = _R.DUPLICATE_API_KEY, f"api key {shown(api_key)} is already registered"
+        if refusal is not None or role is None:
+            reason, message = refusal or (_R.UNKNOWN_USER, "")
+            return self._reject(
+                cmd.command_id, ts, sequence, _ADD_API_KEY, user_id, reason, None, None, message
+            )
+        self._users.add_key(user_id, api_key, cmd.public_key)
+        return self._keys_output(
+            cmd.command_id,
+            sequence,
+            _ADD_API_KEY,
+            ts,
+            _new_key_updated(api_key, user_id, role, cmd.public_key, False, ts),
+        )
+
+    def _revoke_api_key(self, cmd: RevokeApiKey, sequence: int) -> EngineOutput:
+        api_key = cmd.api_key
+        ts = cmd.timestamp_ms
+        key = self._users.key(api_key)
+        if key is None:
+            return self._reject(
+                cmd.command_id,
+                ts,
+                sequence,
+                _REVOKE_API_KEY,
+                _NO_USER,
+                _R.UNKNOWN_API_KEY,
+                None,
+                None,
+                f"unknown api key {shown(api_key)}",
+            )
+        if key.revoked:  # accepted, and nothing changes
+            return _new_output(sequence, cmd.command_id, _REVOKE_API_KEY, ts)
+        revoked: ApiKey = self._users.revoke(api_key)
+        role = self._users.role(revoked.user_id)
+        if role is None:
+            raise InvariantError(f"api key {api_key!r} belongs to unknown user {revoked.user_id}")
+        return self._keys_output(
+            cmd.command_id,
+            sequence,
+            _REVOKE_API_KEY,
+            ts,
+            _new_key_updated(api_key, revoked.user_id, role, revoked.public_key, True, ts),
+        )
+
+    @staticmethod
+    def _keys_output(
+        command_id: int, sequence: int, kind: CommandKind, ts: int, update: ApiKeyUpdated
+    ) -> EngineOutput:
+        return _new_output(
+            sequence, command_id, kind, ts, (), (), (), (), (), (), (), (), (update,)
+        )
+
+    # ------------------------------------------------------------------ cancel all
+
+    def _cancel_all(self, cmd: CancelAllOrders, sequence: int) -> EngineOutput:
+        user_id = cmd.user_id
+        ts = cmd.timestamp_ms
+        market = self._markets.get(cmd.symbol)
+        refusal = self._check_user(user_id)
+        if refusal is None and market is None:
+            refusal = _R.UNKNOWN_SYMBOL, f"unknown symbol {shown(cmd.symbol)}"
+        if refusal is not None or market is None:
+            reason, message = refusal or (_R.UNKNOWN_SYMBOL, "")
+            return self._reject(
+                cmd.command_id, ts, sequence, _CANCEL_ALL, user_id, reason, None, None, message
+            )
+        # A scan of the open orders: cancel-all is rare, and a per-user index would cost every
+        # place and fill on the hot path. Order id order, whatever order the dict holds.
+        symbol = market.name
+        mine = sorted(
+            [o for o in self._orders.values() if o.user_id == user_id and o.symbol == symbol],
+            key=_order_id,
+        )
+        if not mine:
+            return _new_output(sequence, cmd.command_id, _CANCEL_ALL, ts)
+        updates: list[OrderUpdated] = []
+        completions: list[OrderCompleted] = []
+        touched: _Touched = {}
+        bid_prices: list[int] = []
+        ask_prices: list[int] = []
+        for order in mine:
+            order.transition(_CANCEL_T)  # an open order can always be cancelled
+            (bid_prices if order.is_buy else ask_prices).append(cast(int, order.price))
+            market.book.remove(order)
+            del self._orders[order.order_id]
+            if order.client_order_id is not None:
+                del self._client_ids[(user_id, order.client_order_id)]
+            balance = order.lock_balance
+            if balance not in touched:
+                touched[balance] = (balance.available, balance.locked)
+            released = order.remaining * order.lock_per_lot
+            balance.locked -= released
+            balance.available += released
+            order.remaining = 0
+            order.updated_at = ts
+            self._remember(order)
+            updates.append(_report(order, market.qptl, 0, 0))
+            completions.append(_new_completed(order.order_id, user_id, symbol, _C_CANCELLED, ts))
+        return _new_output(
+            sequence,
+            cmd.command_id,
+            _CANCEL_ALL,
+            ts,
+            (),
+            (),
+            tuple(updates),
+            tuple(completions),
+            _balance_updates(touched),
+            (),
+            changed_levels(market, bid_prices, ask_prices),
         )
 
     # ------------------------------------------------------------------ rejections
@@ -1066,6 +1283,32 @@ class Engine:
         level = self._market(symbol).book.best_ask()
         return None if level is None else (level.price, level.total)
 
+    @property
+    def next_user_id(self) -> int:
+        """The user id the next CreateUser will get."""
+        return self._users.next_user_id
+
+    def user_role(self, user_id: int) -> Role | None:
+        """A created user's role; None for an unknown user (and for the fee account)."""
+        return self._users.role(user_id)
+
+    def is_known_user(self, user_id: int) -> bool:
+        """Whether user-scoped commands for ``user_id`` are accepted (created, or the fee
+        account)."""
+        return self._users.is_known(user_id)
+
+    def api_key(self, api_key: str) -> ApiKey | None:
+        """A key's (user_id, public_key, revoked); None for a key never added."""
+        return self._users.key(api_key)
+
+    def users(self) -> list[tuple[int, Role]]:
+        """Every created user as (user_id, role), by id."""
+        return self._users.users()
+
+    def api_keys(self) -> list[tuple[str, ApiKey]]:
+        """Every key ever added, revoked ones included, by key id."""
+        return self._users.api_keys()
+
     def update_id(self, symbol: str) -> int:
         """The book's update id: how many commands have changed ``symbol``'s book."""
         return self._market(symbol).update_id
@@ -1091,7 +1334,8 @@ class Engine:
 
         Covered: books (every open order, in priority order, with all its fields), balances
         (non-zero ones), per-asset supply, the next trade id, the completed-order memory and
-        each book's update id.
+        the user registry (next user id, users and their roles, every key) and each book's
+        update id.
         Not covered: the output sequence, which every command advances, rejected ones
         included; leaving it out is what lets a test assert "a rejection changes nothing".
         """
@@ -1129,12 +1373,21 @@ class Engine:
         return state_io.scales(self._fee_account, self._assets, self._markets)
 
     def _export_business(self) -> tuple[Any, ...]:
-        return state_io.export_business(
-            self._markets, self._ledger, self._completed, self._next_trade_id,
-            self._completed_capacity,
+        # The user registry travels as one extra element after state_io's business tuple:
+        # it exports itself (engine.users), and the books and ledger format stays as it was.
+        return (
+            *state_io.export_business(
+                self._markets, self._ledger, self._completed, self._next_trade_id,
+                self._completed_capacity,
+            ),
+            self._users.export(),
         )  # fmt: skip
 
     def _import_business(self, business: tuple[Any, ...]) -> None:
+        if not isinstance(business, tuple) or not business:
+            raise _snapshot.SnapshotFormatError("snapshot business state has the wrong shape")
+        *books_and_ledger, users = business
         self._next_trade_id, self._completed_capacity, self._completed = state_io.import_business(
-            business, self._markets, self._ledger, self._orders, self._client_ids
+            tuple(books_and_ledger), self._markets, self._ledger, self._orders, self._client_ids
         )
+        self._users.load(users)

@@ -55,6 +55,10 @@ class CommandKind(StrEnum):
     CANCEL_ORDER = "CANCEL_ORDER"
     DEPOSIT = "DEPOSIT"
     WITHDRAW = "WITHDRAW"
+    CREATE_USER = "CREATE_USER"
+    ADD_API_KEY = "ADD_API_KEY"
+    REVOKE_API_KEY = "REVOKE_API_KEY"
+    CANCEL_ALL_ORDERS = "CANCEL_ALL_ORDERS"
     AMEND_ORDER = "AMEND_ORDER"
 
 
@@ -73,4 +77,17 @@ class RejectReason(StrEnum):
     INVALID_ORDER = "INVALID_ORDER"  # inconsistent fields, e.g. MARKET with a price or MARKET FOK
     ORDER_NOT_FOUND = "ORDER_NOT_FOUND"  # unknown id, or an order of another user
     ORDER_ALREADY_COMPLETED = "ORDER_ALREADY_COMPLETED"
+    UNKNOWN_USER = "UNKNOWN_USER"  # a user-scoped command for a user the engine never created
+    DUPLICATE_API_KEY = "DUPLICATE_API_KEY"  # the key id is already known (revoked or not)
+    UNKNOWN_API_KEY = "UNKNOWN_API_KEY"  # a revoke of a key id the engine never knew
     INVALID_AMEND = "INVALID_AMEND"  # an amend that is not a strict reduction above the filled
+
+
+class Role(StrEnum):
+    """What a user may do: traders trade their own account, operators manage users and funds.
+
+    The engine records a user's role and reports it with every key; the gateway enforces it.
+    """
+
+    TRADER = "TRADER"
+    OPERATOR = "OPERATOR"

@@ -17,6 +17,7 @@ from engine.enums import (
     OrderStatus,
     OrderType,
     RejectReason,
+    Role,
     Side,
     TimeInForce,
 )
@@ -113,11 +114,33 @@ class CommandRejected:
 
     command_id: int
     kind: CommandKind
-    user_id: int
+    user_id: int  # 0 for a command that names no user (CreateUser, RevokeApiKey)
     reason: RejectReason
     order_id: int | None  # the new order's id, or the order a cancel named (if any)
     client_order_id: str | None
     message: str  # human text; deterministic (built only from the command and state)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserCreated:
+    """A user was registered with the next user id."""
+
+    user_id: int
+    role: Role
+    label: str | None
+    created_at: int  # epoch ms
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKeyUpdated:
+    """An API key's absolute state after the command: added (revoked False) or revoked."""
+
+    api_key: str
+    user_id: int
+    role: Role  # the role of the key's user
+    public_key: str  # base64 of the raw Ed25519 public key, as the command carried it
+    revoked: bool
+    updated_at: int  # epoch ms
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,3 +179,5 @@ class EngineOutput:
     balance_updates: tuple[BalanceUpdated, ...] = ()
     rejections: tuple[CommandRejected, ...] = ()
     depth_updates: tuple[DepthUpdated, ...] = ()
+    user_creations: tuple[UserCreated, ...] = ()
+    api_key_updates: tuple[ApiKeyUpdated, ...] = ()

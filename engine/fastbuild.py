@@ -50,21 +50,35 @@ def positional_constructor(cls: type[_E], names: tuple[str, ...]) -> Callable[..
 
     ``names`` is the parameter order the call sites use; it must equal the dataclass's field
     order and its slots, or this raises InvariantError at import instead of mislabelling
-    fields.
+    fields. The trailing run of fields that have a plain default may be left out by a call
+    (``EngineOutput``'s newer event lists default to ``()``), so adding such a field at the end
+    of an event does not change every call site.
     """
-    fields = tuple(f.name for f in dataclasses.fields(cast(Any, cls)))
+    declared = dataclasses.fields(cast(Any, cls))
+    fields = tuple(f.name for f in declared)
+    defaults: list[Any] = []
+    for field in reversed(declared):
+        if field.default is dataclasses.MISSING:
+            break
+        defaults.append(field.default)
+    defaults.reverse()
+    optional = len(names) - len(defaults)
     twin = slot_twin(cls)
     if fields != names or getattr(cls, "__slots__", None) != names or twin is None:
         raise InvariantError(
             f"{cls.__name__} fields are {fields}, the caller builds {names}: update the caller"
         )
+    parameters = [
+        name if k < optional else f"{name}=_default_{k - optional}" for k, name in enumerate(names)
+    ]
     source = (
-        f"def build_{cls.__name__}({', '.join(names)}):\n"
+        f"def build_{cls.__name__}({', '.join(parameters)}):\n"
         "    obj = _allocate(_twin)\n"
         + "".join(f"    obj.{name} = {name}\n" for name in names)
         + "    obj.__class__ = _target\n"
         "    return obj\n"
     )
     namespace: dict[str, Any] = {"_allocate": object.__new__, "_twin": twin, "_target": cls}
+    namespace.update({f"_default_{k}": value for k, value in enumerate(defaults)})
     exec(source, namespace)  # the same technique dataclasses itself uses to build __init__
     return cast(Callable[..., _E], namespace[f"build_{cls.__name__}"])

@@ -1,12 +1,15 @@
 """The full invariant check of an :class:`~engine.engine.Engine`: for tests, never the hot path.
 
 Book order, level totals, the order and client-id indexes, statuses, locks against the
-ledger, and money conservation (balances sum to deposits minus withdrawals). The property and
+ledger, money conservation (balances sum to deposits minus withdrawals), and the user registry
+(every balance and order belongs to a known user, every key to a created user). The property and
 scenario tests call :func:`check_invariants` after every step. It reads the engine's private
 state on purpose: it is the engine's own checker, kept beside it rather than in it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from engine.engine import Engine
 from engine.enums import OrderStatus, OrderType, Side, TimeInForce
@@ -120,3 +123,27 @@ def check_invariants(engine: Engine) -> None:
             fail(f"{asset}: supply {supply} outside int64")
     if engine._next_trade_id < 1:
         fail("trade ids start at 1")
+    _check_users(engine, fail)
+
+
+def _check_users(engine: Engine, fail: Callable[[str], None]) -> None:
+    users = engine._users
+    fee_account = engine._fee_account
+    created = dict(users.users())
+    if users.known != {*created, fee_account}:
+        fail("the known-user set is not the created users plus the fee account")
+    if fee_account in created:
+        fail(f"the fee account {fee_account} was created as a user")
+    if created and users.next_user_id <= max(created):
+        fail(f"next user id {users.next_user_id} is not above every created user")
+    if users.next_user_id < 1 or users.next_user_id == fee_account:
+        fail(f"next user id {users.next_user_id} is not a free id")
+    for api_key, key in users.api_keys():
+        if key.user_id not in created:
+            fail(f"api key {api_key!r} belongs to user {key.user_id}, who was never created")
+    for b in engine._ledger:
+        if not users.is_known(b.user_id):
+            fail(f"{b!r} belongs to an unknown user")
+    for order in engine._orders.values():
+        if not users.is_known(order.user_id):
+            fail(f"order {order.order_id} belongs to unknown user {order.user_id}")

@@ -15,14 +15,17 @@ The engine (``Engine.snapshot``) hands over ``(sequence, scales, business)``:
 * ``scales`` - fee account, assets and decimals, and each symbol's base/quote and units; a
   restore refuses a markets config whose scales differ;
 * ``business`` - ``(next_trade_id, completed_capacity, supply, balances, books, completed,
-  update_ids)``, everything :meth:`Engine.state_hash` covers: per-asset supply, non-zero
+  update_ids, users)``, everything :meth:`Engine.state_hash` covers: per-asset supply, non-zero
   balances sorted by (user, asset), per symbol and side one row per resting order (fields as
   listed in :mod:`engine.state_io`; ascending price, FIFO within a level), the completed-order
-  memory oldest first, and each book's update id (symbol, id), in symbol order.
+  memory oldest first, each book's update id (symbol, id) in symbol order, and the user
+  registry (``engine.users.Users.export``: next user id, users with their role values, every
+  key).
 
-Version history: 1 had no update ids; 2 (issue 15) added them. A version-1 snapshot is
-refused rather than read with update ids of 0, since the ids it would continue from could not
-match a replay of the log; remove old snapshots (the engine then replays the log) on upgrade.
+Version history: 1 had no update ids and no users; 2 (issues 14 and 15) added both. A
+version-1 snapshot is refused rather than read with update ids of 0 and no users, since the
+state it would continue from could not match a replay of the log; remove old snapshots (the
+engine then replays the log) on upgrade.
 
 Enums are stored as fixed codes (the side, from the table below) or by their value (the wire
 name), never by position in the enum class, so reordering an enum cannot silently change a
@@ -41,7 +44,7 @@ from engine.enums import Side
 from engine.errors import ExchangeError
 
 MAGIC: Final = b"XENGSNAP"
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 2  # 2: book update ids (engine.depth) and the user registry (engine.users)
 _MARSHAL_VERSION: Final = 2
 _HEADER = struct.Struct(">8sH32s")
 

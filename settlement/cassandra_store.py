@@ -54,6 +54,7 @@ from engine.events import EngineOutput
 from settlement.market_data import (
     DEFAULT_KLINE_LIMIT,
     INTERVAL_MS,
+    PART_BITS,
     BookLevelRow,
     KlineRow,
     MarketDataStore,
@@ -113,6 +114,7 @@ TABLES = (
     "book_levels",
     "market_trades",
     "market_trade_hours",
+    "kline_parts",
     "klines",
     "kline_periods",
 )
@@ -208,6 +210,8 @@ _WRITES: dict[str, str] = {
     f"VALUES ({_marks(15)}) USING TIMESTAMP ?",
     "kline_period": "INSERT INTO {ks}.kline_periods (symbol, interval, period) "
     "VALUES (?, ?, ?) USING TIMESTAMP ?",
+    "kline_part": f"INSERT INTO {{ks}}.kline_parts (block, {_KLINE_COLS}) "
+    f"VALUES ({_marks(15)}) USING TIMESTAMP ?",
 }
 _READS: dict[str, str] = {
     "q_active": f"SELECT {_ORDER_COLS} FROM {{ks}}.active_orders WHERE user_id = ?",
@@ -234,9 +238,9 @@ _READS: dict[str, str] = {
     "q_trade_hours": "SELECT hour FROM {ks}.market_trade_hours WHERE symbol = ?",
     "q_market_trades": f"SELECT {_MARKET_TRADE_COLS} FROM {{ks}}.market_trades "
     "WHERE symbol = ? AND hour = ? LIMIT ?",
-    "q_minute_trades": "SELECT trade_id, price, quantity, quote_quantity, version "
-    "FROM {ks}.market_trades WHERE symbol = ? AND hour = ? AND executed_at >= ? "
-    "AND executed_at < ?",
+    "q_part_trades": "SELECT trade_id, price, quantity, quote_quantity, version, executed_at "
+    "FROM {ks}.market_trades WHERE symbol = ? AND hour = ? AND trade_id >= ? AND trade_id < ?",
+    "q_parts": f"SELECT {_KLINE_COLS} FROM {{ks}}.kline_parts WHERE symbol = ? AND open_time = ?",
     "q_kline_periods": "SELECT period FROM {ks}.kline_periods WHERE symbol = ? AND interval = ?",
     "q_klines_range": f"SELECT {_KLINE_COLS} FROM {{ks}}.klines WHERE symbol = ? "
     "AND interval = ? AND period = ? AND open_time >= ? AND open_time < ? LIMIT ?",
@@ -352,6 +356,15 @@ def plan_writes(ws: WriteSet) -> list[PlannedWrite]:
     return out
 
 
+def plan_part_writes(parts: Iterable[tuple[int, KlineRow]]) -> list[PlannedWrite]:
+    """The writes of recomputed kline parts: USING TIMESTAMP their trade_count. Pure."""
+    out: list[PlannedWrite] = []
+    for block, k in parts:
+        p = (block, *k, k.trade_count)
+        out.append(PlannedWrite("kline_part", ("kline_parts", k.symbol, k.open_time), p, _size(p)))
+    return out
+
+
 def plan_kline_writes(rows: Iterable[KlineRow]) -> list[PlannedWrite]:
     """The writes of recomputed klines: each row USING TIMESTAMP its trade_count. Pure."""
     out: list[PlannedWrite] = []
@@ -440,6 +453,44 @@ def translate_error(e: BaseException) -> StoreError:
     if isinstance(e, transient):
         return StoreUnavailable(f"cassandra: {e!r}")
     return StoreError(f"cassandra: {e!r}")
+
+
+class _CassandraKlineIO:
+    """rebuild_klines' reads and writes: each write is acknowledged before it returns."""
+
+    def __init__(self, store: CassandraStore, session: Any, prepared: dict[str, Any]) -> None:
+        self._store = store
+        self._session = session
+        self._prepared = prepared
+
+    def part_trades(self, symbol: str, minute: int, block: int) -> list[Any]:
+        first = block << PART_BITS
+        params = (symbol, minute // _HOUR_MS, first, first + (1 << PART_BITS))
+        rows = self._session.execute(self._prepared["q_part_trades"], params)
+        # A minute never crosses an hour: the part's trades are in this partition.
+        return [r[:5] for r in rows if minute <= r[5] < minute + 60_000]
+
+    def write_parts(self, parts: list[tuple[int, KlineRow]]) -> None:
+        self._write(plan_part_writes(parts))
+
+    def parts(self, symbol: str, minute: int) -> list[KlineRow]:
+        rows = self._session.execute(self._prepared["q_parts"], (symbol, minute))
+        return [kline_row_from_db(r) for r in rows]
+
+    def children(self, symbol: str, interval: str, start: int, end: int) -> list[KlineRow]:
+        return CassandraStore._kline_range(
+            self._session, self._prepared, symbol, interval, start, end, None
+        )
+
+    def write(self, rows: list[KlineRow]) -> None:
+        self._write(plan_kline_writes(rows))
+
+    def _write(self, writes: list[PlannedWrite]) -> None:
+        store = self._store
+        chunks = plan_batches(
+            writes, max_statements=store._max_statements, max_bytes=store._max_bytes
+        )
+        store._execute_chunks(self._session, self._prepared, chunks)
 
 
 class CassandraStore(SettlementStore, MarketDataStore):
@@ -635,23 +686,7 @@ class CassandraStore(SettlementStore, MarketDataStore):
         self, session: Any, prepared: dict[str, Any], trades: list[MarketTradeRow]
     ) -> None:
         """After the batch's trades are acknowledged: recompute every kline they touch."""
-
-        def read_minute(symbol: str, start: int, end: int) -> list[Any]:
-            # A minute never crosses an hour, so it is one slice of one partition.
-            params = (symbol, start // _HOUR_MS, start, end)
-            return list(session.execute(prepared["q_minute_trades"], params))
-
-        def read_children(symbol: str, interval: str, start: int, end: int) -> list[KlineRow]:
-            return self._kline_range(session, prepared, symbol, interval, start, end, None)
-
-        def write(rows: list[KlineRow]) -> None:
-            writes = plan_kline_writes(rows)
-            chunks = plan_batches(
-                writes, max_statements=self._max_statements, max_bytes=self._max_bytes
-            )
-            self._execute_chunks(session, prepared, chunks)
-
-        rebuild_klines(trades, read_minute, read_children, write)
+        rebuild_klines(trades, _CassandraKlineIO(self, session, prepared))
 
     @staticmethod
     def _kline_range(

@@ -26,16 +26,19 @@ and a read-modify-write that races between workers. Instead every kline is a pur
 of the trades the store holds, recomputed for each bucket a batch touches, after the batch's
 trades are written:
 
-* a 1m kline from ``market_trades`` of that minute (:func:`kline_from_trades`);
-* each longer interval from the rows of the next shorter one it contains (1m -> 5m -> 15m ->
-  1h -> 1d, each a whole multiple of the one before: :func:`merge_klines`), so a 1d kline
-  reads 24 rows, never a day of trades.
+* a *part* (``kline_parts``: one minute's trades whose ids share ``trade_id >> 8``, so at
+  most 256 trades) from ``market_trades`` (:func:`kline_from_trades`);
+* a 1m kline from its parts, and each longer interval from the rows of the next shorter one
+  it contains (1m -> 5m -> 15m -> 1h -> 1d, each a whole multiple of the one before:
+  :func:`merge_klines`). So no batch ever re-reads more than 256 trades per part it touched,
+  however busy the minute, and a 1d kline reads 24 rows, never a day of trades.
 
 Replaying or reordering batches recomputes the same function of the same (or a larger) set
 of trades, so the result converges and is idempotent. The version of a kline row is its
 ``trade_count``: a recomputation over more trades always has a strictly higher count, and
 two with equal counts saw the same trades (each bucket's set only grows), hence are equal.
-SQLite upserts ``WHERE excluded.trade_count >= klines.trade_count`` inside the batch's
+(Parts are versioned the same way.) SQLite upserts
+``WHERE excluded.trade_count > klines.trade_count`` inside the batch's
 transaction; Cassandra writes ``USING TIMESTAMP trade_count``, so last-write-wins keeps the
 most complete row whatever order racing workers finish in. (Racing workers: each writes its
 trades, then reads; whichever reads last sees both, so the most complete row is always
@@ -50,7 +53,7 @@ the engine's execution order whatever the timestamps say; ``open_time`` is the t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple, Protocol
 
 from engine.enums import Side
@@ -60,7 +63,9 @@ __all__ = [
     "DEFAULT_KLINE_LIMIT",
     "INTERVALS",
     "INTERVAL_MS",
+    "PART_BITS",
     "BookLevelRow",
+    "KlineIO",
     "KlineRow",
     "MarketDataStore",
     "MarketTradeRow",
@@ -73,7 +78,6 @@ __all__ = [
     "kline_row_from_db",
     "market_trade_row_from_db",
     "merge_klines",
-    "minute_buckets",
     "parent_buckets",
     "rebuild_klines",
     "sorted_levels",
@@ -90,6 +94,7 @@ INTERVALS: Final[tuple[tuple[str, int], ...]] = (
 )
 INTERVAL_MS: Final[dict[str, int]] = dict(INTERVALS)
 DEFAULT_KLINE_LIMIT: Final = 500
+PART_BITS: Final = 8  # a kline part holds the trades of 256 consecutive trade ids at most
 
 
 class BookLevelRow(NamedTuple):
@@ -176,11 +181,6 @@ def sorted_levels(rows: Iterable[BookLevelRow]) -> list[BookLevelRow]:
 # ---- klines ---------------------------------------------------------------------------
 
 
-def minute_buckets(trades: Iterable[MarketTradeRow]) -> set[tuple[str, int]]:
-    """(symbol, 1m open_time) of every minute the trades fall in."""
-    return {(t.symbol, t.executed_at - t.executed_at % 60_000) for t in trades}
-
-
 def parent_buckets(keys: Iterable[tuple[str, int]], interval_ms: int) -> set[tuple[str, int]]:
     """The buckets of ``interval_ms`` that contain the given (symbol, open_time) buckets."""
     return {(symbol, t - t % interval_ms) for symbol, t in keys}
@@ -256,7 +256,7 @@ class MarketDataStore(Protocol):
         ...
 
     def recent_trades(self, symbol: str, limit: int = 100) -> list[MarketTradeRow]:
-        """The symbol's public trades, newest first (executed_at, then trade_id)."""
+        """The symbol's public trades, newest (highest trade id) first."""
         ...
 
     def klines(
@@ -277,36 +277,70 @@ class MarketDataStore(Protocol):
         ...
 
 
-def rebuild_klines(
-    trades: Iterable[MarketTradeRow],
-    read_minute: Callable[[str, int, int], Iterable[Sequence[int]]],
-    read_children: Callable[[str, str, int, int], Iterable[KlineRow]],
-    write: Callable[[list[KlineRow]], None],
-) -> int:
-    """Recompute every kline the ``trades`` fall in, shortest interval first.
+class KlineIO(Protocol):
+    """What :func:`rebuild_klines` needs from an adapter. Every write is durable (and
+    visible to the reads that follow) when it returns."""
 
-    The adapter supplies the I/O: ``read_minute(symbol, start, end)`` -> the stored trades
-    with start <= executed_at < end as (trade_id, price, quantity, quote_quantity, version);
-    ``read_children(symbol, interval, start, end)`` -> the stored klines of ``interval`` with
-    start <= open_time < end; ``write(rows)`` stores rows durably before it returns (the next
-    interval reads them). The batch's trades must already be stored. Returns rows written.
+    def part_trades(self, symbol: str, minute: int, block: int) -> Iterable[Sequence[int]]:
+        """Stored trades of ``symbol`` with trade_id >> PART_BITS == block and executed_at in
+        the minute starting at ``minute``, as (trade_id, price, quantity, quote_quantity,
+        version)."""
+        ...
+
+    def write_parts(self, parts: list[tuple[int, KlineRow]]) -> None:
+        """Store (block, part) rows: the piece of a 1m kline made of one block's trades."""
+        ...
+
+    def parts(self, symbol: str, minute: int) -> Iterable[KlineRow]:
+        """Every stored part of the minute starting at ``minute``."""
+        ...
+
+    def children(self, symbol: str, interval: str, start: int, end: int) -> Iterable[KlineRow]:
+        """Stored klines of ``interval`` with start <= open_time < end."""
+        ...
+
+    def write(self, rows: list[KlineRow]) -> None:
+        """Store klines."""
+        ...
+
+
+def rebuild_klines(trades: Iterable[MarketTradeRow], io: KlineIO) -> int:
+    """Recompute every kline the ``trades`` (already stored) fall in; returns rows written.
+
+    Bottom up, each step written before the next one reads it: the *parts* the trades touch
+    (a part is the trades of one minute whose ids share ``trade_id >> PART_BITS``, so at most
+    256 trades are read per part), then each touched minute from its parts (a busy minute has
+    a few hundred parts, not tens of thousands of trades to re-read on every batch), then
+    5m 15m 1h 1d from the next shorter interval. Parts use the kline's row shape, with
+    ``trade_count`` as their version too.
     """
-    keys = minute_buckets(trades)
-    rows = [kline_from_trades(symbol, t, read_minute(symbol, t, t + 60_000)) for symbol, t in keys]
-    written = [r for r in rows if r is not None]
-    if written:
-        write(written)
-    total = len(written)
-    child = INTERVALS[0][0]
-    for interval, ms in INTERVALS[1:]:
-        keys = parent_buckets(keys, ms)
-        rows = [
-            merge_klines(symbol, interval, t, read_children(symbol, child, t, t + ms))
-            for symbol, t in keys
-        ]
+    part_keys = {
+        (t.symbol, t.executed_at - t.executed_at % 60_000, t.trade_id >> PART_BITS) for t in trades
+    }
+    parts: list[tuple[int, KlineRow]] = []
+    for symbol, minute, block in sorted(part_keys):
+        part = kline_from_trades(symbol, minute, io.part_trades(symbol, minute, block))
+        if part is not None:
+            parts.append((block, part))
+    if parts:
+        io.write_parts(parts)
+    keys = {(symbol, minute) for symbol, minute, _ in part_keys}
+    total = len(parts)
+    child: str | None = None
+    for interval, ms in INTERVALS:
+        if child is None:  # 1m, from its parts
+            rows = [
+                merge_klines(symbol, interval, t, io.parts(symbol, t)) for symbol, t in sorted(keys)
+            ]
+        else:
+            keys = parent_buckets(keys, ms)
+            rows = [
+                merge_klines(symbol, interval, t, io.children(symbol, child, t, t + ms))
+                for symbol, t in sorted(keys)
+            ]
         written = [r for r in rows if r is not None]
         if written:
-            write(written)
+            io.write(written)
         total += len(written)
         child = interval
     return total

@@ -124,12 +124,31 @@ CREATE TABLE IF NOT EXISTS market_trades (
     version        INTEGER NOT NULL,
     PRIMARY KEY (symbol, trade_id)
 ) WITHOUT ROWID;
--- recent_trades(symbol) newest first, and a minute's trades for its 1m kline.
-CREATE INDEX IF NOT EXISTS market_trades_by_time
-    ON market_trades (symbol, executed_at, trade_id);
+-- recent_trades(symbol) newest first and a kline part's trades are both ranges of the
+-- primary key (trade ids follow the engine's order), so no other index is needed.
 
--- klines: recomputed for every bucket a batch touches, from market_trades (1m) or the next
--- shorter interval (5m 15m 1h 1d); trade_count is the row's version.
+-- kline_parts: the piece of a 1m kline made of the minute's trades with one trade_id >> 8
+-- (at most 256 trades); klines: recomputed for every bucket a batch touches, 1m from its
+-- parts, 5m 15m 1h 1d from the next shorter interval. trade_count is the rows' version.
+CREATE TABLE IF NOT EXISTS kline_parts (
+    symbol         TEXT    NOT NULL,
+    open_time      INTEGER NOT NULL,
+    block          INTEGER NOT NULL,
+    interval       TEXT    NOT NULL,
+    close_time     INTEGER NOT NULL,
+    open           INTEGER NOT NULL,
+    high           INTEGER NOT NULL,
+    low            INTEGER NOT NULL,
+    close          INTEGER NOT NULL,
+    volume         INTEGER NOT NULL,
+    quote_volume   INTEGER NOT NULL,
+    trade_count    INTEGER NOT NULL,
+    first_trade_id INTEGER NOT NULL,
+    last_trade_id  INTEGER NOT NULL,
+    version        INTEGER NOT NULL,
+    PRIMARY KEY (symbol, open_time, block)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS klines (
     symbol         TEXT    NOT NULL,
     interval       TEXT    NOT NULL,

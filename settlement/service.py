@@ -305,4 +305,5 @@ def _events_in(o: EngineOutput) -> int:
         + len(o.order_completions)
         + len(o.balance_updates)
         + len(o.rejections)
+        + len(o.depth_updates)
     )

@@ -22,6 +22,7 @@ from engine.enums import OrderStatus
 from engine.events import EngineOutput
 from settlement.market_data import (
     DEFAULT_KLINE_LIMIT,
+    PART_BITS,
     BookLevelRow,
     KlineRow,
     MarketDataStore,
@@ -146,10 +147,21 @@ ON CONFLICT (symbol, interval, open_time) DO UPDATE SET
     version = excluded.version
 WHERE excluded.trade_count > klines.trade_count
 """
-_Q_MINUTE_TRADES = (
+_Q_PART_TRADES = (
     "SELECT trade_id, price, quantity, quote_quantity, version FROM market_trades "
-    "INDEXED BY market_trades_by_time WHERE symbol = ? AND executed_at >= ? AND executed_at < ?"
+    "WHERE symbol = ? AND trade_id >= ? AND trade_id < ? AND executed_at >= ? AND executed_at < ?"
 )
+_UPSERT_PART = f"""
+INSERT INTO kline_parts (block, {_KLINE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (symbol, open_time, block) DO UPDATE SET
+    close_time = excluded.close_time, open = excluded.open, high = excluded.high,
+    low = excluded.low, close = excluded.close, volume = excluded.volume,
+    quote_volume = excluded.quote_volume, trade_count = excluded.trade_count,
+    first_trade_id = excluded.first_trade_id, last_trade_id = excluded.last_trade_id,
+    version = excluded.version
+WHERE excluded.trade_count > kline_parts.trade_count
+"""
+_Q_PARTS = f"SELECT {_KLINE_COLS} FROM kline_parts WHERE symbol = ? AND open_time = ?"
 _Q_KLINE_RANGE = (
     f"SELECT {_KLINE_COLS} FROM klines "
     "WHERE symbol = ? AND interval = ? AND open_time >= ? AND open_time < ? ORDER BY open_time"
@@ -164,8 +176,8 @@ _Q_KLINES_LATEST = (
 )
 _Q_LEVELS = f"SELECT {_LEVEL_COLS} FROM book_levels WHERE symbol = ? AND quantity > 0"
 _Q_RECENT_TRADES = (
-    f"SELECT {_MARKET_TRADE_COLS} FROM market_trades INDEXED BY market_trades_by_time "
-    "WHERE symbol = ? ORDER BY executed_at DESC, trade_id DESC LIMIT ?"
+    f"SELECT {_MARKET_TRADE_COLS} FROM market_trades WHERE symbol = ? "
+    "ORDER BY trade_id DESC LIMIT ?"
 )
 
 _UPSERT_PROGRESS = """
@@ -219,6 +231,31 @@ def translate_error(e: sqlite3.Error) -> StoreError:
         # treat them as environmental.
         return StoreUnavailable(f"sqlite: {e}")
     return StoreError(f"sqlite: {e}")
+
+
+class _SqliteKlineIO:
+    """rebuild_klines' reads and writes, on the writer connection inside its transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def part_trades(self, symbol: str, minute: int, block: int) -> list[Any]:
+        first = block << PART_BITS
+        params = (symbol, first, first + (1 << PART_BITS), minute, minute + 60_000)
+        return self._conn.execute(_Q_PART_TRADES, params).fetchall()
+
+    def write_parts(self, parts: list[tuple[int, KlineRow]]) -> None:
+        self._conn.executemany(_UPSERT_PART, [(block, *row) for block, row in parts])
+
+    def parts(self, symbol: str, minute: int) -> list[KlineRow]:
+        return [kline_row_from_db(r) for r in self._conn.execute(_Q_PARTS, (symbol, minute))]
+
+    def children(self, symbol: str, interval: str, start: int, end: int) -> list[KlineRow]:
+        rows = self._conn.execute(_Q_KLINE_RANGE, (symbol, interval, start, end))
+        return [kline_row_from_db(r) for r in rows]
+
+    def write(self, rows: list[KlineRow]) -> None:
+        self._conn.executemany(_UPSERT_KLINE, rows)
 
 
 class SqliteStore(SettlementStore, MarketDataStore):
@@ -369,18 +406,7 @@ class SqliteStore(SettlementStore, MarketDataStore):
     @staticmethod
     def _rebuild_klines(conn: sqlite3.Connection, trades: list[MarketTradeRow]) -> None:
         """Inside the batch's transaction: reads see the batch's own trades and klines."""
-
-        def read_minute(symbol: str, start: int, end: int) -> list[Any]:
-            return conn.execute(_Q_MINUTE_TRADES, (symbol, start, end)).fetchall()
-
-        def read_children(symbol: str, interval: str, start: int, end: int) -> list[KlineRow]:
-            rows = conn.execute(_Q_KLINE_RANGE, (symbol, interval, start, end))
-            return [kline_row_from_db(r) for r in rows]
-
-        def write(rows: list[KlineRow]) -> None:
-            conn.executemany(_UPSERT_KLINE, rows)
-
-        rebuild_klines(trades, read_minute, read_children, write)
+        rebuild_klines(trades, _SqliteKlineIO(conn))
 
     # ---- health and verification ---------------------------------------------------
 

@@ -11,11 +11,13 @@ from engine.enums import (
     OrderStatus,
     OrderType,
     RejectReason,
+    Role,
     Side,
     StpMode,
     TimeInForce,
 )
 from engine.events import (
+    ApiKeyUpdated,
     BalanceUpdated,
     CommandRejected,
     DepthUpdated,
@@ -25,6 +27,7 @@ from engine.events import (
     OrderPlaced,
     OrderUpdated,
     TradeExecuted,
+    UserCreated,
 )
 from exchange.codec import Codec
 
@@ -185,6 +188,28 @@ def full_output() -> EngineOutput:
                 order_id=None,
                 client_order_id=None,
                 message="",
+            ),
+        ),
+        user_creations=(
+            UserCreated(user_id=5, role=Role.OPERATOR, label="desk ünï", created_at=TS),
+            UserCreated(user_id=6, role=Role.TRADER, label=None, created_at=TS),
+        ),
+        api_key_updates=(
+            ApiKeyUpdated(
+                api_key="k0123456789abcdef01234567",
+                user_id=5,
+                role=Role.OPERATOR,
+                public_key="MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=",
+                revoked=False,
+                updated_at=TS,
+            ),
+            ApiKeyUpdated(
+                api_key="kfedcba9876543210fedcba98",
+                user_id=6,
+                role=Role.TRADER,
+                public_key="",
+                revoked=True,
+                updated_at=TS + 1,
             ),
         ),
         depth_updates=(

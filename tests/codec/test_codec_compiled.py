@@ -36,10 +36,12 @@ from engine.enums import (
     OrderStatus,
     OrderType,
     RejectReason,
+    Role,
     Side,
     TimeInForce,
 )
 from engine.events import (
+    ApiKeyUpdated,
     BalanceUpdated,
     CommandRejected,
     DepthUpdated,
@@ -49,6 +51,7 @@ from engine.events import (
     OrderPlaced,
     OrderUpdated,
     TradeExecuted,
+    UserCreated,
 )
 from exchange.codec import SINGLE_OBJECT_MARKER, Codec
 from exchange.codec.codec import _OUTPUT_CLASSES
@@ -233,6 +236,26 @@ OUTPUTS = st.builds(
             message=texts,
         )
     ),
+    user_creations=lists(
+        events(
+            UserCreated,
+            user_id=longs,
+            role=st.sampled_from(Role),
+            label=optional(texts),
+            created_at=longs,
+        )
+    ),
+    api_key_updates=lists(
+        events(
+            ApiKeyUpdated,
+            api_key=texts,
+            user_id=longs,
+            role=st.sampled_from(Role),
+            public_key=texts,
+            revoked=st.booleans(),
+            updated_at=longs,
+        )
+    ),
     depth_updates=lists(
         events(
             DepthUpdated,
@@ -331,7 +354,7 @@ def test_fast_path_when_every_list_is_empty_matches_fastavro(codec: Codec) -> No
     )
     data = compiled(codec).encode(output)
     assert data == fastavro_bytes(codec, output)
-    assert data[10:] == b"\x00\x00\x04\x00" + b"\x00" * 7  # seven empty lists
+    assert data[10:] == b"\x00\x00\x04\x00" + b"\x00" * 9  # nine empty lists
     assert compiled(codec).decode(data) == output
 
 

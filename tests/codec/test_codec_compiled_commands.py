@@ -28,8 +28,19 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from engine.commands import AmendOrder, CancelOrder, Command, Deposit, PlaceOrder, Withdraw
-from engine.enums import OrderType, Side, StpMode, TimeInForce
+from engine.commands import (
+    AddApiKey,
+    AmendOrder,
+    CancelAllOrders,
+    CancelOrder,
+    Command,
+    CreateUser,
+    Deposit,
+    PlaceOrder,
+    RevokeApiKey,
+    Withdraw,
+)
+from engine.enums import OrderType, Role, Side, StpMode, TimeInForce
 from exchange.codec import Codec
 from exchange.codec.compiled import (
     CompiledEnvelope,
@@ -172,6 +183,25 @@ COMMANDS: st.SearchStrategy[Command] = st.one_of(
         Withdraw, command_id=longs, timestamp_ms=longs, user_id=longs, asset=texts, amount=longs
     ),
     st.builds(
+        CreateUser,
+        command_id=longs,
+        timestamp_ms=longs,
+        api_key=texts,
+        public_key=texts,
+        role=st.sampled_from(Role),
+        label=optional(texts),
+    ),
+    st.builds(
+        AddApiKey,
+        command_id=longs,
+        timestamp_ms=longs,
+        user_id=longs,
+        api_key=texts,
+        public_key=texts,
+    ),
+    st.builds(RevokeApiKey, command_id=longs, timestamp_ms=longs, api_key=texts),
+    st.builds(CancelAllOrders, command_id=longs, timestamp_ms=longs, user_id=longs, symbol=texts),
+    st.builds(
         AmendOrder,
         command_id=longs,
         timestamp_ms=longs,
@@ -249,6 +279,31 @@ EDGE_COMMANDS: dict[str, Command] = {
     "withdraw": Withdraw(command_id=4, timestamp_ms=TS, user_id=9, asset="BTC", amount=1),
     "withdraw-negative": Withdraw(
         command_id=-1, timestamp_ms=-TS, user_id=-1, asset="日本語", amount=-(10**18)
+    ),
+    "create-user-trader-defaults": CreateUser(
+        command_id=60,
+        timestamp_ms=TS,
+        api_key="k0123456789abcdef01234567",
+        public_key="GyZ0rG9Dz7g0hTqjvHvE8cGz4OEGZpMcd1q8LZ8C9uI=",
+    ),
+    "create-user-operator-labelled": CreateUser(
+        command_id=61,
+        timestamp_ms=TS,
+        api_key="k" * 200,
+        public_key="",
+        role=Role.OPERATOR,
+        label="desk ünïcödé 🚀",
+    ),
+    "add-api-key": AddApiKey(
+        command_id=62, timestamp_ms=TS, user_id=3, api_key="kabc", public_key="cHVi"
+    ),
+    "add-api-key-extremes": AddApiKey(
+        command_id=LONG_MAX, timestamp_ms=LONG_MIN, user_id=LONG_MIN, api_key="", public_key=""
+    ),
+    "revoke-api-key": RevokeApiKey(command_id=63, timestamp_ms=TS, api_key="kabc"),
+    "cancel-all": CancelAllOrders(command_id=64, timestamp_ms=TS, user_id=7, symbol="BTC_USDT"),
+    "cancel-all-extremes": CancelAllOrders(
+        command_id=0, timestamp_ms=-1, user_id=LONG_MAX, symbol="日本語"
     ),
     "amend-by-order-id": AmendOrder(
         command_id=60, timestamp_ms=TS, user_id=7, symbol="BTC_USDT", order_id=42, quantity=3

@@ -19,8 +19,16 @@ from typing import Any
 import pytest
 from fastavro import schemaless_reader, schemaless_writer
 
-from engine.commands import AmendOrder, PlaceOrder
-from engine.enums import RejectReason
+from engine.commands import (
+    AddApiKey,
+    AmendOrder,
+    CancelAllOrders,
+    CreateUser,
+    Deposit,
+    PlaceOrder,
+    RevokeApiKey,
+)
+from engine.enums import CommandKind, RejectReason
 from engine.events import EngineOutput
 from exchange.codec import Codec, load_schemas, schema_fingerprint
 from exchange.errors import DecodeError, SchemaError
@@ -188,6 +196,146 @@ def test_decode_output_when_read_through_resolution_returns_engine_enum_members(
     assert decoded == full_output
     assert decoded.rejections[0].reason is RejectReason.INVALID_ORDER
     assert decoded.order_updates[1].reject_reason is RejectReason.INVALID_ORDER
+
+
+# --------------------------------------------------------------------------- before users (#14)
+# The schemas as they were before users, keys and cancel-all: EngineOutput without
+# user_creations / api_key_updates, the command union and CommandKind / RejectReason without
+# the new branches and symbols. Rebuilt from today's files by undoing exactly those additions.
+
+USER_FIELDS = ("user_creations", "api_key_updates")
+USER_BRANCHES = (
+    "CreateUserCommand",
+    "AddApiKeyCommand",
+    "RevokeApiKeyCommand",
+    "CancelAllOrdersCommand",
+)
+USER_KINDS = ("CREATE_USER", "ADD_API_KEY", "REVOKE_API_KEY", "CANCEL_ALL_ORDERS")
+USER_REASONS = ("UNKNOWN_USER", "DUPLICATE_API_KEY", "UNKNOWN_API_KEY")
+
+
+def without_users(directory: Path) -> Codec:
+    """A codec over a copy of avro/ as it was before #14."""
+    shutil.copytree(AVRO_DIR, directory)
+
+    def edit(name: str, change: Callable[[dict[str, Any]], None]) -> None:
+        path = directory / f"{NAMESPACE}.{name}.avsc"
+        schema = json.loads(path.read_text())
+        change(schema)
+        path.write_text(json.dumps(schema, indent=2))
+
+    def drop_fields(schema: dict[str, Any]) -> None:
+        schema["fields"] = [f for f in schema["fields"] if f["name"] not in USER_FIELDS]
+
+    def drop_branches(schema: dict[str, Any]) -> None:
+        (command,) = [f for f in schema["fields"] if f["name"] == "command"]
+        command["type"] = [b for b in command["type"] if b not in USER_BRANCHES]
+
+    def drop_symbols(symbols: tuple[str, ...]) -> Callable[[dict[str, Any]], None]:
+        def change(schema: dict[str, Any]) -> None:
+            schema["symbols"] = [s for s in schema["symbols"] if s not in symbols]
+
+        return change
+
+    edit("EngineOutput", drop_fields)
+    edit("OrderCommand", drop_branches)
+    edit("CommandKind", drop_symbols(USER_KINDS))
+    edit("RejectReason", drop_symbols(USER_REASONS))
+    return Codec(load_schemas(directory))
+
+
+@pytest.fixture
+def old_codec(tmp_path: Path) -> Codec:
+    return without_users(tmp_path / "avro")
+
+
+def pre_users(output: EngineOutput) -> EngineOutput:
+    """``output`` as an old writer can hold it: no users, no keys."""
+    return dataclasses.replace(output, user_creations=(), api_key_updates=())
+
+
+def test_old_schema_when_rebuilt_differs_from_today_in_both_fingerprints(
+    codec: Codec, old_codec: Codec
+) -> None:
+    assert old_codec.output_fingerprint != codec.output_fingerprint
+    assert old_codec.command_fingerprint != codec.command_fingerprint
+    names = [f["name"] for f in old_codec.schemas.output["fields"]]
+    assert not set(USER_FIELDS) & set(names)
+
+
+def test_decode_output_when_written_before_users_reads_empty_user_lists(
+    codec: Codec, old_codec: Codec, full_output: EngineOutput
+) -> None:
+    old_output = pre_users(full_output)
+    data = old_codec.encode_output(old_output)
+    assert data[2:10] == old_codec.output_fingerprint
+    new = Codec()
+    new.register_writer_schema(old_codec.schemas.output)
+    decoded = new.decode_output(data)
+    assert decoded == old_output
+    assert decoded.user_creations == () and decoded.api_key_updates == ()
+
+
+def test_decode_output_when_new_writer_has_users_old_reader_skips_them(
+    codec: Codec, old_codec: Codec, full_output: EngineOutput
+) -> None:
+    assert full_output.user_creations and full_output.api_key_updates
+    data = codec.encode_output(full_output)
+    # What an old consumer's schema reads (Avro resolution skips the new arrays) ...
+    record = schemaless_reader(BytesIO(data[10:]), codec.schemas.output, old_codec.schemas.output)
+    assert isinstance(record, dict) and not set(USER_FIELDS) & set(record)
+    # ... and, through a codec built on the old schemas, the output without users.
+    old_codec.register_writer_schema(codec.schemas.output)
+    assert old_codec.decode_output(data) == pre_users(full_output)
+
+
+def test_decode_command_when_written_before_users_new_reader_reads_it(
+    old_codec: Codec, place_order: PlaceOrder
+) -> None:
+    deposit = Deposit(command_id=5, timestamp_ms=1, user_id=7, asset="USDT", amount=10)
+    new = Codec()
+    new.register_writer_schema(old_codec.schemas.command)
+    for command in (place_order, deposit):
+        data = old_codec.encode_command(command)
+        assert data[2:10] == old_codec.command_fingerprint
+        assert new.decode_command(data, command_id=command.command_id) == command
+
+
+def test_decode_command_when_new_writer_uses_old_kind_old_reader_reads_it(
+    codec: Codec, old_codec: Codec, place_order: PlaceOrder
+) -> None:
+    old_codec.register_writer_schema(codec.schemas.command)
+    data = codec.encode_command(place_order)
+    assert old_codec.decode_command(data, command_id=place_order.command_id) == place_order
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        CreateUser(command_id=1, timestamp_ms=1, api_key="kabc", public_key="cHVi"),
+        AddApiKey(command_id=2, timestamp_ms=1, user_id=1, api_key="kdef", public_key="cHVj"),
+        RevokeApiKey(command_id=3, timestamp_ms=1, api_key="kabc"),
+        CancelAllOrders(command_id=4, timestamp_ms=1, user_id=1, symbol="BTC_USDT"),
+    ],
+    ids=lambda c: type(c).__name__,
+)
+def test_decode_command_when_new_kind_reaches_old_reader_raises_decode_error(
+    codec: Codec, old_codec: Codec, command: Any
+) -> None:
+    # An engine older than the command cannot apply it: a DecodeError (the record goes to the
+    # DLQ), never a wrong command.
+    old_codec.register_writer_schema(codec.schemas.command)
+    with pytest.raises(DecodeError):
+        old_codec.decode_command(codec.encode_command(command), command_id=command.command_id)
+
+
+def test_decode_output_when_new_kind_reaches_old_reader_raises_decode_error(
+    codec: Codec, old_codec: Codec, full_output: EngineOutput
+) -> None:
+    old_codec.register_writer_schema(codec.schemas.output)
+    output = dataclasses.replace(pre_users(full_output), command_kind=CommandKind.CREATE_USER)
+    with pytest.raises(DecodeError):
+        old_codec.decode_output(codec.encode_output(output))
 
 
 # --------------------------------------------------------------------------- issue 15

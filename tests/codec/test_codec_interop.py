@@ -19,7 +19,18 @@ import avro.name
 import avro.schema
 import pytest
 
-from engine.commands import AmendOrder, CancelOrder, Command, Deposit, PlaceOrder, Withdraw
+from engine.commands import (
+    AddApiKey,
+    AmendOrder,
+    CancelAllOrders,
+    CancelOrder,
+    Command,
+    CreateUser,
+    Deposit,
+    PlaceOrder,
+    RevokeApiKey,
+    Withdraw,
+)
 from engine.enums import OrderType, Side
 from engine.events import EngineOutput
 from exchange.codec import Codec
@@ -143,6 +154,10 @@ def test_output_when_read_by_apache_avro_equals_domain_fields(
         CancelOrder(command_id=43, timestamp_ms=TS, user_id=7, symbol="BTC-USDT", order_id=42),
         Deposit(command_id=44, timestamp_ms=TS, user_id=7, asset="USDT", amount=5),
         Withdraw(command_id=45, timestamp_ms=TS, user_id=7, asset="USDT", amount=5),
+        CreateUser(command_id=46, timestamp_ms=TS, api_key="kabc", public_key="cHVi", label="l"),
+        AddApiKey(command_id=47, timestamp_ms=TS, user_id=7, api_key="kdef", public_key="cHVj"),
+        RevokeApiKey(command_id=48, timestamp_ms=TS, api_key="kabc"),
+        CancelAllOrders(command_id=49, timestamp_ms=TS, user_id=7, symbol="BTC-USDT"),
         AmendOrder(
             command_id=46,
             timestamp_ms=TS,

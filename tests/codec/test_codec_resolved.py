@@ -24,7 +24,17 @@ import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
-from engine.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
+from engine.commands import (
+    AddApiKey,
+    CancelAllOrders,
+    CancelOrder,
+    Command,
+    CreateUser,
+    Deposit,
+    PlaceOrder,
+    RevokeApiKey,
+    Withdraw,
+)
 from engine.enums import OrderType, Side
 from engine.events import EngineOutput
 from exchange.codec import COMMAND_SCHEMA_NAME, OUTPUT_SCHEMA_NAME, Codec, load_schemas
@@ -55,6 +65,10 @@ COMMANDS: list[Command] = [
     CancelOrder(command_id=43, timestamp_ms=TS, user_id=7, symbol="BTC-USDT", order_id=42),
     Deposit(command_id=44, timestamp_ms=TS, user_id=7, asset="USDT", amount=5),
     Withdraw(command_id=45, timestamp_ms=TS, user_id=7, asset="USDT", amount=5),
+    CreateUser(command_id=46, timestamp_ms=TS, api_key="kabc", public_key="cHVi", label="l"),
+    AddApiKey(command_id=47, timestamp_ms=TS, user_id=7, api_key="kdef", public_key="cHVj"),
+    RevokeApiKey(command_id=48, timestamp_ms=TS, api_key="kabc"),
+    CancelAllOrders(command_id=49, timestamp_ms=TS, user_id=7, symbol="BTC-USDT"),
 ]
 
 

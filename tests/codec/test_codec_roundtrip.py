@@ -16,13 +16,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.commands import AmendOrder, CancelOrder, Command, Deposit, PlaceOrder, Withdraw
+from engine.commands import (
+    AddApiKey,
+    AmendOrder,
+    CancelAllOrders,
+    CancelOrder,
+    Command,
+    CreateUser,
+    Deposit,
+    PlaceOrder,
+    RevokeApiKey,
+    Withdraw,
+)
 from engine.enums import (
     CommandKind,
     CompletionReason,
     OrderStatus,
     OrderType,
     RejectReason,
+    Role,
     Side,
     StpMode,
     TimeInForce,
@@ -86,6 +98,10 @@ COMMANDS: st.SearchStrategy[Command] = st.one_of(
     domain(CancelOrder),
     domain(Deposit),
     domain(Withdraw),
+    domain(CreateUser),
+    domain(AddApiKey),
+    domain(RevokeApiKey),
+    domain(CancelAllOrders),
     domain(AmendOrder),
 )
 
@@ -240,6 +256,18 @@ def test_decode_output_when_lists_empty_returns_empty_tuples(codec: Codec) -> No
     decoded = round_trip_output(codec, output)
     assert decoded == output
     assert decoded.trades == () and decoded.rejections == ()
+    assert decoded.user_creations == () and decoded.api_key_updates == ()
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_decode_command_when_create_user_encoded_returns_same_role_and_label(
+    codec: Codec, role: Role
+) -> None:
+    command = CreateUser(
+        command_id=9, timestamp_ms=TS, api_key="kabc", public_key="cHVi", role=role, label=None
+    )
+    decoded = round_trip_command(codec, command)
+    assert decoded == command and decoded.role is role  # type: ignore[union-attr]
 
 
 def _with_every_member(output: EngineOutput, enum: type[Enum]) -> EngineOutput:
@@ -282,12 +310,19 @@ def _with_every_member(output: EngineOutput, enum: type[Enum]) -> EngineOutput:
             order_updates=tuple(dataclasses.replace(update, reject_reason=m) for m in members),
             rejections=tuple(dataclasses.replace(rejection, reason=m) for m in members),
         )
+    if enum is Role:
+        created, key = output.user_creations[0], output.api_key_updates[0]
+        return dataclasses.replace(
+            output,
+            user_creations=tuple(dataclasses.replace(created, role=m) for m in members),
+            api_key_updates=tuple(dataclasses.replace(key, role=m) for m in members),
+        )
     raise AssertionError(enum)
 
 
 @pytest.mark.parametrize(
     "enum",
-    [Side, OrderType, TimeInForce, OrderStatus, CompletionReason, CommandKind, RejectReason],
+    [Side, OrderType, TimeInForce, OrderStatus, CompletionReason, CommandKind, RejectReason, Role],
 )
 def test_decode_output_when_every_enum_member_used_returns_same_members(
     codec: Codec, full_output: EngineOutput, enum: type[Enum]

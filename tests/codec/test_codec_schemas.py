@@ -19,8 +19,19 @@ import avro.schema  # binds the top-level `avro` package too
 import pytest
 
 from engine import enums
-from engine.commands import AmendOrder, CancelOrder, Deposit, PlaceOrder, Withdraw
+from engine.commands import (
+    AddApiKey,
+    AmendOrder,
+    CancelAllOrders,
+    CancelOrder,
+    CreateUser,
+    Deposit,
+    PlaceOrder,
+    RevokeApiKey,
+    Withdraw,
+)
 from engine.events import (
+    ApiKeyUpdated,
     BalanceUpdated,
     CommandRejected,
     DepthUpdated,
@@ -30,6 +41,7 @@ from engine.events import (
     OrderPlaced,
     OrderUpdated,
     TradeExecuted,
+    UserCreated,
 )
 from exchange.codec import (
     COMMAND_SCHEMA_NAME,
@@ -99,6 +111,7 @@ def test_schema_files_when_loaded_are_all_reachable_from_a_top_level_schema() ->
         enums.CompletionReason,
         enums.CommandKind,
         enums.RejectReason,
+        enums.Role,
     ],
 )
 def test_enum_symbols_when_compared_with_engine_enum_match_in_order(enum: type[Enum]) -> None:
@@ -116,6 +129,8 @@ def test_enum_symbols_when_compared_with_engine_enum_match_in_order(enum: type[E
         ("OrderCompleted", OrderCompleted),
         ("BalanceUpdated", BalanceUpdated),
         ("CommandRejected", CommandRejected),
+        ("UserCreated", UserCreated),
+        ("ApiKeyUpdated", ApiKeyUpdated),
         ("LevelUpdated", LevelUpdated),
         ("DepthUpdated", DepthUpdated),
         ("EngineOutput", EngineOutput),
@@ -135,6 +150,10 @@ def test_event_record_fields_when_compared_with_dataclass_match_in_order(
         ("CancelOrderCommand", CancelOrder, ("command_id", "timestamp_ms")),
         ("DepositCommand", Deposit, ("command_id", "timestamp_ms")),
         ("WithdrawCommand", Withdraw, ("command_id", "timestamp_ms")),
+        ("CreateUserCommand", CreateUser, ("command_id", "timestamp_ms")),
+        ("AddApiKeyCommand", AddApiKey, ("command_id", "timestamp_ms")),
+        ("RevokeApiKeyCommand", RevokeApiKey, ("command_id", "timestamp_ms")),
+        ("CancelAllOrdersCommand", CancelAllOrders, ("command_id", "timestamp_ms")),
         ("AmendOrderCommand", AmendOrder, ("command_id", "timestamp_ms")),
     ],
 )
@@ -152,6 +171,10 @@ def test_order_command_when_loaded_wraps_timestamp_and_union_of_commands() -> No
         "CancelOrderCommand",
         "DepositCommand",
         "WithdrawCommand",
+        "CreateUserCommand",
+        "AddApiKeyCommand",
+        "RevokeApiKeyCommand",
+        "CancelAllOrdersCommand",
         "AmendOrderCommand",
     ]
 

@@ -2,10 +2,16 @@
 
 Fixed ids and timestamps: every command a :class:`Kit` builds gets the next command id (also
 the order id of a new order) and a timestamp derived from it, so failures are reproducible.
+
+Users: the engine refuses commands for users it never created, and assigns user ids 1, 2, 3,
+... in creation order. A :class:`Kit` therefore starts by creating users 1..``users``
+(:data:`KIT_USERS` by default) through ``CreateUser`` commands, which take the first command
+ids; the ids a test uses for its users are then the engine's own.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import hashlib
@@ -16,15 +22,20 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 
 from engine import (
+    AddApiKey,
     AmendOrder,
+    CancelAllOrders,
     CancelOrder,
     Command,
+    CreateUser,
     Deposit,
     Engine,
     EngineOutput,
     Markets,
     OrderType,
     PlaceOrder,
+    RevokeApiKey,
+    Role,
     Side,
     StpMode,
     TimeInForce,
@@ -39,6 +50,17 @@ ETH = "ETH_USDT"
 BUY = Side.BUY
 SELL = Side.SELL
 T0 = 1_700_000_000_000
+KIT_USERS = 9  # users 1..9 exist in every kit's engine unless a test asks otherwise
+
+
+def key_id(user: int, n: int = 0) -> str:
+    """A fixed key id for ``user``'s ``n``-th key, shaped like the gateway's ("k" + 24 hex)."""
+    return f"k{user:012x}{n:012x}"
+
+
+def public_key(user: int, n: int = 0) -> str:
+    """A fixed stand-in public key (the engine treats it as an opaque string)."""
+    return base64.b64encode(bytes([user % 256, n % 256]) * 16).decode()
 
 
 def register_profiles() -> None:
@@ -80,7 +102,7 @@ class Kit:
     update ids have no gap.
     """
 
-    def __init__(self, engine: Engine, first_id: int = 1) -> None:
+    def __init__(self, engine: Engine, first_id: int = 1, users: int = KIT_USERS) -> None:
         self.engine = engine
         self.next_id = first_id
         self.depth: dict[str, dict[tuple[Side, int], tuple[int, int]]] = {
@@ -91,6 +113,46 @@ class Kit:
             for symbol in engine.markets.symbols
         }
         self.update_ids = {symbol: engine.update_id(symbol) for symbol in engine.markets.symbols}
+        self.create_users(users)
+
+    def create_users(self, count: int) -> None:
+        """Create users until ids 1..``count`` exist (none when the engine already has them,
+        e.g. restored from a snapshot)."""
+        while self.engine.next_user_id <= count:
+            user = self.engine.next_user_id
+            out = self.apply(self.create_user(key_id(user), public_key(user)))
+            assert [u.user_id for u in out.user_creations] == [user], out
+
+    def create_user(
+        self, api_key: str, public_key: str, *, role: Role = Role.TRADER, label: str | None = None
+    ) -> CreateUser:
+        command_id, ts = self._ids()
+        return CreateUser(
+            command_id=command_id,
+            timestamp_ms=ts,
+            api_key=api_key,
+            public_key=public_key,
+            role=role,
+            label=label,
+        )
+
+    def add_key(self, user: int, api_key: str, public_key: str) -> AddApiKey:
+        command_id, ts = self._ids()
+        return AddApiKey(
+            command_id=command_id,
+            timestamp_ms=ts,
+            user_id=user,
+            api_key=api_key,
+            public_key=public_key,
+        )
+
+    def revoke_key(self, api_key: str) -> RevokeApiKey:
+        command_id, ts = self._ids()
+        return RevokeApiKey(command_id=command_id, timestamp_ms=ts, api_key=api_key)
+
+    def cancel_all(self, user: int, *, symbol: str = BTC) -> CancelAllOrders:
+        command_id, ts = self._ids()
+        return CancelAllOrders(command_id=command_id, timestamp_ms=ts, user_id=user, symbol=symbol)
 
     def _ids(self) -> tuple[int, int]:
         command_id = self.next_id
@@ -252,22 +314,47 @@ def digest_outputs(outputs: list[EngineOutput]) -> str:
     return h.hexdigest()
 
 
-def random_commands(seed: int, n: int, users: int = 6) -> list[Command]:
+def random_commands(seed: int, n: int, users: int = 6, access: bool = True) -> list[Command]:
     """A seeded random command stream touching every command kind, order type and TIF
     (amends included since issue 15).
+
+    It opens with the creation of users 1..``users``, then funds them. With ``access``, a
+    second generator (so the trading stream draws exactly what it drew before users existed)
+    mixes in cancel-alls, key additions and revocations (some of unknown or already revoked
+    keys), and commands for a user that does not exist.
 
     ``random.Random(seed)`` is used here, in the tests, never in the engine.
     """
     import random
 
     rng = random.Random(seed)
-    kit = Kit(Engine(make_markets()))  # only its id counter is used
+    extra = random.Random(seed + 1_000_003)
+    kit = Kit(Engine(make_markets()), users=0)  # only its id counter is used
     out: list[Command] = []
     placed: list[tuple[int, int, str]] = []
+    keys: list[str] = []
+    for user in range(1, users + 1):
+        keys.append(key_id(user))
+        out.append(kit.create_user(key_id(user), public_key(user), label=f"user {user}"))
     for user in range(1, users + 1):
         for asset, amount in (("BTC", 400_000), ("ETH", 4_000_000), ("USDT", 4_000_000)):
             out.append(kit.deposit(user, asset, amount))
     for _ in range(n):
+        if access and extra.random() < 0.05:
+            r = extra.random()
+            who = extra.randint(1, users + 1)  # users + 1 was never created
+            if r < 0.4:
+                out.append(kit.cancel_all(who, symbol=BTC if extra.random() < 0.6 else ETH))
+            elif r < 0.6:
+                keys.append(key_id(who, len(keys)))
+                out.append(kit.add_key(who, keys[-1], public_key(who, len(keys))))
+            elif r < 0.8:
+                out.append(kit.revoke_key(extra.choice([*keys, "k-never-added"])))
+            elif r < 0.9:
+                out.append(kit.deposit(users + 1, "USDT", 1_000))
+            else:
+                out.append(kit.limit(users + 1, SELL, 100, 1))
+            continue
         r = rng.random()
         user = rng.randint(1, users)
         symbol = BTC if rng.random() < 0.6 else ETH

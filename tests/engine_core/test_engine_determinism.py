@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 from engine_testkit import (
     BUY,
+    KIT_USERS,
     SELL,
     Kit,
     canonical,
     digest_outputs,
+    key_id,
     make_markets,
+    public_key,
     random_commands,
 )
 
@@ -83,16 +86,26 @@ def test_golden_when_fixed_stream_is_replayed_matches_the_stored_digest() -> Non
 def test_state_hash_when_command_is_rejected_is_unchanged(kit: Kit) -> None:
     kit.fund(1, USDT=1_000)
     before = kit.engine.state_hash()
-    for command in (
+    sequence = kit.engine.sequence
+    commands: list[Command] = [
         kit.withdraw(1, "USDT", 5_000),
         kit.limit(1, BUY, 100, 50),
         kit.cancel(1, 12_345),
         kit.deposit(1, "XYZ", 5),
-    ):
+        kit.deposit(KIT_USERS + 1, "USDT", 5),
+        kit.create_user(key_id(1), public_key(1)),
+        kit.add_key(KIT_USERS + 1, "k-new", "p"),
+        kit.add_key(1, key_id(2), "p"),
+        kit.revoke_key("k-never-added"),
+        kit.cancel_all(KIT_USERS + 1),
+        kit.cancel_all(1, symbol="DOGE_USDT"),
+    ]
+    for command in commands:
         out = kit.engine.apply(command)
         assert out.rejections
         assert kit.engine.state_hash() == before
-    assert kit.engine.sequence == 5  # the output sequence moved on; the hash ignores it
+    # The output sequence moved on; the hash ignores it.
+    assert kit.engine.sequence == sequence + len(commands)
 
 
 def test_restore_when_snapshot_is_corrupt_raises_snapshot_error(kit: Kit) -> None:

@@ -800,17 +800,19 @@ def test_deposit_when_total_would_exceed_int64_is_rejected_invalid_amount(kit: K
 # ---------------------------------------------------------------- outputs
 
 
-def test_sequence_when_commands_are_applied_counts_every_one_from_one(kit: Kit) -> None:
+def test_sequence_when_commands_are_applied_counts_every_one_from_one() -> None:
+    kit = Kit(Engine(make_markets()), users=0)
     outs = [
+        kit.apply(kit.create_user("k1", "p1")),
         kit.apply(kit.deposit(1, "USDT", 5)),
         kit.apply(kit.withdraw(1, "USDT", 50)),  # rejected: still numbered
         kit.apply(kit.cancel(1, 77)),
         kit.apply(kit.limit(1, BUY, 100, 1)),
     ]
-    assert [o.sequence for o in outs] == [1, 2, 3, 4]
-    assert [o.command_id for o in outs] == [1, 2, 3, 4]
-    assert [o.timestamp_ms for o in outs] == [T0 + 1, T0 + 2, T0 + 3, T0 + 4]
-    assert kit.engine.sequence == 4
+    assert [o.sequence for o in outs] == [1, 2, 3, 4, 5]
+    assert [o.command_id for o in outs] == [1, 2, 3, 4, 5]
+    assert [o.timestamp_ms for o in outs] == [T0 + 1, T0 + 2, T0 + 3, T0 + 4, T0 + 5]
+    assert kit.engine.sequence == 5
 
 
 def test_place_when_accepted_emits_one_placement_with_the_command_fields(kit: Kit) -> None:

@@ -4,6 +4,10 @@ The model is written for obviousness, not speed: the book is one flat list, matc
 afresh every time, balances are a dict of two-element lists. After every step the engine's
 output and state must equal the model's, and every invariant must hold.
 
+Users and keys are part of the model: users 1..3 are created first (user 0 is the fee account,
+always known), rules create more, add and revoke keys (new, duplicate, unknown, revoked), and
+name user 99, who never exists, so that every user-scoped command meets UNKNOWN_USER.
+
 Depth: the test keeps a per-market book of levels built only from the outputs' depth updates
 (as a market-data reader would). Each update must carry the next update id of its market,
 name exactly the levels whose aggregate the command changed (in the model's book), and after
@@ -16,13 +20,16 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from engine_testkit import BTC, ETH, T0, engine_settings, make_markets
+from engine_testkit import BTC, ETH, T0, engine_settings, key_id, make_markets, public_key
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from engine import (
+    AddApiKey,
     AmendOrder,
+    CancelAllOrders,
     CancelOrder,
+    CreateUser,
     Deposit,
     Engine,
     EngineOutput,
@@ -31,6 +38,8 @@ from engine import (
     OrderType,
     PlaceOrder,
     RejectReason,
+    RevokeApiKey,
+    Role,
     Side,
     StpMode,
     TimeInForce,
@@ -43,6 +52,19 @@ R = RejectReason
 S = OrderStatus
 TERMINAL = {S.FILLED, S.CANCELLED, S.EXPIRED, S.REJECTED}
 USERS = (0, 1, 2, 3)  # user 0 is also the fee account: it must be able to trade too
+NOBODY = 99  # never created: every user-scoped command for it is UNKNOWN_USER
+# Who a rule acts for: mostly the funded users, sometimes nobody.
+ACTORS = st.sampled_from([*USERS, *USERS, *USERS, NOBODY])
+Command = (
+    PlaceOrder
+    | CancelOrder
+    | Deposit
+    | Withdraw
+    | CreateUser
+    | AddApiKey
+    | RevokeApiKey
+    | CancelAllOrders
+)
 CLIENT_IDS = (None,) * 8 + ("a", "b", "a", "b", "")
 
 
@@ -67,6 +89,8 @@ class Result:
     trades: list[tuple[int, ...]] = field(default_factory=list)
     orders: dict[int, tuple[OrderStatus, int, int]] = field(default_factory=dict)
     placed: bool = False
+    users: list[tuple[int, Role, str | None]] = field(default_factory=list)
+    keys: list[tuple[str, int, Role, str, bool]] = field(default_factory=list)
 
 
 class Model:
@@ -81,6 +105,12 @@ class Model:
         self.capacity = memory
         self.next_trade = 1
         self.arrivals = 0
+        self.roles: dict[int, Role] = {}
+        self.keys: dict[str, tuple[int, str, bool]] = {}  # key id -> (user, public key, revoked)
+        self.next_user = 1 if markets.fee_account != 1 else 2
+
+    def known(self, user: int) -> bool:
+        return user in self.roles or user == self.markets.fee_account
 
     # -- balances
     def bal(self, user: int, asset: str) -> list[int]:
@@ -112,8 +142,56 @@ class Model:
         b[0] += o.remaining * per_lot
         self.book.remove(o)
 
+    # -- users and keys
+    def create_user(self, c: CreateUser) -> Result:
+        if c.api_key in self.keys:
+            return Result(rejection=R.DUPLICATE_API_KEY)
+        user = self.next_user
+        self.next_user += 1
+        if self.next_user == self.markets.fee_account:
+            self.next_user += 1
+        self.roles[user] = c.role
+        self.keys[c.api_key] = (user, c.public_key, False)
+        return Result(
+            users=[(user, c.role, c.label)],
+            keys=[(c.api_key, user, c.role, c.public_key, False)],
+        )
+
+    def add_key(self, c: AddApiKey) -> Result:
+        if c.user_id not in self.roles:
+            return Result(rejection=R.UNKNOWN_USER)
+        if c.api_key in self.keys:
+            return Result(rejection=R.DUPLICATE_API_KEY)
+        self.keys[c.api_key] = (c.user_id, c.public_key, False)
+        return Result(keys=[(c.api_key, c.user_id, self.roles[c.user_id], c.public_key, False)])
+
+    def revoke_key(self, c: RevokeApiKey) -> Result:
+        if c.api_key not in self.keys:
+            return Result(rejection=R.UNKNOWN_API_KEY)
+        user, key, revoked = self.keys[c.api_key]
+        if revoked:
+            return Result()
+        self.keys[c.api_key] = (user, key, True)
+        return Result(keys=[(c.api_key, user, self.roles[user], key, True)])
+
+    def cancel_all(self, c: CancelAllOrders) -> Result:
+        if not self.known(c.user_id):
+            return Result(rejection=R.UNKNOWN_USER)
+        if c.symbol not in self.markets.symbols:
+            return Result(rejection=R.UNKNOWN_SYMBOL)
+        result = Result()
+        mine = [o for o in self.book if o.user == c.user_id and o.symbol == c.symbol]
+        for o in sorted(mine, key=lambda o: o.oid):
+            self.unlock_and_remove(o)
+            o.status = S.CANCELLED
+            self.remember(o.oid, o.user, o.symbol)
+            result.orders[o.oid] = (S.CANCELLED, o.filled, 0)
+        return result
+
     # -- commands
     def deposit(self, c: Deposit) -> Result:
+        if not self.known(c.user_id):
+            return Result(rejection=R.UNKNOWN_USER)
         if c.asset not in self.supply:
             return Result(rejection=R.UNKNOWN_ASSET)
         if c.amount <= 0 or self.supply[c.asset] + c.amount > INT64_MAX:
@@ -123,6 +201,8 @@ class Model:
         return Result()
 
     def withdraw(self, c: Withdraw) -> Result:
+        if not self.known(c.user_id):
+            return Result(rejection=R.UNKNOWN_USER)
         if c.asset not in self.supply:
             return Result(rejection=R.UNKNOWN_ASSET)
         if c.amount <= 0:
@@ -134,6 +214,8 @@ class Model:
         return Result()
 
     def cancel(self, c: CancelOrder) -> Result:
+        if not self.known(c.user_id):
+            return Result(rejection=R.UNKNOWN_USER)
         if c.symbol not in self.markets.symbols:
             return Result(rejection=R.UNKNOWN_SYMBOL)
         if (c.order_id is None) == (c.client_order_id is None):
@@ -157,6 +239,8 @@ class Model:
         return Result(orders={o.oid: (S.CANCELLED, o.filled, 0)})
 
     def amend(self, c: AmendOrder) -> Result:
+        if not self.known(c.user_id):
+            return Result(rejection=R.UNKNOWN_USER)
         if c.symbol not in self.markets.symbols:
             return Result(rejection=R.UNKNOWN_SYMBOL)
         if (c.order_id is None) == (c.client_order_id is None):
@@ -226,6 +310,8 @@ class Model:
     def place(self, c: PlaceOrder) -> Result:
         if any(o.oid == c.order_id for o in self.book) or c.order_id in self.memory:
             return Result(rejection=R.DUPLICATE_ORDER_ID)
+        if not self.known(c.user_id):
+            return Result(rejection=R.UNKNOWN_USER, orders={c.order_id: (S.REJECTED, 0, 0)})
         if c.symbol not in self.markets.symbols:
             return Result(rejection=R.UNKNOWN_SYMBOL, orders={c.order_id: (S.REJECTED, 0, 0)})
         reason = self.validate(c)
@@ -371,6 +457,16 @@ class Model:
         return result
 
 
+def engine_output_without_events(out: EngineOutput) -> EngineOutput:
+    """``out`` with every event list emptied: equal to ``out`` exactly when nothing happened."""
+    return EngineOutput(
+        sequence=out.sequence,
+        command_id=out.command_id,
+        command_kind=out.command_kind,
+        timestamp_ms=out.timestamp_ms,
+    )
+
+
 class EngineVsModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -391,7 +487,21 @@ class EngineVsModel(RuleBasedStateMachine):
         self.markets = make_markets(maker_bps, taker_bps)
         self.engine = Engine(self.markets, completed_order_memory=memory)
         self.model = Model(self.markets, memory)
-        # Everyone starts able to trade, so matching happens from the first steps on.
+        self.key_ids: list[str] = ["k-never-added"]
+        # Users 1..3 exist (0 is the fee account), and everyone starts able to trade, so
+        # matching happens from the first steps on.
+        for user in USERS[1:]:
+            command_id, ts = self.ids()
+            self.key_ids.append(key_id(user))
+            self.run(
+                CreateUser(
+                    command_id=command_id,
+                    timestamp_ms=ts,
+                    api_key=key_id(user),
+                    public_key=public_key(user),
+                )
+            )
+        assert self.engine.users() == [(user, Role.TRADER) for user in USERS[1:]]
         for user in USERS:
             # User 3 is poor: its market buys run out of quote and its orders get refused.
             scale = 1 if user != 3 else 75
@@ -413,7 +523,7 @@ class EngineVsModel(RuleBasedStateMachine):
         self.next_id += 1
         return command_id, T0 + command_id
 
-    def run(self, command: PlaceOrder | CancelOrder | Deposit | Withdraw | AmendOrder) -> None:
+    def run(self, command: Command) -> None:
         engine, model = self.engine, self.model
         before = dict((k, tuple(v)) for k, v in model.balances.items())
         levels_before = {symbol: model.levels(symbol) for symbol in self.depth}
@@ -426,13 +536,23 @@ class EngineVsModel(RuleBasedStateMachine):
             expected = model.amend(command)
         elif isinstance(command, Deposit):
             expected = model.deposit(command)
-        else:
+        elif isinstance(command, Withdraw):
             expected = model.withdraw(command)
+        elif isinstance(command, CreateUser):
+            expected = model.create_user(command)
+        elif isinstance(command, AddApiKey):
+            expected = model.add_key(command)
+        elif isinstance(command, RevokeApiKey):
+            expected = model.revoke_key(command)
+        else:
+            expected = model.cancel_all(command)
         out = engine.apply(command)
         self.compare(command, out, expected, before)
         self.compare_depth(out, levels_before)
-        if expected.rejection is not None:
-            assert engine.state_hash() == hash_before, "a rejection changed the state"
+        if expected.rejection is not None or out == engine_output_without_events(out):
+            assert engine.state_hash() == hash_before, "a rejection or no-op changed the state"
+        if out.user_creations or out.api_key_updates:
+            assert engine.state_hash() != hash_before, "the registry changed outside the hash"
 
     def compare_depth(
         self,
@@ -472,7 +592,7 @@ class EngineVsModel(RuleBasedStateMachine):
 
     def compare(
         self,
-        command: PlaceOrder | CancelOrder | Deposit | Withdraw | AmendOrder,
+        command: Command,
         out: EngineOutput,
         expected: Result,
         before: dict[tuple[int, str], tuple[int, ...]],
@@ -527,12 +647,23 @@ class EngineVsModel(RuleBasedStateMachine):
             assert (b.available, b.locked) == tuple(model.balances[(b.user_id, b.asset)])
         if isinstance(command, PlaceOrder) and expected.placed:
             self.placed_ids.append(command.order_id)
+        assert [(u.user_id, u.role, u.label) for u in out.user_creations] == expected.users
+        assert [
+            (k.api_key, k.user_id, k.role, k.public_key, k.revoked) for k in out.api_key_updates
+        ] == expected.keys
+        for created in out.user_creations:
+            assert created.created_at == command.timestamp_ms
+        for key in out.api_key_updates:
+            assert key.updated_at == command.timestamp_ms
+        for rejection in out.rejections:
+            no_user = isinstance(command, CreateUser | RevokeApiKey)
+            assert rejection.user_id == (0 if no_user else getattr(command, "user_id", 0))
 
     # -- rules. Hypothesis draws rules uniformly (and switches some off per example), so the
     # kinds of command are grouped into few rules, limit orders twice. Odd values sit at
     # draws 11-17, away from the 0 and the bounds that hypothesis favours, so they stay rare.
     _limit_args: dict[str, Any] = dict(  # hypothesis strategies shared by two rules
-        user=st.sampled_from(USERS),
+        user=ACTORS,
         symbol=st.sampled_from([BTC, BTC, BTC, ETH, ETH, BTC, ETH, BTC, "DOGE_USDT"]),
         side=st.sampled_from(Side),
         price=st.integers(97, 103),
@@ -591,7 +722,7 @@ class EngineVsModel(RuleBasedStateMachine):
     place_another_limit = rule(**_limit_args)(_place_limit)
 
     @rule(
-        user=st.sampled_from(USERS),
+        user=ACTORS,
         symbol=st.sampled_from([BTC, ETH]),
         side=st.sampled_from(Side),
         quantity=st.integers(1, 12),
@@ -631,7 +762,7 @@ class EngineVsModel(RuleBasedStateMachine):
         by_client_id=st.sampled_from([False, False, True]),
         pick=st.integers(0, 10**6),
         owner=st.sampled_from([True, True, False]),
-        user=st.sampled_from(USERS),
+        user=ACTORS,
         symbol=st.sampled_from([BTC, BTC, ETH, "DOGE_USDT"]),
         client_id=st.sampled_from(["a", "b", "zz"]),
         odd=st.integers(0, 39),
@@ -667,10 +798,58 @@ class EngineVsModel(RuleBasedStateMachine):
         )
 
     @rule(
+        kind=st.sampled_from(["create", "create", "add", "revoke", "revoke"]),
+        user=st.sampled_from([*USERS, NOBODY]),
+        role=st.sampled_from([Role.TRADER, Role.TRADER, Role.OPERATOR]),
+        label=st.sampled_from([None, "desk", "ünï"]),
+        reuse=st.sampled_from([False, False, True]),
+        pick=st.integers(0, 10**6),
+    )
+    def manage_keys(
+        self, kind: str, user: int, role: Role, label: str | None, reuse: bool, pick: int
+    ) -> None:
+        """Create users, add and revoke keys: new ids, known ones (DUPLICATE_API_KEY, or a
+        revoke of a revoked key) and one never added (UNKNOWN_API_KEY)."""
+        command_id, ts = self.ids()
+        known = self.key_ids[pick % len(self.key_ids)]
+        fresh = f"k-{command_id}"
+        command: Command
+        if kind == "create":
+            api_key = known if reuse else fresh
+            command = CreateUser(
+                command_id=command_id,
+                timestamp_ms=ts,
+                api_key=api_key,
+                public_key=public_key(command_id % 256),
+                role=role,
+                label=label,
+            )
+        elif kind == "add":
+            command = AddApiKey(
+                command_id=command_id,
+                timestamp_ms=ts,
+                user_id=user,
+                api_key=known if reuse else fresh,
+                public_key=public_key(user % 256, command_id % 256),
+            )
+        else:
+            command = RevokeApiKey(command_id=command_id, timestamp_ms=ts, api_key=known)
+        if not reuse and kind != "revoke":
+            self.key_ids.append(fresh)
+        self.run(command)
+
+    @rule(user=ACTORS, symbol=st.sampled_from([BTC, BTC, ETH, "DOGE_USDT"]))
+    def cancel_all(self, user: int, symbol: str) -> None:
+        command_id, ts = self.ids()
+        self.run(
+            CancelAllOrders(command_id=command_id, timestamp_ms=ts, user_id=user, symbol=symbol)
+        )
+
+    @rule(
         by_client_id=st.sampled_from([False, False, True]),
         pick=st.integers(0, 10**6),
         owner=st.sampled_from([True, True, True, False]),
-        user=st.sampled_from(USERS),
+        user=ACTORS,
         symbol=st.sampled_from([BTC, BTC, ETH, "DOGE_USDT"]),
         client_id=st.sampled_from(["a", "b", "zz"]),
         change=st.integers(-3, 3),
@@ -728,7 +907,7 @@ class EngineVsModel(RuleBasedStateMachine):
 
     @rule(
         deposit=st.booleans(),
-        user=st.sampled_from(USERS),
+        user=ACTORS,
         asset=st.sampled_from(["USDT", "BTC", "ETH", "USDT", "BTC", "ETH", "DOGE"]),
         amount=st.integers(1, 300_000),
         odd=st.integers(0, 39),
@@ -772,6 +951,14 @@ class EngineVsModel(RuleBasedStateMachine):
                 )
                 # Same orders in the same order: price priority, then FIFO within a level.
                 assert got == [(o.oid, o.price, o.remaining, o.filled, o.status) for o in mine]
+
+    @invariant()
+    def users_and_keys_equal_model(self) -> None:
+        engine, model = self.engine, self.model
+        assert engine.users() == sorted(model.roles.items())
+        assert [(k, tuple(v)) for k, v in engine.api_keys()] == sorted(model.keys.items())
+        assert engine.next_user_id == model.next_user
+        assert not engine.is_known_user(NOBODY)
 
     @invariant()
     def depth_from_updates_equals_model_levels(self) -> None:

@@ -15,6 +15,7 @@ from engine import (
     AmendOrder,
     CancelOrder,
     Command,
+    CreateUser,
     Deposit,
     Engine,
     EngineOutput,
@@ -46,9 +47,12 @@ def engine_flow(
         next_id += 1
         outputs.append(engine.apply(command))
 
+    for user in range(1, users + 1):  # the engine assigns ids 1, 2, 3, ... in this order
+        run(CreateUser, api_key=f"k{user}", public_key=f"pk{user}")
     for user in range(1, users + 1):
         for asset in ("BTC", "ETH", "USDT"):
             run(Deposit, user_id=user, asset=asset, amount=10**15)
+    assert not any(o.rejections for o in outputs), "the flow's users and funds were refused"
     placed: list[tuple[int, int, str]] = []
     for _ in range(steps):
         now += step_ms if rng.random() < 0.97 else rng.randint(1, 30) * 3_600_000

@@ -10,7 +10,13 @@ from market_testkit import engine_flow
 from test_store_cassandra_plan import TABLE_DEFS, bound, offline_prepared, statement_columns
 
 from settlement import cassandra_store as cs
-from settlement.cassandra_store import kline_period, plan_batches, plan_kline_writes, plan_writes
+from settlement.cassandra_store import (
+    kline_period,
+    plan_batches,
+    plan_kline_writes,
+    plan_part_writes,
+    plan_writes,
+)
 from settlement.market_data import INTERVAL_MS, KlineRow, kline_from_trades, merge_klines
 from settlement.projection import project
 
@@ -56,6 +62,8 @@ def test_plan_kline_writes_when_planned_use_trade_count_as_the_timestamp() -> No
         table, _ = statement_columns(cs._WRITES[w.statement])
         assert w.partition == (table, *(values[c] for c in TABLE_DEFS[table][1])), w
         assert values["ts"] == 2  # the trade count: more trades always win
+    (part,) = [bound(w) for w in plan_part_writes([(3, minute)])]
+    assert (part["block"], part["ts"], part["open_time"]) == (3, 2, 120_000)
     (one_minute,) = [
         bound(w) for w in writes if w.statement == "kline" and bound(w)["interval"] == "1m"
     ]
@@ -80,7 +88,7 @@ def test_plan_writes_when_bound_by_driver_serializes_market_data_values() -> Non
         )
         if k is not None
     ]
-    writes = market_writes() + plan_kline_writes(rows)
+    writes = market_writes() + plan_kline_writes(rows) + plan_part_writes([(0, r) for r in rows])
     prepared = {name: offline_prepared(name) for name in cs._WRITES}
     for chunk in plan_batches(writes):
         batch = BatchStatement(batch_type=BatchType.UNLOGGED)

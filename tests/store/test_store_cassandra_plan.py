@@ -160,7 +160,14 @@ def test_plan_writes_when_stream_planned_binds_params_and_partition_consistently
     writes = plan_writes(project(random_stream(seed=21, steps=120)))
     kinds = {w.statement for w in writes}
     # Sim makes no depth updates; klines are planned after the trades are stored (below).
-    assert kinds == set(cs._WRITES) - {"progress", "level", "level_delete", "kline", "kline_period"}
+    assert kinds == set(cs._WRITES) - {
+        "progress",
+        "level",
+        "level_delete",
+        "kline",
+        "kline_period",
+        "kline_part",
+    }
     for w in writes:
         values = bound(w)
         table, _ = statement_columns(cs._WRITES[w.statement])
@@ -418,7 +425,7 @@ def test_apply_when_run_sends_unlogged_partition_batches_then_progress_last(
     kinds = [kind for kind, _ in session.log]
     assert kinds[0] == "concurrent" and set(kinds[1:]) == {"execute"}
     middle = {stmt for _, (stmt, _) in session.log[1:-1]}  # type: ignore[misc]
-    assert middle == {"read:q_minute_trades", "read:q_klines_range"}
+    assert middle == {"read:q_part_trades", "read:q_parts", "read:q_klines_range"}
     ((statements, concurrency),) = concurrent_calls
     assert concurrency == 8
     expected_chunks = plan_batches(plan_writes(project(outs)), max_statements=5)

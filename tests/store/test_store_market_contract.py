@@ -221,6 +221,26 @@ class MarketContract:
             for interval in INTERVAL_MS:
                 assert klines_of(store, symbol, interval) == naive_klines(outs, symbol, interval)
 
+    def test_klines_when_a_busy_minute_spans_several_parts_equal_the_naive_aggregate(
+        self, store: Any
+    ) -> None:
+        # 700 trades in two minutes: ids cross two part boundaries (256, 512) inside a minute.
+        minute = 60_000
+        base = T0 - T0 % minute
+        rng = random.Random(12)
+        outs = [
+            trade_output(i, i, rng.randint(90, 110), rng.randint(1, 5), base + i * 150)
+            for i in range(1, 701)
+        ]
+        shuffled = list(outs)
+        rng.shuffle(shuffled)
+        for b in batches(shuffled, 23):
+            store.apply(b)
+        for interval in INTERVAL_MS:
+            assert klines_of(store, "BTC_USDT", interval) == naive_klines(
+                outs, "BTC_USDT", interval
+            )
+
     def test_klines_when_range_and_limit_given_returns_oldest_first_within_them(
         self, store: Any
     ) -> None:
