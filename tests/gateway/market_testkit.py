@@ -25,13 +25,14 @@ from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
 from websockets.uri import parse_uri
 
+from engine.commands import CreateUser
 from engine.engine import Engine
-from engine.enums import Side
+from engine.enums import Role, Side
 from engine.markets import Markets
 from engine.service.runner import EngineService, EngineServiceConfig
 from engine.service.snapshots import FileSnapshotStore
 from exchange.codec import Codec
-from exchange.kafka import make_admin
+from exchange.kafka import make_admin, make_producer
 from exchange.topics import Topics, ensure_topics
 from gateway.app import GatewayAPI, GatewayConfig
 from gateway.server import ServerThread, create_gateway_app
@@ -41,6 +42,21 @@ from settlement.service import SettlementConfig, SettlementService
 from settlement.sqlite_store import SqliteStore
 
 WAIT = "?wait=true&timeout_ms=10000"
+USERS = 800  # users 1..USERS exist in every pipeline (the engine refuses unknown users)
+
+
+def create_users(bootstrap: str, topics: Topics, codec: Codec, n: int) -> None:
+    """Register users 1..n: the first ``n`` commands of a fresh ``orders`` log are
+    ``CreateUser``s, and the engine numbers users in the order it creates them. Published
+    straight to the log: the admin route that makes users (issue #14) is not on this branch."""
+    producer = make_producer(bootstrap)
+    for i in range(1, n + 1):
+        command = CreateUser(
+            command_id=0, timestamp_ms=1_700_000_000_000 + i,
+            api_key=f"k{i:024d}", public_key=f"test-public-key-{i}", role=Role.TRADER,
+        )  # fmt: skip
+        producer.produce(topics.orders.name, codec.encode_command(command), partition=0)
+    assert producer.flush(30) == 0
 
 
 @dataclass
@@ -92,6 +108,7 @@ def run_pipeline(
         codec=codec,
         store=settlement_store,
     )
+    create_users(bootstrap, topics, codec, USERS)
     stop = threading.Event()
     threads = [
         threading.Thread(target=engine.run, args=(stop,), daemon=True),
