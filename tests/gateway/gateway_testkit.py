@@ -78,6 +78,7 @@ def run_gateway(
         with ServerThread(app, free_port()) as url, httpx.Client(base_url=url, timeout=30) as c:
             if wait_follower:
                 assert app.state.follower.assigned.wait(30), "the follower never got assigned"
+                assert app.state.market.feed.caught_up.wait(30), "the market books never loaded"
             yield Gateway(url, c, app, bootstrap, topics, writer, store_path)
     finally:
         reader.close()
