@@ -232,7 +232,9 @@ class StreamReader:
 
 
 def open_stream(ws_url: str, **kwargs: Any) -> StreamReader:
-    return StreamReader(connect(ws_url, open_timeout=10, **kwargs)).start()
+    ws = connect(ws_url, open_timeout=10, **kwargs)
+    ws.__enter__()  # what `with connect(...) as ws` does; StreamReader.close() closes it
+    return StreamReader(ws).start()
 
 
 class StalledClient:

@@ -456,34 +456,29 @@ def test_slow_consumer_when_queue_overflows_is_closed_1008(pipe: Pipeline) -> No
 
 
 def test_heartbeat_when_client_never_answers_pings_closes_4408(pipe: Pipeline) -> None:
-    config = StreamConfig(ping_interval_s=0.3, ping_timeout_s=0.3)
+    config = StreamConfig(ping_interval_s=0.5, ping_timeout_s=1.0)
     with run_market_gateway(pipe, streams=config) as gw:
         live = open_stream(gw.ws_url)
         mute = open_stream(gw.ws_url)
+        stop = threading.Event()
+
+        def answer() -> None:  # the live client answers every ping (and more often)
+            while not stop.wait(0.1):
+                live.send({"op": "pong"})
+
+        t = threading.Thread(target=answer, daemon=True)
+        t.start()
         try:
-            stop = threading.Event()
-
-            def answer() -> None:  # the live client answers every ping
-                seen = 0
-                while not stop.is_set():
-                    msgs = live.snapshot()
-                    for m in msgs[seen:]:
-                        if m.get("op") == "ping":
-                            live.send({"op": "pong"})
-                    seen = len(msgs)
-                    time.sleep(0.02)
-
-            t = threading.Thread(target=answer, daemon=True)
-            t.start()
             ping = mute.wait_for(lambda m: m.get("op") == "ping")
             assert isinstance(ping["ts"], int)
             assert mute.thread is not None
-            mute.thread.join(10)
+            mute.thread.join(15)
             assert mute.closed_code == 4408
             assert live.closed_code is None
+            assert any(m.get("op") == "ping" for m in live.snapshot())
+        finally:
             stop.set()
             t.join(5)
-        finally:
             live.close()
             mute.close()
 
