@@ -32,15 +32,19 @@ from market_testkit import (
     run_market_gateway,
     run_pipeline,
 )
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from engine.commands import PlaceOrder
 from engine.enums import OrderType, Side, TimeInForce
 from engine.markets import Markets
 from exchange.codec import Codec
 from exchange.kafka import make_producer
+from exchange.metrics import new_registry
 from gateway.convert import format_lots, format_ticks
 from gateway.streams.auth import SignedLogin, registry_lookup
 from gateway.streams.hub import StreamConfig
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.kafka
 
@@ -82,6 +86,7 @@ def _order(
     r = gw.client.post("/api/v1/order/create" + (WAIT if wait else ""), json=body)
     data = envelope_data(r, 200 if wait else 202)
     assert isinstance(data, dict)
+    assert data.get("status") != "REJECTED", data
     return data
 
 
@@ -498,5 +503,33 @@ def test_ticker_stream_when_market_trades_pushes_the_rest_shape(gw: MarketGatewa
         assert isinstance(rest, dict)
         assert set(msg["data"]) == set(rest)
         assert msg["data"]["symbol"] == "ETH_USDT"
+    finally:
+        r.close()
+
+
+def test_delivery_metric_when_stream_messages_are_sent_observes_their_latency(
+    gw: MarketGateway,
+) -> None:
+    _fund(gw, 799)
+    r = open_stream(gw.ws_url)
+    try:
+        _subscribe(r, ["depth@ETH_USDT"])
+        registry = new_registry()
+        registry.register(gw.app.state.streams.metrics)
+
+        def count() -> float:
+            text = generate_latest(registry).decode()
+            for family in text_string_to_metric_families(text):
+                for s in family.samples:
+                    if s.name == "exchange_gateway_stream_delivery_seconds_count":
+                        return float(s.value)
+            raise AssertionError("no delivery histogram")
+
+        before = count()
+        _order(gw, 799, "BUY", "900.00", "0.1000", symbol="ETH_USDT", wait=True)
+        r.wait_for(lambda m: m.get("stream") == "depth@ETH_USDT")
+        eventually(lambda: count() > before, what="a delivery observed")
+        text = generate_latest(registry).decode()
+        assert "exchange_gateway_stream_clients" in text
     finally:
         r.close()
