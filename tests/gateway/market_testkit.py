@@ -151,7 +151,7 @@ def run_market_gateway(
     try:
         with ServerThread(app, free_port()) as url, httpx.Client(base_url=url, timeout=30) as c:
             assert app.state.follower.assigned.wait(30), "the follower never got assigned"
-            assert app.state.market.feed.caught_up.wait(30), "the market books never loaded"
+            assert app.state.market.feed.caught_up.wait(90), "the market books never loaded"
             yield MarketGateway(url, "ws" + url[4:] + "/ws", c, app)
     finally:
         reader.close()

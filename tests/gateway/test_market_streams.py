@@ -411,55 +411,6 @@ def test_trades_stream_when_orders_cross_sends_public_trade(gw: MarketGateway) -
         r.close()
 
 
-def _publish_orders(pipe: Pipeline, commands: list[PlaceOrder]) -> None:
-    producer = make_producer(pipe.bootstrap)
-    for command in commands:
-        producer.produce(pipe.topics.orders.name, pipe.codec.encode_command(command), partition=0)
-    assert producer.flush(30) == 0
-
-
-def test_slow_consumer_when_queue_overflows_is_closed_1008(pipe: Pipeline) -> None:
-    with run_market_gateway(pipe, streams=StreamConfig(max_queue=4000)) as gw:
-        _fund(gw, 601)
-        _fund(gw, 602)
-        fast = open_stream(gw.ws_url)
-        slow = StalledClient(gw.url, gw.ws_url)
-        try:
-            _subscribe(fast, ["trades@BTC_USDT", "depth@BTC_USDT"])
-            slow.send({"op": "subscribe", "streams": ["trades@BTC_USDT", "depth@BTC_USDT"]})
-            hub = gw.app.state.streams
-            deadline = time.monotonic() + 10
-            while len(hub.subscribers.get("trades@BTC_USDT", ())) < 2:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
-
-            def place(user: int, side: Side, price: int | None, lots: int) -> PlaceOrder:
-                return PlaceOrder(
-                    command_id=0, order_id=0, timestamp_ms=int(time.time() * 1000),
-                    user_id=user, symbol=SYMBOL, side=side,
-                    order_type=OrderType.LIMIT if price else OrderType.MARKET,
-                    time_in_force=TimeInForce.GTC if price else TimeInForce.IOC,
-                    post_only=False, price=price, quantity=lots, client_order_id=None,
-                )  # fmt: skip
-
-            # Rounds of 1,000 resting sells swept by one market buy: ~180 kB of stream each,
-            # in batches far below the queue bound, until the stalled client's socket and
-            # then its queue are full.
-            for _round in range(60):
-                sells = [place(601, Side.SELL, 8_000_000 + i, 100) for i in range(1000)]
-                _publish_orders(pipe, [*sells, place(602, Side.BUY, None, 1000 * 100)])
-                time.sleep(0.2)
-                if hub.metrics.slow_closed:
-                    break
-            assert hub.metrics.slow_closed == 1
-            assert slow.read_to_close() == (1008, "slow consumer")
-            assert fast.closed_code is None  # the client that keeps up stays
-            assert len(hub.clients) == 1
-        finally:
-            fast.close()
-            slow.close()
-
-
 def test_heartbeat_when_client_never_answers_pings_closes_4408(pipe: Pipeline) -> None:
     config = StreamConfig(ping_interval_s=0.5, ping_timeout_s=1.0)
     with run_market_gateway(pipe, streams=config) as gw:
@@ -533,3 +484,53 @@ def test_delivery_metric_when_stream_messages_are_sent_observes_their_latency(
         assert "exchange_gateway_stream_clients" in text
     finally:
         r.close()
+
+
+# Last: it fills the log with ~60k outputs, which later gateways of the module would replay.
+def _publish_orders(pipe: Pipeline, commands: list[PlaceOrder]) -> None:
+    producer = make_producer(pipe.bootstrap)
+    for command in commands:
+        producer.produce(pipe.topics.orders.name, pipe.codec.encode_command(command), partition=0)
+    assert producer.flush(30) == 0
+
+
+def test_slow_consumer_when_queue_overflows_is_closed_1008(pipe: Pipeline) -> None:
+    with run_market_gateway(pipe, streams=StreamConfig(max_queue=4000)) as gw:
+        _fund(gw, 601)
+        _fund(gw, 602)
+        fast = open_stream(gw.ws_url)
+        slow = StalledClient(gw.url, gw.ws_url)
+        try:
+            _subscribe(fast, ["trades@BTC_USDT", "depth@BTC_USDT"])
+            slow.send({"op": "subscribe", "streams": ["trades@BTC_USDT", "depth@BTC_USDT"]})
+            hub = gw.app.state.streams
+            deadline = time.monotonic() + 10
+            while len(hub.subscribers.get("trades@BTC_USDT", ())) < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+
+            def place(user: int, side: Side, price: int | None, lots: int) -> PlaceOrder:
+                return PlaceOrder(
+                    command_id=0, order_id=0, timestamp_ms=int(time.time() * 1000),
+                    user_id=user, symbol=SYMBOL, side=side,
+                    order_type=OrderType.LIMIT if price else OrderType.MARKET,
+                    time_in_force=TimeInForce.GTC if price else TimeInForce.IOC,
+                    post_only=False, price=price, quantity=lots, client_order_id=None,
+                )  # fmt: skip
+
+            # Rounds of 1,000 resting sells swept by one market buy: ~180 kB of stream each,
+            # in batches far below the queue bound, until the stalled client's socket and
+            # then its queue are full.
+            for _round in range(60):
+                sells = [place(601, Side.SELL, 8_000_000 + i, 100) for i in range(1000)]
+                _publish_orders(pipe, [*sells, place(602, Side.BUY, None, 1000 * 100)])
+                time.sleep(0.2)
+                if hub.metrics.slow_closed:
+                    break
+            assert hub.metrics.slow_closed == 1
+            assert slow.read_to_close() == (1008, "slow consumer")
+            assert fast.closed_code is None  # the client that keeps up stays
+            assert len(hub.clients) == 1
+        finally:
+            fast.close()
+            slow.close()
