@@ -2,7 +2,8 @@
 
 Workload (seeded, pre-generated as command objects before any timing):
 
-* 1000 users funded by Deposit commands (applied first, timed separately);
+* 1000 users created (CreateUser) and funded by Deposit commands (applied first, timed
+  separately);
 * a mixed stream over BTC_USDT and ETH_USDT: ~60 % limit places near the touch (resting),
   ~25 % cancels of orders placed earlier (some already filled: those are rejections, as in
   real traffic), ~10 % crossing limits (half GTC, half IOC), ~5 % market orders.
@@ -42,6 +43,7 @@ from engine import (  # after the sys.path tweak above, so the script runs from 
     CancelOrder,
     Command,
     CommandRejected,
+    CreateUser,
     Deposit,
     Engine,
     EngineOutput,
@@ -89,7 +91,15 @@ class Stream:
         return command_id, self.ts
 
     def deposits(self) -> list[Command]:
+        """Create the users (the engine numbers them 1, 2, 3, ...), then fund them."""
         out: list[Command] = []
+        for user in range(1, USERS + 1):
+            command_id, ts = self._ids()
+            out.append(
+                CreateUser(
+                    command_id=command_id, timestamp_ms=ts, api_key=f"k{user}", public_key="pk"
+                )
+            )
         for user in range(1, USERS + 1):
             for asset, amount in FUNDING.items():
                 command_id, ts = self._ids()

@@ -158,6 +158,7 @@ _KLINE_COLS = (
     "trade_count, first_trade_id, last_trade_id, version"
 )
 _HOUR_MS = 3_600_000
+_MAX_LIMIT = (1 << 31) - 1  # CQL LIMIT is an int
 _KLINES_PER_PERIOD = 1_000  # a klines partition holds at most this many rows
 
 
@@ -456,31 +457,59 @@ def translate_error(e: BaseException) -> StoreError:
 
 
 class _CassandraKlineIO:
-    """rebuild_klines' reads and writes: each write is acknowledged before it returns."""
+    """rebuild_klines' reads and writes. The reads of one step run concurrently (one round
+    trip per step, not per key); each write is acknowledged before it returns."""
 
     def __init__(self, store: CassandraStore, session: Any, prepared: dict[str, Any]) -> None:
         self._store = store
         self._session = session
         self._prepared = prepared
 
-    def part_trades(self, symbol: str, minute: int, block: int) -> list[Any]:
-        first = block << PART_BITS
-        params = (symbol, minute // _HOUR_MS, first, first + (1 << PART_BITS))
-        rows = self._session.execute(self._prepared["q_part_trades"], params)
-        # A minute never crosses an hour: the part's trades are in this partition.
-        return [r[:5] for r in rows if minute <= r[5] < minute + 60_000]
+    def _read_all(self, statements: Sequence[tuple[Any, Sequence[object]]]) -> list[list[Any]]:
+        if not statements:
+            return []
+        results = execute_concurrent(
+            self._session,
+            statements,
+            concurrency=self._store._concurrency,
+            raise_on_first_error=True,
+            results_generator=False,
+        )
+        return [list(result) for _, result in results]
+
+    def part_trades(self, keys: list[tuple[str, int, int]]) -> list[list[Any]]:
+        ps = self._prepared["q_part_trades"]
+        span = 1 << PART_BITS
+        statements = [
+            (ps, (s, m // _HOUR_MS, b << PART_BITS, (b << PART_BITS) + span)) for s, m, b in keys
+        ]
+        # A minute never crosses an hour: a part's trades are in that hour's partition.
+        return [
+            [r[:5] for r in rows if m <= r[5] < m + 60_000]
+            for (_, m, _), rows in zip(keys, self._read_all(statements), strict=True)
+        ]
 
     def write_parts(self, parts: list[tuple[int, KlineRow]]) -> None:
         self._write(plan_part_writes(parts))
 
-    def parts(self, symbol: str, minute: int) -> list[KlineRow]:
-        rows = self._session.execute(self._prepared["q_parts"], (symbol, minute))
-        return [kline_row_from_db(r) for r in rows]
+    def parts(self, keys: list[tuple[str, int]]) -> list[list[KlineRow]]:
+        ps = self._prepared["q_parts"]
+        found = self._read_all([(ps, key) for key in keys])
+        return [[kline_row_from_db(r) for r in rows] for rows in found]
 
-    def children(self, symbol: str, interval: str, start: int, end: int) -> list[KlineRow]:
-        return CassandraStore._kline_range(
-            self._session, self._prepared, symbol, interval, start, end, None
-        )
+    def children(self, interval: str, keys: list[tuple[str, int, int]]) -> list[list[KlineRow]]:
+        ps = self._prepared["q_klines_range"]
+        ms = INTERVAL_MS[interval]
+        statements: list[tuple[Any, tuple[object, ...]]] = []
+        owners: list[int] = []  # which key each statement reads for (a range may span periods)
+        for k, (symbol, start, end) in enumerate(keys):
+            for period in range(kline_period(start, ms), kline_period(end - 1, ms) + 1):
+                statements.append((ps, (symbol, interval, period, start, end, _MAX_LIMIT)))
+                owners.append(k)
+        out: list[list[KlineRow]] = [[] for _ in keys]
+        for k, rows in zip(owners, self._read_all(statements), strict=True):
+            out[k] += [kline_row_from_db(r) for r in rows]
+        return out
 
     def write(self, rows: list[KlineRow]) -> None:
         self._write(plan_kline_writes(rows))

@@ -278,25 +278,27 @@ class MarketDataStore(Protocol):
 
 
 class KlineIO(Protocol):
-    """What :func:`rebuild_klines` needs from an adapter. Every write is durable (and
-    visible to the reads that follow) when it returns."""
+    """What :func:`rebuild_klines` needs from an adapter. Each read takes every key of one
+    step at once (an adapter may run them concurrently) and answers in the keys' order. Every
+    write is durable, and visible to the reads that follow, when it returns."""
 
-    def part_trades(self, symbol: str, minute: int, block: int) -> Iterable[Sequence[int]]:
-        """Stored trades of ``symbol`` with trade_id >> PART_BITS == block and executed_at in
-        the minute starting at ``minute``, as (trade_id, price, quantity, quote_quantity,
-        version)."""
+    def part_trades(self, keys: list[tuple[str, int, int]]) -> list[list[Sequence[int]]]:
+        """Per (symbol, minute, block): the stored trades of ``symbol`` with
+        ``trade_id >> PART_BITS == block`` and executed_at in the minute starting at
+        ``minute``, as (trade_id, price, quantity, quote_quantity, version)."""
         ...
 
     def write_parts(self, parts: list[tuple[int, KlineRow]]) -> None:
         """Store (block, part) rows: the piece of a 1m kline made of one block's trades."""
         ...
 
-    def parts(self, symbol: str, minute: int) -> Iterable[KlineRow]:
-        """Every stored part of the minute starting at ``minute``."""
+    def parts(self, keys: list[tuple[str, int]]) -> list[list[KlineRow]]:
+        """Per (symbol, minute): every stored part of that minute."""
         ...
 
-    def children(self, symbol: str, interval: str, start: int, end: int) -> Iterable[KlineRow]:
-        """Stored klines of ``interval`` with start <= open_time < end."""
+    def children(self, interval: str, keys: list[tuple[str, int, int]]) -> list[list[KlineRow]]:
+        """Per (symbol, start, end): the stored klines of ``interval`` with start <=
+        open_time < end."""
         ...
 
     def write(self, rows: list[KlineRow]) -> None:
@@ -312,32 +314,34 @@ def rebuild_klines(trades: Iterable[MarketTradeRow], io: KlineIO) -> int:
     256 trades are read per part), then each touched minute from its parts (a busy minute has
     a few hundred parts, not tens of thousands of trades to re-read on every batch), then
     5m 15m 1h 1d from the next shorter interval. Parts use the kline's row shape, with
-    ``trade_count`` as their version too.
+    ``trade_count`` as their version too. Six read rounds and six write rounds per batch.
     """
-    part_keys = {
-        (t.symbol, t.executed_at - t.executed_at % 60_000, t.trade_id >> PART_BITS) for t in trades
-    }
+    part_keys = sorted(
+        {
+            (t.symbol, t.executed_at - t.executed_at % 60_000, t.trade_id >> PART_BITS)
+            for t in trades
+        }
+    )
     parts: list[tuple[int, KlineRow]] = []
-    for symbol, minute, block in sorted(part_keys):
-        part = kline_from_trades(symbol, minute, io.part_trades(symbol, minute, block))
+    for (symbol, minute, block), found in zip(part_keys, io.part_trades(part_keys), strict=True):
+        part = kline_from_trades(symbol, minute, found)
         if part is not None:
             parts.append((block, part))
     if parts:
         io.write_parts(parts)
-    keys = {(symbol, minute) for symbol, minute, _ in part_keys}
+    keys = sorted({(symbol, minute) for symbol, minute, _ in part_keys})
     total = len(parts)
     child: str | None = None
     for interval, ms in INTERVALS:
         if child is None:  # 1m, from its parts
-            rows = [
-                merge_klines(symbol, interval, t, io.parts(symbol, t)) for symbol, t in sorted(keys)
-            ]
+            sources = io.parts(keys)
         else:
-            keys = parent_buckets(keys, ms)
-            rows = [
-                merge_klines(symbol, interval, t, io.children(symbol, child, t, t + ms))
-                for symbol, t in sorted(keys)
-            ]
+            keys = sorted(parent_buckets(keys, ms))
+            sources = io.children(child, [(symbol, t, t + ms) for symbol, t in keys])
+        rows = [
+            merge_klines(symbol, interval, t, found)
+            for (symbol, t), found in zip(keys, sources, strict=True)
+        ]
         written = [r for r in rows if r is not None]
         if written:
             io.write(written)

@@ -239,20 +239,29 @@ class _SqliteKlineIO:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    def part_trades(self, symbol: str, minute: int, block: int) -> list[Any]:
-        first = block << PART_BITS
-        params = (symbol, first, first + (1 << PART_BITS), minute, minute + 60_000)
-        return self._conn.execute(_Q_PART_TRADES, params).fetchall()
+    def part_trades(self, keys: list[tuple[str, int, int]]) -> list[list[Any]]:
+        run = self._conn.execute
+        span = 1 << PART_BITS
+        return [
+            run(
+                _Q_PART_TRADES, (s, b << PART_BITS, (b << PART_BITS) + span, m, m + 60_000)
+            ).fetchall()
+            for s, m, b in keys
+        ]
 
     def write_parts(self, parts: list[tuple[int, KlineRow]]) -> None:
         self._conn.executemany(_UPSERT_PART, [(block, *row) for block, row in parts])
 
-    def parts(self, symbol: str, minute: int) -> list[KlineRow]:
-        return [kline_row_from_db(r) for r in self._conn.execute(_Q_PARTS, (symbol, minute))]
+    def parts(self, keys: list[tuple[str, int]]) -> list[list[KlineRow]]:
+        run = self._conn.execute
+        return [[kline_row_from_db(r) for r in run(_Q_PARTS, key)] for key in keys]
 
-    def children(self, symbol: str, interval: str, start: int, end: int) -> list[KlineRow]:
-        rows = self._conn.execute(_Q_KLINE_RANGE, (symbol, interval, start, end))
-        return [kline_row_from_db(r) for r in rows]
+    def children(self, interval: str, keys: list[tuple[str, int, int]]) -> list[list[KlineRow]]:
+        run = self._conn.execute
+        return [
+            [kline_row_from_db(r) for r in run(_Q_KLINE_RANGE, (s, interval, start, end))]
+            for s, start, end in keys
+        ]
 
     def write(self, rows: list[KlineRow]) -> None:
         self._conn.executemany(_UPSERT_KLINE, rows)

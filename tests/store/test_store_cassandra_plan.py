@@ -409,7 +409,7 @@ def test_apply_when_run_sends_unlogged_partition_batches_then_progress_last(
         assert sess is session
         session.log.append(("concurrent", len(statements)))
         concurrent_calls.append((statements, concurrency))
-        return []
+        return [(True, []) for _ in statements]  # reads find nothing
 
     monkeypatch.setattr(cs, "execute_concurrent", fake_execute_concurrent)
     store = CassandraStore(["127.0.0.1"], concurrency=8, max_batch_statements=5)
@@ -420,13 +420,13 @@ def test_apply_when_run_sends_unlogged_partition_batches_then_progress_last(
     outs = random_stream(seed=24, steps=60)
     store.apply(outs)
 
-    # Data writes, then the kline rebuild's reads (the recording session stores nothing, so
-    # there is nothing to aggregate and no kline write), then the progress row.
+    # Data writes, then the kline rebuild's read rounds, each one concurrent call (the fake
+    # finds nothing, so there is nothing to aggregate and no kline write), then progress.
     kinds = [kind for kind, _ in session.log]
-    assert kinds[0] == "concurrent" and set(kinds[1:]) == {"execute"}
-    middle = {stmt for _, (stmt, _) in session.log[1:-1]}  # type: ignore[misc]
-    assert middle == {"read:q_part_trades", "read:q_parts", "read:q_klines_range"}
-    ((statements, concurrency),) = concurrent_calls
+    assert kinds == ["concurrent"] * 7 + ["execute"]
+    rounds = [{stmt for stmt, _ in calls} for calls, _ in concurrent_calls[1:]]
+    assert rounds == [{"read:q_part_trades"}, {"read:q_parts"}] + [{"read:q_klines_range"}] * 4
+    statements, concurrency = concurrent_calls[0]
     assert concurrency == 8
     expected_chunks = plan_batches(plan_writes(project(outs)), max_statements=5)
     assert len(statements) == len(expected_chunks)
