@@ -29,6 +29,7 @@ from gateway.market.feed import MarketFeed
 from gateway.market.service import MarketData
 from gateway.publisher import PRODUCER_OVERRIDES, CommandPublisher
 from gateway.results import CONSUMER_OVERRIDES, OutputFollower
+from gateway.streams.frames import FanOutWebSocketProtocol
 from gateway.streams.hub import StreamConfig
 from settlement.market_data import MarketDataStore
 from settlement.store import SettlementStore
@@ -97,6 +98,9 @@ def uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         lifespan="on",
+        # uvicorn's sans-I/O WebSocket protocol plus a frame writer for the stream fan-out
+        # (gateway.streams.frames).
+        ws=FanOutWebSocketProtocol,
         access_log=False,
         proxy_headers=False,  # no X-Forwarded-* rewriting: the API never uses client addresses
         log_config=None,  # the process's logging, configured by the CLI

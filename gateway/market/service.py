@@ -52,7 +52,10 @@ class MarketData:
         self.views = MarketViews(markets)
         self.books = MarketBooks(sorted(markets.symbols), on_broken=feed.request_restart)
         cfg = config or StreamConfig()
-        self.hub = StreamHub(Views(markets), self.views, max_queue=cfg.max_queue)
+        self.hub = StreamHub(
+            Views(markets), self.views, max_queue=cfg.max_queue,
+            max_buffer_bytes=cfg.max_buffer_bytes, raw_frames=cfg.raw_frames,
+        )  # fmt: skip
         self.books.sinks.append(self.hub)
         self.tickers = TickerService(store=store, books=self.books, views=self.views)
         self.authenticator = authenticator

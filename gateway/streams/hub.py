@@ -14,15 +14,23 @@ offers it to every subscribed client:
   while the market changed;
 * ``user``: the logged-in user's order reports, fills (its own order only) and balances.
 
-Control answers (subscribed, errors, pong, login) go through the same queue, so a client
-sees them in order with the data. A client's queue holds at most ``max_queue`` messages;
-its own sender task drains it to the socket. A client whose queue is full when a message
-arrives cannot keep up: it is dropped from every subscription at once and closed with 1008
-``slow consumer``, so the gateway's memory stays bounded whatever the clients do.
+Control answers (subscribed, errors, pong, login) take the same path as data, so a client
+sees them in order with it. Two paths, one rule (a client's backlog is bounded):
+
+* with the server's frame extension (:mod:`gateway.streams.frames`, what our uvicorn
+  config serves): the message's frame is encoded once and written to each subscriber's
+  transport at once; a client whose transport then buffers more than ``max_buffer_bytes``
+  unsent bytes cannot keep up;
+* otherwise each client has a queue of at most ``max_queue`` messages that its own sender
+  task drains with ``send_text``; a client whose queue is full cannot keep up.
+
+A client that cannot keep up is dropped from every subscription at once and closed with
+1008 ``slow consumer``, so the gateway's memory stays bounded whatever the clients do.
 
 Latency: each data message carries the engine's publish time (the Kafka record timestamp
-of its earliest output); the sender observes "now - published" per message sent into
-:class:`StreamMetrics` (``exchange_gateway_stream_delivery_seconds``).
+of its earliest output); "now - published" is observed per client at the write (frame
+path) or the send (queued path) into :class:`StreamMetrics`
+(``exchange_gateway_stream_delivery_seconds``).
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,6 +51,7 @@ from exchange.metrics import FRESHNESS_BUCKETS_MS, IntHistogram
 from gateway.market.books import DepthDelta
 from gateway.market.feed import Published
 from gateway.market.views import MarketViews
+from gateway.streams.frames import text_frame
 from gateway.views import Views
 
 log = logging.getLogger(__name__)
@@ -60,6 +69,11 @@ class StreamConfig:
     ping_interval_s: float = 20.0  # the server's {"op": "ping"} to every client
     ping_timeout_s: float = 20.0  # no message at all for interval + timeout: closed 4408
     ticker_interval_s: float = 1.0  # ticker@ pushes, for markets that changed
+    # With the server's frame extension (gateway.streams.frames): each message's frame is
+    # written to every subscriber's transport, and a client whose transport holds more than
+    # this many unsent bytes is the slow one. False: always the queued send_text path.
+    raw_frames: bool = True
+    max_buffer_bytes: int = 1 << 20
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -111,10 +125,14 @@ class StreamMetrics(Collector):
 class StreamClient:
     """One connection: its subscriptions, its user once logged in, and its queue."""
 
-    __slots__ = ("closed", "last_seen", "queue", "sender", "socket", "streams", "user_id")
+    __slots__ = (
+        "closed", "last_seen", "queue", "sender", "socket", "streams", "user_id", "write",
+    )  # fmt: skip
 
-    def __init__(self, socket: Socket, max_queue: int) -> None:
+    def __init__(self, socket: Socket, max_queue: int, write: FrameWriter | None) -> None:
         self.socket = socket
+        # The frame writer of the server's extension, or None: the queue and sender task.
+        self.write = write
         self.queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue(max_queue)
         self.streams: set[str] = set()
         self.user_id: int | None = None
@@ -123,15 +141,26 @@ class StreamClient:
         self.last_seen = time.monotonic()
 
 
+FrameWriter = Callable[[bytes], "int | None"]
+
+
 class StreamHub:
     """Subscriptions and fan-out (see the module docstring)."""
 
     def __init__(
-        self, views: Views, market_views: MarketViews, *, max_queue: int = DEFAULT_MAX_QUEUE
+        self,
+        views: Views,
+        market_views: MarketViews,
+        *,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_buffer_bytes: int = 1 << 20,
+        raw_frames: bool = True,
     ) -> None:
         self._views = views
         self._market_views = market_views
         self.max_queue = max_queue
+        self.max_buffer_bytes = max_buffer_bytes
+        self.raw_frames = raw_frames  # use the server's frame writer when it offers one
         self.metrics = StreamMetrics()
         self.clients: set[StreamClient] = set()
         self.subscribers: dict[str, set[StreamClient]] = {}
@@ -140,9 +169,10 @@ class StreamHub:
 
     # ---- clients ------------------------------------------------------------------
 
-    def connect(self, socket: Socket) -> StreamClient:
-        client = StreamClient(socket, self.max_queue)
-        client.sender = asyncio.get_running_loop().create_task(self._send_forever(client))
+    def connect(self, socket: Socket, write: FrameWriter | None = None) -> StreamClient:
+        client = StreamClient(socket, self.max_queue, write)
+        if write is None:
+            client.sender = asyncio.get_running_loop().create_task(self._send_forever(client))
         self.clients.add(client)
         self.metrics.clients = len(self.clients)
         return client
@@ -195,25 +225,52 @@ class StreamHub:
         self.offer(client, encode(message), 0)
 
     def offer(self, client: StreamClient, text: str, published_ms: int) -> None:
-        if client.closed:
-            return
-        try:
-            client.queue.put_nowait((text, published_ms))
-        except asyncio.QueueFull:
-            self._close_slow(client)
+        self.broadcast((client,), text, published_ms)
 
     def fan_out(self, name: str, text: str, published_ms: int) -> None:
         subs = self.subscribers.get(name)
-        if not subs:
-            return
-        for client in list(subs):
-            self.offer(client, text, published_ms)
+        if subs:
+            self.broadcast(list(subs), text, published_ms)
+
+    def broadcast(self, clients: Iterable[StreamClient], text: str, published_ms: int) -> None:
+        """One message to each of ``clients``: its frame written to those with a frame
+        writer (encoded once), queued for the others; a client that cannot take it is
+        closed as a slow consumer."""
+        frame: bytes | None = None
+        written = 0
+        limit = self.max_buffer_bytes
+        for client in clients:
+            if client.closed:
+                continue
+            write = client.write
+            if write is None:
+                try:
+                    client.queue.put_nowait((text, published_ms))
+                except asyncio.QueueFull:
+                    self._close_slow(client)
+                continue
+            if frame is None:
+                frame = text_frame(text.encode())
+            buffered = write(frame)
+            if buffered is None:  # the connection is closing: the receive side cleans up
+                client.closed = True
+                self._forget(client)
+            elif buffered > limit:
+                self._close_slow(client)
+            else:
+                written += 1
+        if written:
+            self.metrics.sent += written
+            if published_ms:
+                self.metrics.delivery.observe_count(
+                    time.time_ns() // 1_000_000 - published_ms, written
+                )
 
     def _close_slow(self, client: StreamClient) -> None:
         client.closed = True
         self._forget(client)
         self.metrics.slow_closed += 1
-        log.info("closing a slow WebSocket consumer (%d messages queued)", client.queue.qsize())
+        log.info("closing a slow WebSocket consumer")
         if client.sender is not None:
             client.sender.cancel()
         # Drop what it never read: its memory goes now, not when the socket finally closes.
@@ -322,6 +379,4 @@ class StreamHub:
                 self._to_user(mine, data, published)
 
     def _to_user(self, clients: set[StreamClient], data: dict[str, Any], published: int) -> None:
-        text = encode({"stream": "user", "data": data})
-        for client in list(clients):
-            self.offer(client, text, published)
+        self.broadcast(list(clients), encode({"stream": "user", "data": data}), published)

@@ -16,6 +16,7 @@ import time
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from gateway.streams.auth import Authenticator
+from gateway.streams.frames import FRAMES_EXTENSION
 from gateway.streams.hub import StreamClient, StreamHub
 from gateway.streams.protocol import (
     LOGIN_FAILED_CODE,
@@ -42,7 +43,8 @@ async def stream_socket(websocket: WebSocket) -> None:
     symbols: frozenset[str] = state.stream_symbols
     auth: Authenticator | None = state.stream_auth
     await websocket.accept()
-    client = hub.connect(websocket)
+    frames = websocket.scope.get("extensions", {}).get(FRAMES_EXTENSION) if hub.raw_frames else None
+    client = hub.connect(websocket, frames["write"] if frames else None)
     try:
         while not client.closed:
             text = await websocket.receive_text()

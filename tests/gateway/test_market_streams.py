@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -486,7 +487,6 @@ def test_delivery_metric_when_stream_messages_are_sent_observes_their_latency(
         r.close()
 
 
-# Last: it fills the log with ~60k outputs, which later gateways of the module would replay.
 def _publish_orders(pipe: Pipeline, commands: list[PlaceOrder]) -> None:
     producer = make_producer(pipe.bootstrap)
     for command in commands:
@@ -494,8 +494,16 @@ def _publish_orders(pipe: Pipeline, commands: list[PlaceOrder]) -> None:
     assert producer.flush(30) == 0
 
 
-def test_slow_consumer_when_queue_overflows_is_closed_1008(pipe: Pipeline) -> None:
-    with run_market_gateway(pipe, streams=StreamConfig(max_queue=4000)) as gw:
+@pytest.mark.parametrize("raw_frames", [True, False], ids=["frame-writer", "send-queue"])
+def test_slow_consumer_when_backlog_overflows_is_closed_1008(
+    kafka_bootstrap: str, tmp_path: Path, markets: Markets, codec: Codec, raw_frames: bool
+) -> None:
+    config = StreamConfig(max_queue=4000, max_buffer_bytes=200_000, raw_frames=raw_frames)
+    # A pipeline of its own: the flood would make any later gateway's replay long.
+    with (
+        run_pipeline(kafka_bootstrap, tmp_path, markets, codec) as pipe,
+        run_market_gateway(pipe, streams=config) as gw,
+    ):
         _fund(gw, 601)
         _fund(gw, 602)
         fast = open_stream(gw.ws_url)
