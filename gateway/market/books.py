@@ -4,8 +4,8 @@
 (:mod:`gateway.market.feed`) on the event loop thread. It applies each output's
 ``depth_updates`` to the market's :class:`~gateway.market.book.LevelBook` and, per batch,
 merges each market's updates into one :class:`DepthDelta` (first and last update id, the
-last post-state of each changed level), which it hands to its sinks (the stream hub) with
-the batch. The REST depth route reads the same books on the same thread, so a depth answer
+last post-state of each changed level), which the caller hands to the stream hub with the
+batch. The REST depth route reads the same books on the same thread, so a depth answer
 and the deltas sent after it fit together exactly: the delta following an answer at update
 id ``u`` starts at ``u + 1`` or earlier and ends after ``u``.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol
 
 from engine.enums import Side
 from gateway.market.book import BookGapError, DepthSnapshot, LevelBook
@@ -44,20 +43,13 @@ class DepthDelta:
         self.levels: dict[tuple[Side, int], int] = {}
 
 
-class MarketSink(Protocol):
-    def reset(self) -> None: ...
-
-    def publish(self, deltas: dict[str, DepthDelta], batch: list[Published]) -> None: ...
-
-
 class MarketBooks:
-    """Every market's book plus the sinks fed from it (loop thread only)."""
+    """Every market's book (loop thread only)."""
 
     def __init__(self, symbols: list[str], on_broken: Callable[[], None] | None = None) -> None:
         self.books: dict[str, LevelBook] = {s: LevelBook(s) for s in symbols}
         self.sequence = 0  # the last output applied
         self.installed = False
-        self.sinks: list[MarketSink] = []
         self._on_broken = on_broken
         self.broken = False
 
@@ -66,12 +58,11 @@ class MarketBooks:
         self.sequence = start.sequence
         self.installed = True
         self.broken = False
-        for sink in self.sinks:
-            sink.reset()
 
-    def on_batch(self, batch: list[Published]) -> None:
+    def apply(self, batch: list[Published]) -> dict[str, DepthDelta] | None:
+        """Apply a batch; each changed market's merged delta (None: the books are broken)."""
         if self.broken:
-            return
+            return None
         books = self.books
         deltas: dict[str, DepthDelta] = {}
         try:
@@ -101,9 +92,8 @@ class MarketBooks:
             self.broken = True
             if self._on_broken is not None:
                 self._on_broken()
-            return
-        for sink in self.sinks:
-            sink.publish(deltas, batch)
+            return None
+        return deltas
 
     def depth(self, symbol: str, limit: int) -> DepthSnapshot | None:
         book = self.books.get(symbol)

@@ -28,7 +28,9 @@ newest snapshot (the books are reinstalled; a depth-stream client sees a gap and
 
 The thread hands ordered batches to the event loop (``call_soon_threadsafe``), where the
 books are changed and the streams fed: the REST depth route runs on that loop too, so a
-depth answer is always the books between two batches, never a mix.
+depth answer is always the books between two batches, never a mix. The feed reads ahead of
+the loop by at most ``max_backlog`` batches: when the loop is busy fanning out, the feed
+waits and the records wait in the log, so the gateway's memory stays bounded.
 """
 
 from __future__ import annotations
@@ -128,7 +130,8 @@ class MarketFeed:
     """Reads ``topic`` in sequence order and hands batches to the event loop.
 
     ``on_start(start)`` and ``on_batch(published)`` run on the loop, in that order, and again
-    (``on_start`` first) after every restart.
+    (``on_start`` first) after every restart. The loop calls :meth:`done` when it has
+    finished with a batch; at most ``max_backlog`` batches are in its hands at once.
     """
 
     def __init__(
@@ -141,6 +144,7 @@ class MarketFeed:
         *,
         batch_size: int = 2_000,
         max_pending: int = 200_000,
+        max_backlog: int = 4,
     ) -> None:
         self._factory = consumer_factory
         self._topic = topic
@@ -149,6 +153,12 @@ class MarketFeed:
         self._snapshots = snapshots
         self._batch_size = batch_size
         self._max_pending = max_pending
+        # Batches handed to the loop and not yet done with (see done()): the feed reads no
+        # further ahead than this, so a busy loop slows the feed, not the other way round
+        # (the log keeps what is not read yet; the gateway's memory stays bounded).
+        self._max_backlog = max_backlog
+        self._backlog = 0
+        self._backlog_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_start: Callable[[Start], None] | None = None
         self._on_batch: Callable[[list[Published]], None] | None = None
@@ -181,6 +191,11 @@ class MarketFeed:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+
+    def done(self) -> None:
+        """The loop finished with one batch handed to ``on_batch`` (loop thread)."""
+        with self._backlog_lock:
+            self._backlog -= 1
 
     def request_restart(self) -> None:
         """Start over from the newest snapshot (the loop found its books inconsistent)."""
@@ -293,6 +308,10 @@ class MarketFeed:
                 )
             if ready:
                 self.applied_sequence = next_seq - 1
+                while self._backlog >= self._max_backlog and not stop.is_set():
+                    stop.wait(0.002)
+                with self._backlog_lock:
+                    self._backlog += 1
                 if not self._post(on_batch, ready):
                     return
 

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from engine.markets import Markets
 from gateway.market import routes
 from gateway.market.books import MarketBooks
-from gateway.market.feed import MarketFeed
+from gateway.market.feed import MarketFeed, Published, Start
 from gateway.market.tickers import TickerService
 from gateway.market.views import MarketViews
 from gateway.streams import ws
@@ -56,13 +56,13 @@ class MarketData:
             Views(markets), self.views, max_queue=cfg.max_queue,
             max_buffer_bytes=cfg.max_buffer_bytes, raw_frames=cfg.raw_frames,
         )  # fmt: skip
-        self.books.sinks.append(self.hub)
         self.tickers = TickerService(store=store, books=self.books, views=self.views)
         self.authenticator = authenticator
         self._ping_interval_s = cfg.ping_interval_s
         self._ping_timeout_s = cfg.ping_timeout_s
         self._ticker_interval_s = cfg.ticker_interval_s
         self._tasks: list[asyncio.Task[None]] = []
+        self._inbox: asyncio.Queue[Start | list[Published]] | None = None
 
     def install(self, app: FastAPI) -> None:
         """Expose the parts on the app's state and add the routes."""
@@ -74,8 +74,11 @@ class MarketData:
         app.include_router(ws.router)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.feed.start(loop, self.books.on_start, self.books.on_batch)
+        inbox: asyncio.Queue[Start | list[Published]] = asyncio.Queue()
+        self._inbox = inbox
+        self.feed.start(loop, inbox.put_nowait, inbox.put_nowait)
         self._tasks = [
+            loop.create_task(self._apply_forever(inbox)),
             loop.create_task(self._heartbeat()),
             loop.create_task(self._push_tickers()),
         ]
@@ -96,6 +99,26 @@ class MarketData:
         if reason is None and self.books.broken:
             return "market feed: restarting"
         return reason
+
+    async def _apply_forever(self, inbox: asyncio.Queue[Start | list[Published]]) -> None:
+        """Feed items in order: a start installs the books; a batch is applied to them at
+        once (a depth answer never sees half a batch), then fanned out, yielding to the
+        loop between slices of writes so REST requests are served meanwhile."""
+        books = self.books
+        hub = self.hub
+        feed = self.feed
+        while True:
+            item = await inbox.get()
+            if isinstance(item, Start):
+                books.on_start(item)
+                hub.reset()
+                continue
+            try:
+                deltas = books.apply(item)
+                if deltas is not None:
+                    await hub.publish(deltas, item)
+            finally:
+                feed.done()
 
     async def _heartbeat(self) -> None:
         hub = self.hub

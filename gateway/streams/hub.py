@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 SLOW_CONSUMER_CODE = 1008
 SLOW_CONSUMER_REASON = "slow consumer"
 DEFAULT_MAX_QUEUE = 4096
+# Frame writes between two yields of publish() to the event loop (a few ms of work), so a
+# batch fanned out to many clients never holds up REST answers for long.
+YIELD_EVERY = 2000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,6 +164,7 @@ class StreamHub:
         self.max_queue = max_queue
         self.max_buffer_bytes = max_buffer_bytes
         self.raw_frames = raw_frames  # use the server's frame writer when it offers one
+        self._writes = 0  # frame writes since publish() last yielded to the loop
         self.metrics = StreamMetrics()
         self.clients: set[StreamClient] = set()
         self.subscribers: dict[str, set[StreamClient]] = {}
@@ -260,6 +264,7 @@ class StreamHub:
             else:
                 written += 1
         if written:
+            self._writes += written
             self.metrics.sent += written
             if published_ms:
                 self.metrics.delivery.observe_count(
@@ -320,7 +325,8 @@ class StreamHub:
     def _market_views_symbols(self) -> list[str]:
         return [name.split("@", 1)[1] for name in self.subscribers if name.startswith("ticker@")]
 
-    def publish(self, deltas: dict[str, DepthDelta], batch: list[Published]) -> None:
+    async def publish(self, deltas: dict[str, DepthDelta], batch: list[Published]) -> None:
+        """Fan out one batch, yielding to the loop every ``YIELD_EVERY`` writes."""
         subscribers = self.subscribers
         mv = self._market_views
         for symbol, delta in deltas.items():
@@ -332,6 +338,7 @@ class StreamHub:
                     delta.levels.items(),
                 )  # fmt: skip
                 self.fan_out(name, encode({"stream": name, "data": data}), delta.published_ms)
+                await self._pause()
         users = self.users
         for item in batch:
             output = item.output
@@ -345,8 +352,15 @@ class StreamHub:
                         t.taker_side, t.executed_at,
                     )  # fmt: skip
                     self.fan_out(name, encode({"stream": name, "data": data}), published)
+                    await self._pause()
             if users:
                 self._publish_user(output, published, users)
+                await self._pause()
+
+    async def _pause(self) -> None:
+        if self._writes >= YIELD_EVERY:
+            self._writes = 0
+            await asyncio.sleep(0)
 
     def _publish_user(
         self, output: Any, published: int, users: dict[int, set[StreamClient]]
