@@ -164,7 +164,11 @@ class StreamHub:
         self.max_queue = max_queue
         self.max_buffer_bytes = max_buffer_bytes
         self.raw_frames = raw_frames  # use the server's frame writer when it offers one
-        self._writes = 0  # frame writes since publish() last yielded to the loop
+        self._writes = 0  # frames since publish() last yielded to the loop
+        # Inside publish(): each client's frames not written yet, and (published, clients)
+        # of the messages they hold (for the latency metric, observed when written).
+        self._pending: dict[StreamClient, list[bytes]] | None = None
+        self._pending_latency: list[tuple[int, int]] = []
         self.metrics = StreamMetrics()
         self.clients: set[StreamClient] = set()
         self.subscribers: dict[str, set[StreamClient]] = {}
@@ -237,17 +241,17 @@ class StreamHub:
             self.broadcast(list(subs), text, published_ms)
 
     def broadcast(self, clients: Iterable[StreamClient], text: str, published_ms: int) -> None:
-        """One message to each of ``clients``: its frame written to those with a frame
-        writer (encoded once), queued for the others; a client that cannot take it is
-        closed as a slow consumer."""
+        """One message to each of ``clients``: its frame (encoded once) for those with a
+        frame writer, written at once or, inside :meth:`publish`, gathered per client and
+        written with the batch's other frames in one write; queued for the others. A
+        client that cannot take it is closed as a slow consumer."""
         frame: bytes | None = None
         written = 0
-        limit = self.max_buffer_bytes
+        pending = self._pending
         for client in clients:
             if client.closed:
                 continue
-            write = client.write
-            if write is None:
+            if client.write is None:
                 try:
                     client.queue.put_nowait((text, published_ms))
                 except asyncio.QueueFull:
@@ -255,21 +259,49 @@ class StreamHub:
                 continue
             if frame is None:
                 frame = text_frame(text.encode())
-            buffered = write(frame)
-            if buffered is None:  # the connection is closing: the receive side cleans up
-                client.closed = True
-                self._forget(client)
-            elif buffered > limit:
-                self._close_slow(client)
+            if pending is not None:
+                frames = pending.get(client)
+                if frames is None:
+                    pending[client] = [frame]
+                else:
+                    frames.append(frame)
             else:
-                written += 1
+                self._write(client, frame)
+            written += 1
         if written:
             self._writes += written
             self.metrics.sent += written
             if published_ms:
-                self.metrics.delivery.observe_count(
-                    time.time_ns() // 1_000_000 - published_ms, written
-                )
+                if pending is not None:
+                    self._pending_latency.append((published_ms, written))
+                else:
+                    self.metrics.delivery.observe_count(
+                        time.time_ns() // 1_000_000 - published_ms, written
+                    )
+
+    def _write(self, client: StreamClient, data: bytes) -> None:
+        assert client.write is not None
+        buffered = client.write(data)
+        if buffered is None:  # the connection is closing: the receive side cleans up
+            client.closed = True
+            self._forget(client)
+        elif buffered > self.max_buffer_bytes:
+            self._close_slow(client)
+
+    def _flush(self) -> None:
+        """Write each client's gathered frames in one write (one syscall, not one each)."""
+        pending = self._pending
+        if not pending:
+            return
+        for client, frames in pending.items():
+            if not client.closed:
+                self._write(client, frames[0] if len(frames) == 1 else b"".join(frames))
+        pending.clear()
+        now = time.time_ns() // 1_000_000
+        observe = self.metrics.delivery.observe_count
+        for published_ms, n in self._pending_latency:
+            observe(now - published_ms, n)
+        self._pending_latency.clear()
 
     def _close_slow(self, client: StreamClient) -> None:
         client.closed = True
@@ -326,7 +358,16 @@ class StreamHub:
         return [name.split("@", 1)[1] for name in self.subscribers if name.startswith("ticker@")]
 
     async def publish(self, deltas: dict[str, DepthDelta], batch: list[Published]) -> None:
-        """Fan out one batch, yielding to the loop every ``YIELD_EVERY`` writes."""
+        """Fan out one batch, yielding to the loop every ``YIELD_EVERY`` frames (each
+        client's frames so far written in one go first)."""
+        self._pending = {}
+        try:
+            await self._publish(deltas, batch)
+        finally:
+            self._flush()
+            self._pending = None
+
+    async def _publish(self, deltas: dict[str, DepthDelta], batch: list[Published]) -> None:
         subscribers = self.subscribers
         mv = self._market_views
         for symbol, delta in deltas.items():
@@ -360,6 +401,7 @@ class StreamHub:
     async def _pause(self) -> None:
         if self._writes >= YIELD_EVERY:
             self._writes = 0
+            self._flush()
             await asyncio.sleep(0)
 
     def _publish_user(
