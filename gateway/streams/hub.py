@@ -18,9 +18,11 @@ Control answers (subscribed, errors, pong, login) take the same path as data, so
 sees them in order with it. Two paths, one rule (a client's backlog is bounded):
 
 * with the server's frame extension (:mod:`gateway.streams.frames`, what our uvicorn
-  config serves): the message's frame is encoded once and written to each subscriber's
-  transport at once; a client whose transport then buffers more than ``max_buffer_bytes``
-  unsent bytes cannot keep up;
+  config serves): each message's frame is encoded once; within a batch's fan-out
+  (:meth:`StreamHub.publish`) each subscriber's frames are gathered and written in one
+  transport write per slice of ``YIELD_EVERY`` frames, after which the loop is yielded to
+  (REST answers in between); a client whose transport then buffers more than
+  ``max_buffer_bytes`` unsent bytes cannot keep up;
 * otherwise each client has a queue of at most ``max_queue`` messages that its own sender
   task drains with ``send_text``; a client whose queue is full cannot keep up.
 
