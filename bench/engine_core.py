@@ -91,13 +91,16 @@ class Stream:
         return command_id, self.ts
 
     def deposits(self) -> list[Command]:
-        """Create the users (the engine numbers them 1, 2, 3, ...), then fund them."""
+        """The users' creation (the engine numbers them 1..USERS), then their funding."""
         out: list[Command] = []
         for user in range(1, USERS + 1):
             command_id, ts = self._ids()
             out.append(
                 CreateUser(
-                    command_id=command_id, timestamp_ms=ts, api_key=f"k{user}", public_key="pk"
+                    command_id=command_id,
+                    timestamp_ms=ts,
+                    api_key=f"k{user:024x}",
+                    public_key=f"bench-user-{user}",
                 )
             )
         for user in range(1, USERS + 1):

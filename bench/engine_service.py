@@ -45,10 +45,12 @@ from tests.support.kafka import produce_commands  # noqa: E402
 
 
 def resting_stream(count: int, users: int, seed: int) -> Iterator[Command]:
-    """Funding, then ``count`` limit orders that never cross: bids below, asks above."""
-    yield from funding_commands(users)
+    """The users' creation and funding, then ``count`` limit orders that never cross: bids
+    below, asks above."""
+    funding = funding_commands(users)
+    yield from funding
     rng = random.Random(seed)
-    offset = users * 3
+    offset = len(funding)
     for i in range(count):
         side = Side.BUY if i % 2 else Side.SELL
         away = rng.randint(1, 20_000)

@@ -995,6 +995,11 @@ class Engine:
     def _create_user(self, cmd: CreateUser, sequence: int) -> EngineOutput:
         api_key = cmd.api_key
         ts = cmd.timestamp_ms
+        if type(cmd.role) is not Role or type(api_key) is not str:
+            # The codec only ever builds these from the Avro enum and string: anything else is
+            # a caller's bug, and it must not reach the registry (a snapshot stores roles by
+            # value). Raised before anything changes.
+            raise InvariantError(f"CreateUser needs a Role and a str key id, got {cmd!r}")
         if self._users.key(api_key) is not None:
             return self._reject(
                 cmd.command_id,

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 *What it sends.* The seeded mix of :mod:`ops.workload` (resting limits near the touch,
 crossing limits, cancels of earlier orders, market orders) over ``users`` users and both
-default symbols, after one deposit per user and asset. ``--via kafka`` encodes each command
+default symbols, after the users' creation (on the ``orders`` log in both modes: the engine
+refuses unknown users) and one deposit per user and asset. ``--via kafka`` encodes each command
 with the codec and produces it straight to ``orders`` (this measures the pipeline);
 ``--via http`` posts it to the REST API with httpx (this measures the gateway too), where a
 cancel names the id the API returned for the order, never a guessed one.
@@ -64,7 +65,7 @@ from engine.markets import Markets
 from engine.service.output_log import partitions_of
 from exchange.kafka import make_consumer, make_producer
 from ops.lag import LogEnds
-from ops.workload import command_stream, funding_commands
+from ops.workload import command_stream, funding_commands, user_commands
 from settlement.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -468,7 +469,7 @@ class LoadGenerator:
                 except BufferError:
                     producer.poll(0.001)
 
-        # 1. Funding, before the clock: one deposit per user and asset.
+        # 1. Funding, before the clock: the users' creation, one deposit per user and asset.
         stamp = _wall_ms()
         funding = funding_commands(cfg.users, first_offset=first_offset, timestamp_ms=stamp)
         for c in funding:
@@ -616,7 +617,8 @@ class LoadGenerator:
         found = reader.read(handle, len(ids), 60.0)
         if found < len(ids) or not progress.wait_for(top, 60.0):
             self.report.notes.append(
-                "the funding deposits did not all reach the store within 60s before trading began"
+                "the users' creation and funding did not all reach the store within 60s before "
+                "trading began"
             )
 
     # -- http ---------------------------------------------------------------------------
@@ -629,7 +631,8 @@ class LoadGenerator:
             max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency
         )
         async with httpx.AsyncClient(base_url=cfg.url, limits=limits, timeout=60.0) as client:
-            # 1. Funding.
+            # 1. Funding, after the users' creation.
+            await asyncio.to_thread(self._create_users_on_the_log)
             funding_ids: list[int] = []
             gate = asyncio.Semaphore(cfg.concurrency)
 
@@ -655,6 +658,23 @@ class LoadGenerator:
             await asyncio.to_thread(self._await_funding, funding_ids, reader, progress)
             # 2. Trading.
             return await self._http_trading(client, progress)
+
+    def _create_users_on_the_log(self) -> None:
+        """Produce the workload's ``CreateUser`` commands straight to ``orders``: the engine
+        refuses deposits and orders for users it never created. (Through Kafka, not the API:
+        creating users is an operator's signed request there.) They precede every deposit
+        the API produces afterwards on the single-partition log."""
+        errors: list[KafkaError] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors.append(err)
+
+        producer = make_producer(self._bootstrap)
+        encode = self._codec.encode_command
+        for command in user_commands(self._cfg.users, timestamp_ms=_wall_ms()):
+            producer.produce(self._orders_topic, encode(command), None, 0, on_delivery)
+        _flush(producer, errors)
 
     async def _http_trading(self, client: httpx.AsyncClient, progress: StoreProgress) -> _Sent:
         cfg, rep = self._cfg, self.report

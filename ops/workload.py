@@ -4,17 +4,26 @@ Commands come out with ``command_id`` = their position (plus ``first_offset``), 
 what they become when produced, in order, to an empty single-partition ``orders`` topic; a
 cancel names an order id placed earlier in the same stream. The mix (by default) is about
 60% resting limits near the touch, 25% cancels, 10% crossing limits and 5% market orders,
-over many users and both default symbols, after one deposit per user and asset.
+over many users and both default symbols, after one ``CreateUser`` per user and one deposit
+per user and asset.
+
+Users: the engine refuses commands for users it never created and numbers users 1, 2, 3, ...
+in creation order, so the stream creates users 1..``users`` first; its user ids are the
+engine's only when it starts on an engine without users (a fresh log). Their keys are
+deterministic stand-ins (:func:`user_key`): 32 bytes from a hash, not an Ed25519 key anyone
+holds the private half of, so they identify the users but sign nothing.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from engine.commands import CancelOrder, Command, Deposit, PlaceOrder
+from engine.commands import CancelOrder, Command, CreateUser, Deposit, PlaceOrder
 from engine.enums import OrderType, Side, TimeInForce
 
 
@@ -45,6 +54,41 @@ class Mix:
     market: float = 0.05
 
 
+def user_key(user: int) -> tuple[str, str]:
+    """(api_key, public_key) of the workload's user ``user``, shaped like the gateway's: the
+    base64 of 32 raw bytes, and "k" + the first 24 hex digits of their SHA-256."""
+    raw = hashlib.sha256(f"workload user {user}".encode()).digest()
+    return "k" + hashlib.sha256(raw).hexdigest()[:24], base64.b64encode(raw).decode()
+
+
+def user_commands(
+    users: int,
+    *,
+    first_offset: int = 0,
+    timestamp_ms: int = 1_700_000_000_000,
+    first_user: int = 1,
+) -> list[Command]:
+    """``CreateUser`` for the workload's users ``first_user``.. (``users`` of them).
+
+    On an engine whose next user id is ``first_user`` they get exactly those ids. Applied
+    again (a second run on the same log), each is refused as DUPLICATE_API_KEY and the users
+    from the first run stay the workload's.
+    """
+    out: list[Command] = []
+    for u in range(first_user, first_user + users):
+        api_key, public_key = user_key(u)
+        out.append(
+            CreateUser(
+                command_id=first_offset + len(out),
+                timestamp_ms=timestamp_ms,
+                api_key=api_key,
+                public_key=public_key,
+                label=f"workload user {u}",
+            )
+        )
+    return out
+
+
 def funding_commands(
     users: int,
     *,
@@ -52,8 +96,15 @@ def funding_commands(
     timestamp_ms: int = 1_700_000_000_000,
     funding: dict[str, int] | None = None,
     first_user: int = 1,
+    create_users: bool = True,
 ) -> list[Command]:
+    """The users' creation (unless ``create_users`` is False), then one deposit per user and
+    asset."""
     out: list[Command] = []
+    if create_users:
+        out += user_commands(
+            users, first_offset=first_offset, timestamp_ms=timestamp_ms, first_user=first_user
+        )
     amounts = funding or DEFAULT_FUNDING
     for u in range(first_user, first_user + users):
         for asset, amount in amounts.items():
@@ -96,7 +147,8 @@ def command_stream(
     profiles: tuple[SymbolProfile, ...] = DEFAULT_PROFILES,
     fund: bool = True,
 ) -> Iterator[Command]:
-    """``count`` trading commands (after the funding deposits when ``fund``)."""
+    """``count`` trading commands (after the users' creation and the funding deposits when
+    ``fund``)."""
     rng = random.Random(seed)
     offset = first_offset
     if fund:

@@ -72,6 +72,7 @@ from settlement.projection import WriteSet, order_bucket, project, stream_partit
 from settlement.store import (
     DEFAULT_PAGE_LIMIT,
     FINAL_STATUSES,
+    ApiKeyRow,
     BalanceRow,
     OrderRow,
     OrderUpdateRow,
@@ -79,12 +80,15 @@ from settlement.store import (
     StoreError,
     StoreUnavailable,
     TradeRow,
+    UserRow,
+    api_key_row_from_db,
     balance_row_from_db,
     canonical_digest,
     check_page_limit,
     order_row_from_db,
     order_update_row_from_db,
     trade_row_from_db,
+    user_row_from_db,
 )
 
 __all__ = [
@@ -110,6 +114,8 @@ TABLES = (
     "trades_by_user",
     "trade_buckets",
     "balances",
+    "users",
+    "api_keys",
     "settlement_progress",
     "book_levels",
     "market_trades",
@@ -149,6 +155,8 @@ _TRADE_COLS = (
     "fee, fee_asset, executed_at, version"
 )
 _BALANCE_COLS = "user_id, asset, available, locked, version"
+_USER_COLS = "user_id, role, label, created_at, version"
+_KEY_COLS = "api_key, user_id, role, public_key, revoked, version"
 _LEVEL_COLS = "symbol, side, price, quantity, order_count, update_id, version"
 _MARKET_TRADE_COLS = (
     "symbol, trade_id, price, quantity, quote_quantity, taker_side, executed_at, version"
@@ -196,6 +204,9 @@ _WRITES: dict[str, str] = {
     "VALUES (?, ?) USING TIMESTAMP ?",
     "balance": f"INSERT INTO {{ks}}.balances ({_BALANCE_COLS}) "
     "VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
+    "user": f"INSERT INTO {{ks}}.users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
+    "api_key": f"INSERT INTO {{ks}}.api_keys ({_KEY_COLS}) "
+    "VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
     "progress": "UPDATE {ks}.settlement_progress USING TIMESTAMP ? SET max_sequence = ? "
     "WHERE name = ?",
     "level": f"INSERT INTO {{ks}}.book_levels ({_LEVEL_COLS}) "
@@ -247,6 +258,7 @@ _READS: dict[str, str] = {
     "AND interval = ? AND period = ? AND open_time >= ? AND open_time < ? LIMIT ?",
     "q_klines_desc": f"SELECT {_KLINE_COLS} FROM {{ks}}.klines WHERE symbol = ? "
     "AND interval = ? AND period = ? AND open_time < ? ORDER BY open_time DESC LIMIT ?",
+    "q_user": f"SELECT {_USER_COLS} FROM {{ks}}.users WHERE user_id = ?",
 }
 
 
@@ -354,6 +366,12 @@ def plan_writes(ws: WriteSet) -> list[PlannedWrite]:
     for (symbol, hour), v in hours.items():
         p = (symbol, hour, v)
         add(PlannedWrite("market_trade_hour", ("market_trade_hours", symbol), p, _size(p)))
+    for user in ws.users:
+        p = (user.user_id, user.role, _opt(user.label), user.created_at, user.version, user.version)
+        add(PlannedWrite("user", ("users", user.user_id), p, _size(p)))
+    for api_key in ws.api_keys:
+        p = (*api_key, api_key.sequence)
+        add(PlannedWrite("api_key", ("api_keys", api_key.api_key), p, _size(p)))
     return out
 
 
@@ -821,6 +839,14 @@ class CassandraStore(SettlementStore, MarketDataStore):
             sorted(tuple(r) for r in self._scan("market_trades", _MARKET_TRADE_COLS)),
         )
         yield "klines", sorted(tuple(r) for r in self._scan("klines", _KLINE_COLS))
+        yield (
+            "users",
+            sorted(
+                (user_row_from_db(r) for r in self._scan("users", _USER_COLS)),
+                key=lambda u: u.user_id,
+            ),
+        )
+        yield "api_keys", self.api_keys()
         yield "settlement_progress", [(self.max_sequence(),)]
 
     # ---- queries -------------------------------------------------------------------
@@ -956,3 +982,18 @@ class CassandraStore(SettlementStore, MarketDataStore):
         minutes: list[KlineRow] = self._call(run)
         newest = self.recent_trades(symbol, 1)
         return ticker_from_klines(symbol, minutes, newest[0].price if newest else None)
+
+    # ---- users and keys ----------------------------------------------------------------
+
+    def get_user(self, user_id: int) -> UserRow | None:
+        rows = self._rows("q_user", (user_id,))
+        return user_row_from_db(rows[0]) if rows else None
+
+    def api_keys(self) -> list[ApiKeyRow]:
+        # A scan of the whole table, the one read that is not single-partition: it holds one
+        # small row per key ever added, and gateways read it once at start (see the schema).
+        rows = self._scan("api_keys", _KEY_COLS)
+        return sorted((api_key_row_from_db(r) for r in rows), key=lambda k: k.api_key)
+
+    def api_keys_since(self, sequence: int) -> list[ApiKeyRow]:
+        return [k for k in self.api_keys() if k.sequence > sequence]

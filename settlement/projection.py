@@ -17,6 +17,8 @@ own statements, so the two backends cannot disagree about *what* is written.
 * ``DepthUpdated`` gives each named level's absolute post-state (``book_levels``), versioned
   by sequence, and each ``TradeExecuted`` also a public ``market_trades`` row (an immutable
   fact); klines are derived from those by the adapters (see :mod:`settlement.market_data`).
+* ``UserCreated`` gives the user's row and ``ApiKeyUpdated`` the key's absolute state (added
+  or revoked), each versioned by sequence like a balance.
 * ``OrderPlaced`` and ``OrderCompleted`` repeat what the same output's ``OrderUpdated`` says
   (the engine emits an update for every order a command touches, with the terminal status
   when it completes); ``CommandRejected`` changes no read-model row. None is projected.
@@ -37,7 +39,7 @@ from dataclasses import dataclass, field
 from engine.enums import Side
 from engine.events import EngineOutput
 from settlement.market_data import BookLevelRow, MarketTradeRow
-from settlement.store import BalanceRow, OrderRow, OrderUpdateRow, TradeRow
+from settlement.store import ApiKeyRow, BalanceRow, OrderRow, OrderUpdateRow, TradeRow, UserRow
 
 __all__ = [
     "BUCKET_BITS",
@@ -91,6 +93,8 @@ class WriteSet:
     order_updates: list[OrderUpdateRow] = field(default_factory=list)
     trades: list[TradeRow] = field(default_factory=list)
     balances: list[BalanceRow] = field(default_factory=list)
+    users: list[UserRow] = field(default_factory=list)
+    api_keys: list[ApiKeyRow] = field(default_factory=list)
     max_sequence: int = 0
     book_levels: list[BookLevelRow] = field(default_factory=list)
     market_trades: list[MarketTradeRow] = field(default_factory=list)
@@ -106,6 +110,8 @@ def count_events(output: EngineOutput) -> int:
         + len(output.balance_updates)
         + len(output.rejections)
         + len(output.depth_updates)
+        + len(output.user_creations)
+        + len(output.api_key_updates)
     )
 
 
@@ -117,6 +123,8 @@ def project(outputs: Iterable[EngineOutput]) -> WriteSet:
     balances: dict[tuple[int, str], BalanceRow] = {}
     levels: dict[tuple[str, Side, int], BookLevelRow] = {}
     market_trades: dict[tuple[str, int], MarketTradeRow] = {}
+    users: dict[int, UserRow] = {}
+    api_keys: dict[str, ApiKeyRow] = {}
     max_sequence = 0
     # Hot loop: bind the lookups once (house style, rule 19).
     orders_get = orders.get
@@ -172,11 +180,24 @@ def project(outputs: Iterable[EngineOutput]) -> WriteSet:
                     levels[level_key] = BookLevelRow(
                         symbol, lv.side, lv.price, lv.quantity, lv.order_count, d.update_id, seq
                     )
+        # Rare (user and key administration): no local bindings needed.
+        for c in out.user_creations:
+            prev_u = users.get(c.user_id)
+            if prev_u is None or seq >= prev_u.version:
+                users[c.user_id] = UserRow(c.user_id, c.role, c.label, c.created_at, seq)
+        for k in out.api_key_updates:
+            prev_k = api_keys.get(k.api_key)
+            if prev_k is None or seq >= prev_k.sequence:
+                api_keys[k.api_key] = ApiKeyRow(
+                    k.api_key, k.user_id, k.role, k.public_key, k.revoked, seq
+                )
     return WriteSet(
         orders=list(orders.values()),
         order_updates=list(updates.values()),
         trades=list(trades.values()),
         balances=list(balances.values()),
+        users=list(users.values()),
+        api_keys=list(api_keys.values()),
         max_sequence=max_sequence,
         book_levels=list(levels.values()),
         market_trades=list(market_trades.values()),

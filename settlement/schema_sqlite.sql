@@ -167,6 +167,27 @@ CREATE TABLE IF NOT EXISTS klines (
     PRIMARY KEY (symbol, interval, open_time)
 ) WITHOUT ROWID;
 
+-- Users and their API keys (UserCreated, ApiKeyUpdated): small tables, versioned like balances.
+-- A key row is the key's latest state; a revoked key stays, revoked (key ids are never reused).
+CREATE TABLE IF NOT EXISTS users (
+    user_id    INTEGER PRIMARY KEY,
+    role       TEXT    NOT NULL,
+    label      TEXT,
+    created_at INTEGER NOT NULL,
+    version    INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS api_keys (
+    api_key    TEXT    NOT NULL PRIMARY KEY,
+    user_id    INTEGER NOT NULL,
+    role       TEXT    NOT NULL,
+    public_key TEXT    NOT NULL,
+    revoked    INTEGER NOT NULL,              -- 0/1
+    version    INTEGER NOT NULL               -- EngineOutput.sequence of the last change
+) WITHOUT ROWID;
+-- api_keys_since(sequence): the keys changed after a point, for a gateway catching up.
+CREATE INDEX IF NOT EXISTS api_keys_by_version ON api_keys (version);
+
 -- One row: the highest sequence applied, written in the same transaction as the rows it
 -- covers (the tracking record). max() is order-insensitive, so it is replay-safe too.
 CREATE TABLE IF NOT EXISTS settlement_progress (

@@ -306,4 +306,6 @@ def _events_in(o: EngineOutput) -> int:
         + len(o.balance_updates)
         + len(o.rejections)
         + len(o.depth_updates)
+        + len(o.user_creations)
+        + len(o.api_key_updates)
     )

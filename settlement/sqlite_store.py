@@ -40,6 +40,7 @@ from settlement.projection import order_bucket, project, stream_partition, trade
 from settlement.store import (
     DEFAULT_PAGE_LIMIT,
     FINAL_STATUSES,
+    ApiKeyRow,
     BalanceRow,
     OrderRow,
     OrderUpdateRow,
@@ -47,12 +48,15 @@ from settlement.store import (
     StoreError,
     StoreUnavailable,
     TradeRow,
+    UserRow,
+    api_key_row_from_db,
     balance_row_from_db,
     canonical_digest,
     check_page_limit,
     order_row_from_db,
     order_update_row_from_db,
     trade_row_from_db,
+    user_row_from_db,
 )
 
 __all__ = ["SCHEMA_PATH", "SqliteStore", "translate_error"]
@@ -80,6 +84,8 @@ _TRADE_COLS = (
     "fee, fee_asset, executed_at, version"
 )
 _BALANCE_COLS = "user_id, asset, available, locked, version"
+_USER_COLS = "user_id, role, label, created_at, version"
+_KEY_COLS = "api_key, user_id, role, public_key, revoked, version"
 
 _UPSERT_ORDER = f"""
 INSERT INTO orders ({_ORDER_COLS}, is_open)
@@ -180,6 +186,25 @@ _Q_RECENT_TRADES = (
     "ORDER BY trade_id DESC LIMIT ?"
 )
 
+_UPSERT_USER = f"""
+INSERT INTO users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (user_id) DO UPDATE SET
+    role = excluded.role,
+    label = excluded.label,
+    created_at = excluded.created_at,
+    version = excluded.version
+WHERE excluded.version > users.version
+"""
+_UPSERT_KEY = f"""
+INSERT INTO api_keys ({_KEY_COLS}) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (api_key) DO UPDATE SET
+    user_id = excluded.user_id,
+    role = excluded.role,
+    public_key = excluded.public_key,
+    revoked = excluded.revoked,
+    version = excluded.version
+WHERE excluded.version > api_keys.version
+"""
 _UPSERT_PROGRESS = """
 INSERT INTO settlement_progress (name, max_sequence) VALUES (?, ?)
 ON CONFLICT (name) DO UPDATE SET max_sequence = excluded.max_sequence
@@ -217,6 +242,9 @@ _Q_TRADES_SYMBOL = (
 _Q_BALANCES = f"SELECT {_BALANCE_COLS} FROM balances WHERE user_id = ? ORDER BY asset"
 _Q_STATS = "SELECT status, COUNT(*) FROM orders WHERE user_id = ? AND is_open = 0 GROUP BY status"
 _Q_PROGRESS = "SELECT max_sequence FROM settlement_progress WHERE name = ?"
+_Q_USER = f"SELECT {_USER_COLS} FROM users WHERE user_id = ?"
+_Q_KEYS = f"SELECT {_KEY_COLS} FROM api_keys ORDER BY api_key"
+_Q_KEYS_SINCE = f"SELECT {_KEY_COLS} FROM api_keys WHERE version > ? ORDER BY api_key"
 
 _NO_CURSOR = (1 << 63) - 1  # "before" when none is given: above every order id
 
@@ -403,6 +431,10 @@ class SqliteStore(SettlementStore, MarketDataStore):
                     if ws.market_trades:
                         conn.executemany(_INSERT_MARKET_TRADE, ws.market_trades)
                         self._rebuild_klines(conn, ws.market_trades)
+                    if ws.users:
+                        conn.executemany(_UPSERT_USER, ws.users)
+                    if ws.api_keys:
+                        conn.executemany(_UPSERT_KEY, ws.api_keys)
                     conn.execute(_UPSERT_PROGRESS, (_PROGRESS_NAME, ws.max_sequence))
                     conn.execute("COMMIT")
                 except BaseException:
@@ -519,6 +551,11 @@ class SqliteStore(SettlementStore, MarketDataStore):
             "klines",
             conn.execute(f"SELECT {_KLINE_COLS} FROM klines ORDER BY symbol, interval, open_time"),
         )
+        yield (
+            "users",
+            map(user_row_from_db, conn.execute(f"SELECT {_USER_COLS} FROM users ORDER BY user_id")),
+        )
+        yield "api_keys", map(api_key_row_from_db, conn.execute(_Q_KEYS))
         progress = conn.execute(_Q_PROGRESS, (_PROGRESS_NAME,)).fetchall()
         yield "settlement_progress", [(progress[0][0] if progress else 0,)]
 
@@ -605,3 +642,15 @@ class SqliteStore(SettlementStore, MarketDataStore):
         ]
         newest = self.recent_trades(symbol, 1)
         return ticker_from_klines(symbol, minutes, newest[0].price if newest else None)
+
+    # ---- users and keys ----------------------------------------------------------------
+
+    def get_user(self, user_id: int) -> UserRow | None:
+        rows = self._query(_Q_USER, (user_id,))
+        return user_row_from_db(rows[0]) if rows else None
+
+    def api_keys(self) -> list[ApiKeyRow]:
+        return [api_key_row_from_db(r) for r in self._query(_Q_KEYS, ())]
+
+    def api_keys_since(self, sequence: int) -> list[ApiKeyRow]:
+        return [api_key_row_from_db(r) for r in self._query(_Q_KEYS_SINCE, (sequence,))]

@@ -26,7 +26,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from engine.enums import OrderStatus, OrderType, RejectReason, Side, TimeInForce
+from engine.enums import OrderStatus, OrderType, RejectReason, Role, Side, TimeInForce
 from engine.errors import ExchangeError
 from engine.events import EngineOutput
 
@@ -36,6 +36,7 @@ __all__ = [
     "FINAL_STATUSES",
     "MAX_PAGE_LIMIT",
     "OPEN_STATUSES",
+    "ApiKeyRow",
     "BalanceRow",
     "InvalidQuery",
     "OrderRow",
@@ -44,12 +45,15 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TradeRow",
+    "UserRow",
+    "api_key_row_from_db",
     "balance_row_from_db",
     "canonical_digest",
     "check_page_limit",
     "order_row_from_db",
     "order_update_row_from_db",
     "trade_row_from_db",
+    "user_row_from_db",
 ]
 
 
@@ -164,6 +168,31 @@ class BalanceRow(NamedTuple):
     version: int
 
 
+class UserRow(NamedTuple):
+    """A user the engine created (``UserCreated``)."""
+
+    user_id: int
+    role: Role
+    label: str | None
+    created_at: int  # epoch ms
+    version: int  # EngineOutput.sequence of the last write
+
+
+class ApiKeyRow(NamedTuple):
+    """An API key's latest state (``ApiKeyUpdated``): what a gateway verifies requests with.
+
+    ``sequence`` is the EngineOutput.sequence of the last change (the row's version), so a
+    gateway that loaded the keys can follow the output stream from there.
+    """
+
+    api_key: str
+    user_id: int
+    role: Role
+    public_key: str  # base64 of the raw Ed25519 public key
+    revoked: bool
+    sequence: int
+
+
 # Converters from a driver's raw row (columns selected in field order) to typed rows. Shared
 # by the adapters so both return identical values, which keeps their digests comparable.
 
@@ -194,6 +223,14 @@ def balance_row_from_db(r: Sequence[Any]) -> BalanceRow:
     return BalanceRow(r[0], r[1], r[2], r[3], r[4])
 
 
+def user_row_from_db(r: Sequence[Any]) -> UserRow:
+    return UserRow(r[0], Role(r[1]), r[2], r[3], r[4])
+
+
+def api_key_row_from_db(r: Sequence[Any]) -> ApiKeyRow:
+    return ApiKeyRow(r[0], r[1], Role(r[2]), r[3], bool(r[4]), r[5])
+
+
 def check_page_limit(limit: int) -> None:
     """Cheap guard at the query entry: a page holds 1..MAX_PAGE_LIMIT rows."""
     if not 1 <= limit <= MAX_PAGE_LIMIT:
@@ -221,6 +258,8 @@ DIGEST_SECTIONS: tuple[str, ...] = (
     "book_levels",  # BookLevelRow with quantity > 0 [symbol, side, price]
     "market_trades",  # MarketTradeRow [symbol, trade_id]
     "klines",  # KlineRow [symbol, interval, open_time]
+    "users",  # UserRow [user_id]
+    "api_keys",  # ApiKeyRow [api_key]
     "settlement_progress",  # (max_sequence,)
 )
 
@@ -319,4 +358,16 @@ class SettlementStore(Protocol):
 
     def order_statistics(self, user_id: int) -> dict[OrderStatus, int]:
         """How many of the user's orders ended in each final status (zeros included)."""
+        ...
+
+    def get_user(self, user_id: int) -> UserRow | None:
+        """The user the engine created with this id, or None."""
+        ...
+
+    def api_keys(self) -> list[ApiKeyRow]:
+        """Every API key ever added, revoked ones included, sorted by key id."""
+        ...
+
+    def api_keys_since(self, sequence: int) -> list[ApiKeyRow]:
+        """The keys whose latest change has a sequence above ``sequence``, by key id."""
         ...

@@ -6,6 +6,7 @@ the supervisor's child processes, exactly as `make run` starts them; the test ta
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,9 +14,15 @@ import httpx
 import pytest
 from stack_testkit import running_stack, stack_env
 
+from exchange.codec import Codec
+from ops.supervisor import stack_file
+from ops.workload import user_commands
 from tests.support.eventually import eventually
+from tests.support.kafka import produce_commands
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+USERS = 8_100  # the tests' user ids are below this
 
 
 @pytest.fixture(scope="module", params=["embedded", pytest.param("real", marks=pytest.mark.e2e)])
@@ -28,6 +35,14 @@ def api(
     data = tmp_path_factory.mktemp("stack")
     env = stack_env(data, real=request.param == "real")
     with running_stack(env, data) as client:
+        # The engine refuses users it never created: create users 1..USERS (the ids the tests
+        # name) on the stack's orders log first. (The gateway's route for this is an
+        # operator's signed request, the gateway half of issue #14.)
+        bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS") or str(
+            json.loads(stack_file(data).read_text())["bootstrap_servers"]
+        )
+        orders = env.get("EXCHANGE_TOPIC_ORDERS", "orders")
+        produce_commands(bootstrap, orders, user_commands(USERS), Codec())
         yield client
 
 

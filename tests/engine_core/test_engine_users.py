@@ -8,6 +8,7 @@ BTC minor units.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 from engine_testkit import (
@@ -123,6 +124,15 @@ def test_create_user_when_next_id_is_the_fee_account_skips_it() -> None:
     ids = [kit.apply(kit.create_user(f"k{n}", "p")).user_creations[0].user_id for n in range(3)]
     assert ids == [1, 3, 4]
     assert kit.engine.user_role(2) is None and kit.engine.is_known_user(2)
+
+
+def test_create_user_when_role_is_a_plain_string_raises_and_changes_nothing(bare: Kit) -> None:
+    before = bare.engine.state_hash()
+    command = dataclasses.replace(bare.create_user("k", "p"), role="TRADER")  # type: ignore[arg-type]
+    with pytest.raises(InvariantError):
+        bare.engine.apply(command)
+    assert bare.engine.state_hash() == before and bare.engine.users() == []
+    assert bare.engine.sequence == 0
 
 
 def test_create_user_when_key_id_is_known_is_rejected_duplicate_api_key(kit: Kit) -> None:
@@ -264,6 +274,15 @@ def test_cancel_when_user_unknown_is_rejected_unknown_user(kit: Kit) -> None:
     kit.apply(order)
     out = assert_refused(kit, kit.cancel(NOBODY, order.order_id), R.UNKNOWN_USER, NOBODY)
     assert out.rejections[0].order_id == order.order_id
+
+
+def test_amend_when_user_unknown_is_rejected_unknown_user(kit: Kit) -> None:
+    kit.fund(1, USDT=10_000)
+    order = kit.limit(1, BUY, 100, 5)
+    kit.apply(order)
+    assert_refused(kit, kit.amend(NOBODY, order.order_id, 2), R.UNKNOWN_USER, NOBODY)
+    assert_refused(kit, kit.amend(2, order.order_id, 2), R.ORDER_NOT_FOUND, 2)
+    assert_refused(kit, kit.amend(1, order.order_id, 2, symbol=ETH), R.ORDER_NOT_FOUND, 1)
 
 
 def test_deposit_when_user_unknown_is_rejected_unknown_user(kit: Kit) -> None:

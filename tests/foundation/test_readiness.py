@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,7 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from exchange.codec import Codec
 from ops.broker import free_port
+from ops.supervisor import stack_file
+from ops.workload import user_commands
+from tests.support.kafka import produce_commands
 
 pytestmark = pytest.mark.kafka
 
@@ -56,6 +61,10 @@ def test_up_when_it_prints_ready_an_order_placed_then_can_be_cancelled_at_once(
         # From here on the output is drained so the stack never blocks on a full pipe.
         threading.Thread(target=lambda: seen.extend(proc.stdout or ()), daemon=True).start()
 
+        # The engine knows only users created on the log: create users 1..7 there first (the
+        # gateway's own route for this, an operator's signed request, is issue #14's gateway).
+        bootstrap = json.loads(stack_file(tmp_path).read_text())["bootstrap_servers"]
+        produce_commands(bootstrap, "orders", user_commands(7), Codec())
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
             assert api.get("/ready").status_code == 200
             deposit = api.post(

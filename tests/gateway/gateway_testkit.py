@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -25,11 +25,15 @@ from exchange.topics import Topics
 from gateway.app import GatewayAPI, GatewayConfig
 from gateway.server import ServerThread, create_gateway_app
 from ops.broker import free_port
+from ops.workload import user_commands
 from settlement.sqlite_store import SqliteStore
 from tests.support.kafka import skip_read_errors
 
 TS = 1_700_000_000_000
 SEED_BASE = 1_000_000  # command ids of seeded outputs: far above the offsets tests produce
+# The engine refuses commands for users it never created: the script's engine (and the
+# pipeline's log) create users 1..TEST_USERS first, so every user id a test names exists.
+TEST_USERS = 120
 
 
 @dataclass
@@ -118,6 +122,9 @@ class Script:
 
     def __post_init__(self) -> None:
         self.engine = Engine(self.markets)
+        # Command id 0 for these, outside the ids the tests compute from SEED_BASE.
+        for command in user_commands(TEST_USERS, timestamp_ms=TS):
+            self.outputs.append(self.engine.apply(replace(command, command_id=0)))
 
     def _apply(self, make: type, **fields: object) -> EngineOutput:
         cid = self.next_id

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_testkit import Gateway, envelope_data, envelope_error, run_gateway
+from gateway_testkit import TEST_USERS, Gateway, envelope_data, envelope_error, run_gateway
 
 from engine.engine import Engine
 from engine.markets import Markets
@@ -24,9 +24,11 @@ from engine.service.snapshots import FileSnapshotStore
 from exchange.codec import Codec
 from exchange.kafka import make_admin
 from exchange.topics import Topics, ensure_topics
+from ops.workload import user_commands
 from settlement.service import SettlementConfig, SettlementService
 from settlement.sqlite_store import SqliteStore
 from tests.support.eventually import eventually
+from tests.support.kafka import produce_commands
 
 pytestmark = pytest.mark.kafka
 
@@ -42,6 +44,9 @@ def pipeline(
 ) -> Iterator[Gateway]:
     topics = Topics.with_prefix(f"p{uuid.uuid4().hex[:10]}-")
     ensure_topics(make_admin(kafka_bootstrap), topics.all())
+    # The users the tests name, created on the log ahead of everything they send (the
+    # gateway's own route for this is an operator's signed request).
+    produce_commands(kafka_bootstrap, topics.orders.name, user_commands(TEST_USERS), codec)
     tmp: Path = tmp_path_factory.mktemp("pipeline")
     store_path = tmp / "exchange.sqlite3"
     engine = EngineService(

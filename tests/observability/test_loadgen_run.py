@@ -17,7 +17,7 @@ from engine.markets import Markets
 from exchange.codec import Codec
 from exchange.topics import Topics
 from ops.loadgen import LoadConfig, LoadGenerator, summary_lines
-from ops.workload import command_stream
+from ops.workload import command_stream, funding_commands
 from settlement.sqlite_store import SqliteStore
 
 USERS = 25
@@ -61,8 +61,8 @@ def test_loadgen_when_run_via_kafka_reports_counts_that_match_the_store(
         s_run.halt()
     report.write(tmp_path / "report.json")
 
-    funding = USERS * 3
-    assert report.funding_sent == funding
+    funding = USERS * 4  # each user's creation and three deposits
+    assert report.funding_sent == funding == len(funding_commands(USERS))
     assert report.orders_sent == ORDERS == report.places_sent + report.cancels_sent
     assert report.settled == ORDERS and report.unsettled == 0
     assert store.max_sequence() == funding + ORDERS  # fresh topics: sequence = position
@@ -200,4 +200,5 @@ def test_loadgen_when_run_via_http_cancels_only_ids_the_api_returned(
     assert report.orders_sent + sum(report.http_errors.values()) + report.cancels_skipped == 600
     assert set(report.http_errors) <= {"404 ORDER_NOT_FOUND"}
     assert report.applied + sum(report.rejected.values()) == report.orders_sent
-    assert store.max_sequence() == report.funding_sent + report.orders_sent
+    # The 10 users' creation, produced to the log before the funding, counts in the sequence.
+    assert store.max_sequence() == 10 + report.funding_sent + report.orders_sent

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import TopicPartition
 
-from engine.commands import Deposit
+from engine.commands import Command, Deposit
 from engine.engine import Engine
 from engine.markets import load_markets
 from engine.service.runner import EngineService, EngineServiceConfig
@@ -27,30 +27,37 @@ from exchange.kafka import BrokerFlavour, broker_flavour, make_consumer, make_pr
 from exchange.metrics import WatchdogMetrics, new_registry
 from exchange.topics import Topics
 from exchange.watchdog import ConsumerStalled, ConsumerWatchdog
+from ops.workload import user_commands
 from settlement.service import SettlementConfig, SettlementService
 from settlement.sqlite_store import SqliteStore
 
 pytestmark = pytest.mark.kafka
 
 COMMANDS = 10_000  # single-record batches: listing them takes well over 1 ms
+USERS = 7
+
+
+def _commands(count: int) -> list[Command]:
+    """``count`` commands: the creation of users 1..7 (the engine refuses unknown users), then
+    deposits to them."""
+    users = user_commands(USERS)
+    return users + [
+        Deposit(
+            command_id=i,
+            timestamp_ms=1_700_000_000_000 + i,
+            user_id=1 + i % USERS,
+            asset="USDT",
+            amount=1_000 + i,
+        )
+        for i in range(len(users), count)
+    ]
 
 
 def _produce_one_by_one(bootstrap: str, topic: str, codec: Codec, count: int) -> None:
     """Each command in its own record batch, as a sequential REST client produces them."""
     producer = make_producer(bootstrap, **{"batch.num.messages": 1, "linger.ms": 0})
-    for i in range(count):
-        producer.produce(
-            topic,
-            codec.encode_command(
-                Deposit(
-                    command_id=0,
-                    timestamp_ms=1_700_000_000_000 + i,
-                    user_id=1 + i % 7,
-                    asset="USDT",
-                    amount=1_000 + i,
-                )
-            ),
-        )
+    for command in _commands(count):
+        producer.produce(topic, codec.encode_command(command))
         producer.poll(0)
     assert producer.flush(30) == 0
 
@@ -144,18 +151,8 @@ def test_settlement_when_its_consumer_stalls_heals_itself_and_settles_every_outp
     engine = Engine(markets)
     topic, parts = fresh_topics.engine_output.name, fresh_topics.engine_output.partitions
     producer = make_producer(kafka_bootstrap, **{"batch.num.messages": 1, "linger.ms": 0})
-    outputs = [
-        engine.apply(
-            Deposit(
-                command_id=i,
-                timestamp_ms=1_700_000_000_000 + i,
-                user_id=1 + i % 7,
-                asset="USDT",
-                amount=1_000 + i,
-            )
-        )
-        for i in range(COMMANDS)
-    ]
+    outputs = [engine.apply(command) for command in _commands(COMMANDS)]
+    assert not any(o.rejections for o in outputs)
     for output in outputs:
         producer.produce(topic, codec.encode_output(output), partition=output.sequence % parts)
         producer.poll(0)

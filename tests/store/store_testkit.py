@@ -4,7 +4,8 @@
 same kinds of events the engine contract promises (OrderPlaced + OrderUpdated on placement,
 TradeExecuted + OrderUpdated for both sides on a fill, OrderCompleted on a terminal status,
 BalanceUpdated with absolute post-state, CommandRejected + a REJECTED OrderUpdated for a
-refused order). Ids and timestamps are fixed, so failures reproduce.
+refused order, UserCreated + ApiKeyUpdated for a new user, ApiKeyUpdated for a key added or
+revoked). Ids and timestamps are fixed, so failures reproduce.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from engine.enums import (
     OrderStatus,
     OrderType,
     RejectReason,
+    Role,
     Side,
     TimeInForce,
 )
 from engine.events import (
+    ApiKeyUpdated,
     BalanceUpdated,
     CommandRejected,
     EngineOutput,
@@ -29,6 +32,7 @@ from engine.events import (
     OrderPlaced,
     OrderUpdated,
     TradeExecuted,
+    UserCreated,
 )
 
 T0 = 1_700_000_000_000  # epoch ms of sequence 0; each sequence adds one second
@@ -54,6 +58,8 @@ class Sim:
         self.orders: dict[int, _Order] = {}
         self.balances: dict[tuple[int, str], tuple[int, int]] = {}
         self.trade_id = 0
+        self.users: dict[int, Role] = {}
+        self.keys: dict[str, ApiKeyUpdated] = {}  # the latest state of every key
 
     # ---- plumbing ----
 
@@ -84,6 +90,40 @@ class Sim:
 
     def order_id(self) -> int:
         return 100 + self.seq  # a new order's id is its command id
+
+    # ---- users and keys ----
+
+    def create_user(
+        self, api_key: str, *, role: Role = Role.TRADER, label: str | None = None
+    ) -> int:
+        """A new user (ids 1, 2, 3, ... as the engine assigns them) with its first key."""
+        user = len(self.users) + 1
+        self.users[user] = role
+        now = self.now()
+        key = ApiKeyUpdated(
+            api_key=api_key, user_id=user, role=role, public_key=f"pub-{api_key}",
+            revoked=False, updated_at=now,
+        )  # fmt: skip
+        self.keys[api_key] = key
+        self._emit(
+            CommandKind.CREATE_USER,
+            user_creations=(UserCreated(user_id=user, role=role, label=label, created_at=now),),
+            api_key_updates=(key,),
+        )
+        return user
+
+    def add_key(self, user: int, api_key: str) -> None:
+        key = ApiKeyUpdated(
+            api_key=api_key, user_id=user, role=self.users[user], public_key=f"pub-{api_key}",
+            revoked=False, updated_at=self.now(),
+        )  # fmt: skip
+        self.keys[api_key] = key
+        self._emit(CommandKind.ADD_API_KEY, api_key_updates=(key,))
+
+    def revoke_key(self, api_key: str) -> None:
+        key = replace(self.keys[api_key], revoked=True, updated_at=self.now())
+        self.keys[api_key] = key
+        self._emit(CommandKind.REVOKE_API_KEY, api_key_updates=(key,))
 
     # ---- commands ----
 
@@ -294,9 +334,12 @@ class Sim:
 
 
 def random_stream(seed: int, steps: int = 200, users: int = 4) -> list[EngineOutput]:
-    """A reproducible mixed stream: deposits, rests, partial and full fills, cancels, rejects."""
+    """A reproducible mixed stream: user creations, deposits, rests, partial and full fills,
+    cancels, rejects, and key additions and revocations."""
     rng = random.Random(seed)
     sim = Sim()
+    for u in range(1, users + 1):
+        sim.create_user(f"k{u}", role=Role.OPERATOR if u == users else Role.TRADER)
     for u in range(1, users + 1):
         sim.deposit(u, "USDT", 10**12)
         sim.deposit(u, "BTC", 10**9)
@@ -321,8 +364,16 @@ def random_stream(seed: int, steps: int = 200, users: int = 4) -> list[EngineOut
             sim.cancel(rng.choice(open_ids))
         elif r < 0.95:
             sim.reject(rng.randint(1, users), "BTC-USDT", Side.BUY, 100, 10**9)
-        else:
+        elif r < 0.97:
             sim.reject_cancel(rng.randint(1, users), 999_999)
+        elif r < 0.985:
+            sim.add_key(rng.randint(1, users), f"k{len(sim.keys) + 1}-{sim.seq}")
+        else:
+            active = sorted(k for k, v in sim.keys.items() if not v.revoked)
+            if active:
+                sim.revoke_key(rng.choice(active))
+            else:
+                sim.reject_cancel(1, 999_999)
     return sim.outputs
 
 

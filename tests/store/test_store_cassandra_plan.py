@@ -219,6 +219,24 @@ def test_plan_writes_when_optional_fields_none_binds_unset_not_null() -> None:
     assert all(v is not None for w in writes for v in w.params)
 
 
+def test_plan_writes_when_user_and_keys_change_writes_one_row_each_at_its_sequence() -> None:
+    sim = Sim()
+    sim.create_user("k-a")  # no label: UNSET, not a null cell
+    sim.add_key(1, "k-b")
+    sim.revoke_key("k-a")
+    writes = plan_writes(project(sim.outputs))
+
+    (user,) = [bound(w) for w in writes if w.statement == "user"]
+    assert user["label"] is UNSET_VALUE and user["ts"] == user["version"] == 1
+    keys = sorted(
+        (b["api_key"], b["revoked"], b["ts"])
+        for w in writes
+        if w.statement == "api_key"
+        for b in [bound(w)]
+    )
+    assert keys == [("k-a", True, 3), ("k-b", False, 2)]
+
+
 def test_plan_writes_when_rows_share_bucket_writes_bucket_index_once() -> None:
     b = 1 << BUCKET_BITS
     outs = [output(i + 1, updates=(order_update(oid, 1),)) for i, oid in enumerate([1, 2, b])]

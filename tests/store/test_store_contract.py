@@ -26,11 +26,11 @@ from store_testkit import (
     trade,
 )
 
-from engine.enums import OrderStatus, RejectReason, Side
+from engine.enums import OrderStatus, RejectReason, Role, Side
 from engine.events import BalanceUpdated, EngineOutput
 from settlement.projection import BUCKET_BITS
 from settlement.sqlite_store import SqliteStore
-from settlement.store import FINAL_STATUSES, InvalidQuery, SettlementStore
+from settlement.store import FINAL_STATUSES, ApiKeyRow, InvalidQuery, SettlementStore, UserRow
 
 MakeStore = Callable[[], SettlementStore]
 
@@ -486,6 +486,81 @@ class StoreContract:
         assert store.order_statistics(1) == expected
         assert store.order_statistics(2)[OrderStatus.FILLED] == 1
 
+    # ---- users and keys -------------------------------------------------------------
+
+    def test_get_user_when_user_created_returns_its_row(self, store: SettlementStore) -> None:
+        sim = Sim()
+        sim.create_user("k-a", label="alice")
+        sim.create_user("k-op", role=Role.OPERATOR)
+        store.apply(sim.outputs)
+
+        assert store.get_user(1) == UserRow(1, Role.TRADER, "alice", sim.outputs[0].timestamp_ms, 1)
+        got = store.get_user(2)
+        assert got is not None and got.role is Role.OPERATOR and got.label is None
+        assert got.version == 2
+        assert store.get_user(3) is None
+
+    def test_api_keys_when_added_and_revoked_lists_each_keys_latest_state(
+        self, store: SettlementStore
+    ) -> None:
+        sim = Sim()
+        sim.create_user("k-b")
+        sim.create_user("k-a", role=Role.OPERATOR)
+        sim.add_key(1, "k-c")
+        sim.revoke_key("k-b")
+        store.apply(sim.outputs)
+
+        assert store.api_keys() == [
+            ApiKeyRow("k-a", 2, Role.OPERATOR, "pub-k-a", False, 2),
+            ApiKeyRow("k-b", 1, Role.TRADER, "pub-k-b", True, 4),
+            ApiKeyRow("k-c", 1, Role.TRADER, "pub-k-c", False, 3),
+        ]
+        (revoked,) = [k for k in store.api_keys() if k.revoked]
+        assert type(revoked.revoked) is bool and revoked.role is Role.TRADER
+
+    def test_api_keys_when_revocation_applied_before_the_add_stays_revoked(
+        self, store: SettlementStore
+    ) -> None:
+        sim = Sim()
+        sim.create_user("k-a")
+        sim.revoke_key("k-a")
+        store.apply(sim.outputs[1:])  # the revoke lands first (another partition) ...
+        store.apply(sim.outputs[:1])  # ... then the older creation: it must not un-revoke
+        store.apply(sim.outputs)  # and a redelivery changes nothing
+
+        assert store.api_keys() == [ApiKeyRow("k-a", 1, Role.TRADER, "pub-k-a", True, 2)]
+        assert store.get_user(1) is not None
+
+    def test_api_keys_since_when_sequence_given_returns_keys_changed_after_it(
+        self, store: SettlementStore
+    ) -> None:
+        sim = Sim()
+        sim.create_user("k-a")  # 1
+        sim.create_user("k-b")  # 2
+        sim.add_key(1, "k-c")  # 3
+        sim.revoke_key("k-a")  # 4
+        store.apply(sim.outputs)
+
+        assert [(k.api_key, k.sequence) for k in store.api_keys_since(2)] == [
+            ("k-a", 4),
+            ("k-c", 3),
+        ]
+        assert store.api_keys_since(4) == []
+        assert store.api_keys_since(0) == store.api_keys()
+
+    def test_digest_when_key_revoked_changes_and_replay_does_not(
+        self, store: SettlementStore
+    ) -> None:
+        sim = Sim()
+        sim.create_user("k-a")
+        store.apply(sim.outputs)
+        before = store.digest()
+        sim.revoke_key("k-a")
+        store.apply(sim.outputs)
+        after = store.digest()
+        store.apply(list(reversed(sim.outputs)))
+        assert before != after == store.digest()
+
     def test_queries_when_random_stream_applied_match_naive_model(
         self, store: SettlementStore
     ) -> None:
@@ -525,6 +600,12 @@ class StoreContract:
             )
             assert len(store.trades(user, limit=1000)) == n_trades
         assert set(BASE) >= {r.symbol for r in store.active_orders(1)}
+        keys = {k.api_key: k for o in outs for k in o.api_key_updates}  # the last state wins
+        assert [(k.api_key, k.user_id, k.revoked) for k in store.api_keys()] == [
+            (k.api_key, k.user_id, k.revoked)
+            for k in sorted(keys.values(), key=lambda k: k.api_key)
+        ]
+        assert {store.get_user(u).role for u in (1, 2, 3)} == {Role.TRADER, Role.OPERATOR}  # type: ignore[union-attr]
 
 
 # ---------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from store_testkit import Sim, order_update, output, random_stream, trade
 
-from engine.enums import OrderStatus, Side
+from engine.enums import OrderStatus, Role, Side
 from engine.events import BalanceUpdated
 from settlement.projection import (
     MS_PER_DAY,
@@ -20,7 +20,14 @@ from settlement.projection import (
     stream_partition,
     trade_bucket,
 )
-from settlement.store import DIGEST_SECTIONS, OrderRow, StoreError, canonical_digest
+from settlement.store import (
+    DIGEST_SECTIONS,
+    ApiKeyRow,
+    OrderRow,
+    StoreError,
+    UserRow,
+    canonical_digest,
+)
 
 
 def as_sets(ws: WriteSet) -> tuple[frozenset[object], ...]:
@@ -29,6 +36,8 @@ def as_sets(ws: WriteSet) -> tuple[frozenset[object], ...]:
         frozenset(ws.order_updates),
         frozenset(ws.trades),
         frozenset(ws.balances),
+        frozenset(ws.users),
+        frozenset(ws.api_keys),
         frozenset({ws.max_sequence}),
     )
 
@@ -144,6 +153,27 @@ def test_count_events_when_fill_counts_every_list_item() -> None:
     # placement: placed + updated + balance; fill: trade + placed + 2 updates
     # + 2 completions + 4 balances
     assert [count_events(o) for o in sim.outputs] == [3, 10]
+
+
+def test_count_events_when_user_created_counts_the_user_and_its_key() -> None:
+    sim = Sim()
+    sim.create_user("k-a")
+    sim.revoke_key("k-a")
+    assert [count_events(o) for o in sim.outputs] == [2, 1]
+
+
+def test_project_when_key_added_then_revoked_keeps_the_revoked_state_in_any_order() -> None:
+    sim = Sim()
+    sim.create_user("k-a", role=Role.OPERATOR, label="desk")
+    sim.add_key(1, "k-b")
+    sim.revoke_key("k-a")
+    for outs in (sim.outputs, list(reversed(sim.outputs)), sim.outputs + sim.outputs[:1]):
+        ws = project(outs)
+        assert ws.users == [UserRow(1, Role.OPERATOR, "desk", sim.outputs[0].timestamp_ms, 1)]
+        assert sorted(ws.api_keys) == [
+            ApiKeyRow("k-a", 1, Role.OPERATOR, "pub-k-a", True, 3),
+            ApiKeyRow("k-b", 1, Role.OPERATOR, "pub-k-b", False, 2),
+        ]
 
 
 def test_buckets_when_ids_cross_boundary_change_bucket() -> None:
