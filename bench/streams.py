@@ -53,9 +53,8 @@ import httpx  # noqa: E402  (after the sys.path fix above)
 from confluent_kafka import KafkaError, Message  # noqa: E402
 
 from bench.soak import Stack, cpu_ticks  # noqa: E402
-from engine.commands import CreateUser  # noqa: E402
 from exchange.codec import Codec  # noqa: E402
-from exchange.kafka import ReadToEnd, make_consumer, make_producer, where  # noqa: E402
+from exchange.kafka import ReadToEnd, make_consumer, where  # noqa: E402
 from gateway.dashboard import buckets, histogram_quantile, parse_metrics  # noqa: E402
 from ops.loadgen import LoadConfig, LoadGenerator, summary_lines  # noqa: E402
 from settlement.sqlite_store import SqliteStore  # noqa: E402
@@ -241,20 +240,6 @@ def run_depth_probe(url: str, interval_s: float, stop: Any, out: Any) -> None:  
     out.put((rtts, errors))
 
 
-def create_users(bootstrap: str, n: int, codec: Codec) -> None:
-    """Users 1..n for the load generator's workload (the engine refuses unknown users), with
-    the workload's own key ids (``kload<user>``): a workload that creates its users itself
-    has its creations refused as duplicates, which changes nothing."""
-    producer = make_producer(bootstrap)
-    for user in range(1, n + 1):
-        command = CreateUser(
-            command_id=0, timestamp_ms=1_700_000_000_000, api_key=f"kload{user}", public_key=""
-        )
-        producer.produce("orders", codec.encode_command(command), partition=0)
-    if producer.flush(60):
-        raise SystemExit("could not create the users")
-
-
 def gateway_histograms(url: str) -> dict[str, Any]:
     """The gateway's own view, from its ``/metrics``: the depth route's duration and the
     stream delivery latency (engine publish -> socket write), p50/p99 in ms (PromQL-style
@@ -379,7 +364,6 @@ def main() -> int:
             if not ready.wait(120):
                 raise SystemExit("the subscribers did not all subscribe within 120 s")
             print("subscribed; starting the flow", flush=True)
-            create_users(stack.bootstrap or "", args.users, codec)
             store = SqliteStore(data_dir / "embedded" / "exchange.sqlite3", readonly=True)
             probe_stop, probe_out = ctx.Event(), ctx.Queue()
             probe = ctx.Process(
