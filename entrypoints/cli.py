@@ -286,6 +286,7 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     def wrap(app: Any) -> Any:
         app.include_router(dashboard_router(stack_metrics_urls(settings), registries=[registry]))
         app.state.follower.watchdog.sink = WatchdogMetrics(registry)
+        registry.register(app.state.streams.metrics)  # WebSocket delivery latency, clients
         return instrument(app, registry)[0]
 
     print(

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 import uvicorn
 from starlette.types import ASGIApp
 
-from entrypoints.bootstrap import build_codec, build_markets, build_store, find_bootstrap
+from entrypoints.bootstrap import (
+    build_codec,
+    build_markets,
+    build_snapshot_store,
+    build_store,
+    find_bootstrap,
+)
 from exchange.settings import Settings
 from exchange.topics import Topics
 from gateway.app import GatewayAPI, GatewayConfig
@@ -88,6 +94,7 @@ def build_gateway(
         store=store,
         config=config or gateway_config(settings),
         operator_public_key=settings.exchange_operator_public_key,
+        snapshots=build_snapshot_store(settings, bootstrap),
     )
     asgi: ASGIApp = wrap(app) if wrap is not None else app
     server = GatewayServer(uvicorn_config(asgi, settings.exchange_host, settings.exchange_port))

@@ -124,6 +124,14 @@ class IntHistogram(Collector):
                 counts[i] += n
             self._sum += total
 
+    def observe_count(self, value: int, n: int) -> None:
+        """Add ``value`` ``n`` times (one message delivered to ``n`` clients at once)."""
+        value = max(value, 0)
+        i = bisect_left(self._bounds, value)
+        with self._lock:
+            self._counts[i] += n
+            self._sum += value * n
+
     def snapshot(self) -> tuple[list[int], int]:
         """(per-bucket counts, last one +Inf; sum) in the observed unit."""
         with self._lock:

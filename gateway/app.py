@@ -35,19 +35,23 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from engine.markets import Markets
+from gateway import amend
 from gateway.admin import AdminService
 from gateway.auth.gate import DEFAULT_WINDOW_MS, AuthGate
 from gateway.auth.ratelimit import RateLimiter, RateLimits
 from gateway.auth.registry import KeyRegistry
+from gateway.auth.signing import verify
 from gateway.commands import CommandEncoder, CommandService
 from gateway.envelope import CatchAllMiddleware, install_error_handlers, render_error
 from gateway.fastpath import CommandCore, is_command, parse_command_query, serve_command
+from gateway.market.service import MarketData
 from gateway.openapi import API_DESCRIPTION, API_VERSION, openapi_builder
 from gateway.publisher import CommandPublisher
 from gateway.reads import ReadService
 from gateway.results import OutputFollower
 from gateway.routes import access, commands, health, reads
 from gateway.routes.commands import DEFAULT_WAIT_MS, MAX_WAIT_MS
+from gateway.streams.auth import SignedLogin, registry_lookup
 from gateway.views import Views
 from settlement.store import SettlementStore
 
@@ -115,6 +119,7 @@ def create_app(
     store: SettlementStore,
     config: GatewayConfig | None = None,
     keys: KeyRegistry | None = None,
+    market: MarketData | None = None,
 ) -> GatewayAPI:
     """Build the API over its dependencies.
 
@@ -129,9 +134,13 @@ def create_app(
         loop = asyncio.get_running_loop()
         publisher.start(loop)
         follower.start(loop)
+        if market is not None:
+            market.start(loop)
         try:
             yield
         finally:
+            if market is not None:
+                await market.stop()
             await run_in_threadpool(follower.stop)
             await run_in_threadpool(publisher.close)
 
@@ -159,8 +168,15 @@ def create_app(
     app.state.reads = ReadService(markets=markets, store=store, views=views)
     for router in (commands.router, reads.router, health.router, access.router):
         app.include_router(router)
+    # Amend (issue #15): its own module, a core like the other commands'.
+    app.state.amend = amend.AmendService(
+        markets=markets, codec=codec, publish_and_wait=service.publish_and_wait, views=views
+    )
+    app.include_router(amend.router)
+    if market is not None:
+        market.install(app)  # public market data and GET /ws
     app.openapi = openapi_builder(app)  # type: ignore[method-assign]
-    app.commands = service.cores
+    app.commands = {**service.cores, amend.AMEND_PATH: app.state.amend.amend}
     app.max_body = cfg.max_body_bytes
     app.state.keys = keys if keys is not None else KeyRegistry()
     app.state.admin = AdminService(commands=service, registry=app.state.keys)
@@ -170,6 +186,11 @@ def create_app(
         window_ms=cfg.auth_window_ms,
         max_body=cfg.max_body_bytes,
     )
+    if market is not None and getattr(app.state, "stream_auth", None) is None:
+        # WebSocket login (issue #15's user stream) over the same keys and scheme.
+        app.state.stream_auth = SignedLogin(
+            registry_lookup(app.state.keys), verify, window_ms=cfg.auth_window_ms
+        )
     return app
 
 

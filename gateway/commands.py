@@ -214,6 +214,13 @@ class CommandService:
             return 200, ok_body(self._funds_result(output, offset, req.user_id, req.asset))
         return 202, ok_body({"command_id": str(offset), "status": "ACCEPTED"})
 
+    async def publish_and_wait(
+        self, value: bytes, wait: bool, timeout_ms: int
+    ) -> tuple[int, EngineOutput | None]:
+        """Publish an encoded command; with ``wait`` also wait for its output (None on
+        timeout). For cores outside this service (gateway.amend)."""
+        return await self._publish_and_wait(value, wait, timeout_ms)
+
     async def _publish_and_wait(
         self, value: bytes, wait: bool, timeout_ms: int
     ) -> tuple[int, EngineOutput | None]:

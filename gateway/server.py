@@ -13,11 +13,13 @@ import threading
 import time
 import uuid
 from types import TracebackType
+from typing import cast
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from engine.markets import Markets
+from engine.service.snapshots import SnapshotStore
 from exchange.codec import Codec
 from exchange.codec.peek import OutputKindPeek
 from exchange.kafka import fetch_wait_ms, make_consumer, make_producer
@@ -25,8 +27,14 @@ from exchange.topics import Topics
 from gateway.app import GatewayAPI, GatewayConfig, create_app
 from gateway.auth.keyfeed import KeyFeed, committed_offsets
 from gateway.auth.registry import KeyRegistry
+from gateway.market.feed import CONSUMER_OVERRIDES as FEED_OVERRIDES
+from gateway.market.feed import MarketFeed
+from gateway.market.service import MarketData
 from gateway.publisher import PRODUCER_OVERRIDES, CommandPublisher
 from gateway.results import CONSUMER_OVERRIDES, OutputFollower
+from gateway.streams.frames import FanOutWebSocketProtocol
+from gateway.streams.hub import StreamConfig
+from settlement.market_data import MarketDataStore
 from settlement.store import SettlementStore
 
 
@@ -41,13 +49,20 @@ def create_gateway_app(
     delivery_timeout_ms: int | None = None,
     operator_public_key: str | None = None,
     settlement_group: str = "settlement",
+    snapshots: SnapshotStore | None = None,
+    streams: StreamConfig | None = None,
 ) -> GatewayAPI:
     """The app wired to Kafka at ``bootstrap``: the publisher and the follower are built
     here, from the project's client settings plus the gateway's overrides.
 
     The key registry learns keys from ``store`` and the output stream
     (:mod:`gateway.auth.keyfeed`, using ``settlement_group``'s committed offsets), plus the
-    first operator's ``operator_public_key`` when given."""
+    first operator's ``operator_public_key`` when given.
+
+
+    ``snapshots``: where the engine keeps its snapshots; the market books start from the
+    newest one (None: replay ``engine-output`` from offset 0, see gateway.market.feed).
+    ``streams``: the WebSocket tunables (queue bound, heartbeat)."""
     overrides = dict(PRODUCER_OVERRIDES)
     if delivery_timeout_ms is not None:
         overrides["message.timeout.ms"] = delivery_timeout_ms
@@ -81,9 +96,19 @@ def create_gateway_app(
         start_positions=feed.start_positions,
     )
     follower.taps.append(feed.on_records)
+    market_feed = MarketFeed(
+        lambda: make_consumer(bootstrap, f"gateway-market-{uuid.uuid4().hex}", **FEED_OVERRIDES),
+        topics.engine_output.name,
+        codec,
+        markets,
+        snapshots,
+    )
+    # Both store adapters implement the market-data port too (settlement.market_data).
+    market_store = cast(MarketDataStore, store)
+    market = MarketData(markets=markets, feed=market_feed, store=market_store, config=streams)
     app = create_app(
         markets=markets, codec=codec, publisher=publisher, follower=follower, store=store,
-        config=config, keys=keys,
+        config=config, keys=keys, market=market,
     )  # fmt: skip
     app.state.key_feed = feed
     return app
@@ -100,6 +125,9 @@ def uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         lifespan="on",
+        # uvicorn's sans-I/O WebSocket protocol plus a frame writer for the stream fan-out
+        # (gateway.streams.frames).
+        ws=FanOutWebSocketProtocol,
         access_log=False,
         proxy_headers=False,  # no X-Forwarded-* rewriting: the API never uses client addresses
         log_config=None,  # the process's logging, configured by the CLI

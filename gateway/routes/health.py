@@ -97,6 +97,11 @@ async def ready(request: Request) -> Response:
     following = follower.ready()
     if following is not None:
         failed.append(following)
+    # The market books (issue #15): loaded from the engine's snapshot and caught up with the log.
+    market = getattr(state, "market", None)
+    books = None if market is None else market.ready()
+    if books is not None:
+        failed.append(books)
     if failed:
         raise ApiError(ErrorCode.NOT_READY, "; ".join(failed))
     return ok({"broker": "ok", "store": "ok"})

@@ -168,6 +168,7 @@ def run_gateway(
         ):
             if wait_follower:
                 assert app.state.follower.assigned.wait(30), "the follower never got assigned"
+                assert app.state.market.feed.caught_up.wait(30), "the market books never loaded"
             yield Gateway(url, c, app, bootstrap, topics, writer, store_path, keys)
     finally:
         reader.close()

@@ -131,6 +131,12 @@ OPERATIONS = [
     ("GET", "/api/v1/balances"),
     ("GET", "/health"),
     ("GET", "/ready"),
+    # issue #15 (market data, amend)
+    ("POST", "/api/v1/order/amend"),
+    ("GET", "/api/v1/depth"),
+    ("GET", "/api/v1/trades/recent"),
+    ("GET", "/api/v1/ticker"),
+    ("GET", "/api/v1/klines"),
 ]
 
 
