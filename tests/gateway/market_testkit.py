@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from gateway_testkit import read_commands
+from gateway_testkit import AutoSigner, Keyring, read_commands
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
@@ -131,6 +131,7 @@ class MarketGateway:
     ws_url: str
     client: httpx.Client
     app: GatewayAPI
+    keys: Keyring
 
 
 @contextlib.contextmanager
@@ -144,15 +145,19 @@ def run_market_gateway(
         markets=pipe.markets,
         codec=pipe.codec,
         store=reader,
-        config=GatewayConfig(cancel_lookup_s=0.3),
+        config=GatewayConfig(rate_limits=None),
         snapshots=FileSnapshotStore(pipe.snapshots_dir) if snapshots else None,
         streams=streams,
     )
+    keys = Keyring(app.state.keys)  # requests signed as the user they name (the operator's)
     try:
-        with ServerThread(app, free_port()) as url, httpx.Client(base_url=url, timeout=30) as c:
+        with (
+            ServerThread(app, free_port()) as url,
+            httpx.Client(base_url=url, timeout=30, auth=AutoSigner(keys)) as c,
+        ):
             assert app.state.follower.assigned.wait(30), "the follower never got assigned"
             assert app.state.market.feed.caught_up.wait(90), "the market books never loaded"
-            yield MarketGateway(url, "ws" + url[4:] + "/ws", c, app)
+            yield MarketGateway(url, "ws" + url[4:] + "/ws", c, app, keys)
     finally:
         reader.close()
 
