@@ -50,7 +50,7 @@ def test_gateway_when_started_accepts_keys_from_the_store_and_the_unsettled_stre
 
     with run_gateway(
         bootstrap=kafka_bootstrap, topics=fresh_topics, store_path=path, markets=markets,
-        codec=codec, init_schema=False,
+        codec=codec, init_schema=False, wait_market=False,
     ) as gw:  # fmt: skip
         feed = gw.app.state.key_feed
         assert feed.loaded == 3  # the store's rows (stored, revoked, settled)
@@ -126,8 +126,9 @@ def test_ready_when_answered_the_keys_before_the_start_are_all_accepted(
     assert producer.flush(30) == 0
     with run_gateway(
         bootstrap=kafka_bootstrap, topics=fresh_topics, store_path=tmp_path / "s.sqlite3",
-        markets=markets, codec=codec,
+        markets=markets, codec=codec, wait_market=False,
     ) as gw:  # fmt: skip
-        eventually(lambda: gw.client.get("/ready").status_code == 200, timeout_s=60)
+        # What /ready asks of the follower (the market books of issue #15 need a real log).
+        eventually(lambda: gw.app.state.follower.ready() is None, timeout_s=60)
         with gw.signed(last) as client:
             envelope_data(client.get("/api/v1/balances"), 200)
