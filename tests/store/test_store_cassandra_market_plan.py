@@ -6,7 +6,7 @@ hour index, and klines written USING TIMESTAMP trade_count in bounded partitions
 
 from __future__ import annotations
 
-from market_testkit import engine_flow
+from market_store_testkit import engine_flow
 from test_store_cassandra_plan import TABLE_DEFS, bound, offline_prepared, statement_columns
 
 from settlement import cassandra_store as cs

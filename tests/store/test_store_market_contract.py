@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from market_testkit import SYMBOLS, T0, engine_flow, engine_levels, naive_klines
+from market_store_testkit import SYMBOLS, T0, engine_flow, engine_levels, naive_klines
 from store_testkit import batches
 
 from engine import AmendOrder, OrderType, PlaceOrder
