@@ -64,6 +64,10 @@ class ByUser(httpx.Auth):
         return self.trader(self.default_user if user is None else user)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if not request.url.path.startswith("/api/"):
+            # /health, /ready, /metrics, docs: public, and a stack may have no user to sign as.
+            yield request
+            return
         signer = self.signer_for(request.url.path, request.url.query.decode(), request.content)
         sign_request(request, signer.key, signer.api_key, signer.clock())
         yield request
