@@ -63,6 +63,15 @@ def _balances(api: httpx.Client, user: int) -> dict[str, tuple[str, str]]:
     return {r["asset"]: (r["available"], r["locked"]) for r in rows}
 
 
+def _balance(api: httpx.Client, user: int, asset: str) -> tuple[str, str]:
+    """One asset's (available, locked); an AssertionError (retried by eventually) until
+    settlement has written it: balances and orders settle in separate partitions, so a
+    visible order says nothing about whether its balance row is there yet."""
+    balances = _balances(api, user)
+    assert balances.get(asset) is not None, f"no {asset} balance for user {user} yet"
+    return balances[asset]
+
+
 def _active_ids(api: httpx.Client, user: int) -> list[str]:
     return [o["order_id"] for o in _ok(api.get("/api/v1/order/active", params={"user_id": user}))]
 
@@ -92,7 +101,7 @@ def test_order_lifecycle_when_placed_then_cancelled_moves_from_active_to_history
         assert _active_ids(api, 1) == [order_id]
 
     eventually(visible)
-    assert _balances(api, 1)["USDT"] == ("99500.00000000", "500.00000000")
+    eventually(lambda: _assert_equal(_balance(api, 1, "USDT"), ("99500.00000000", "500.00000000")))
 
     cancel = api.post(
         "/api/v1/order/cancel", json={"user_id": 1, "symbol": "BTC_USDT", "order_id": order_id}
@@ -105,7 +114,7 @@ def test_order_lifecycle_when_placed_then_cancelled_moves_from_active_to_history
         assert _in_history(api, 1, order_id)["status"] == "CANCELLED"
 
     eventually(gone)
-    assert _balances(api, 1)["USDT"] == ("100000.00000000", "0.00000000")
+    eventually(lambda: _assert_equal(_balance(api, 1, "USDT"), ("100000.00000000", "0.00000000")))
 
 
 def test_fill_when_buyer_limit_above_maker_price_trades_at_maker_price_and_refunds(
@@ -166,10 +175,11 @@ def test_resting_order_when_filled_in_two_steps_goes_partial_then_filled(
         order = _in_history(api, maker, order_id)
         assert (order["status"], order["filled_quantity"]) == ("FILLED", "0.02000")
         assert order["avg_fill_price"] == "30000.00"
+        # The updates table is written alongside, not atomically with, the history row.
+        detail = _ok(api.get(f"/api/v1/order/{order_id}", params={"user_id": maker}))
+        assert [u["status"] for u in detail["updates"]] == ["NEW", "PARTIALLY_FILLED", "FILLED"]
 
     eventually(filled)
-    detail = _ok(api.get(f"/api/v1/order/{order_id}", params={"user_id": maker}))
-    assert [u["status"] for u in detail["updates"]] == ["NEW", "PARTIALLY_FILLED", "FILLED"]
 
 
 def test_order_when_funds_are_insufficient_is_rejected_and_never_active(
@@ -218,7 +228,7 @@ def test_ioc_order_when_nothing_matches_expires_without_fills(api: httpx.Client)
     ioc = _order(api, user_id=9, side="BUY", price="1.00", quantity="0.01000", time_in_force="IOC")
 
     assert (ioc["status"], ioc["filled_quantity"], ioc["fills"]) == ("EXPIRED", "0.00000", [])
-    eventually(lambda: _assert_equal(_balances(api, 9)["USDT"], ("1000.00000000", "0.00000000")))
+    eventually(lambda: _assert_equal(_balance(api, 9, "USDT"), ("1000.00000000", "0.00000000")))
 
 
 def test_cancel_when_order_belongs_to_another_user_is_refused_with_404(
