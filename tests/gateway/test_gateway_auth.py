@@ -8,6 +8,7 @@ that no answer carries any of the victim's data.
 
 from __future__ import annotations
 
+import copy
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
+import schemathesis
 from gateway_testkit import Gateway, Script, envelope_data, envelope_error, run_gateway
 from prometheus_client import CollectorRegistry
 
@@ -28,6 +31,7 @@ from exchange.topics import Topics, ensure_topics
 from gateway.app import GatewayConfig
 from gateway.auth.gate import AuthFailureCollector, iter_routes
 from gateway.auth.policy import Access, access_of
+from gateway.auth.principal import Role
 from gateway.auth.ratelimit import RateLimits
 from gateway.auth.signing import HEADER_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
 from gateway.dashboard import dashboard_router
@@ -409,3 +413,87 @@ def test_gate_when_several_checks_fail_answers_the_first_in_the_issues_order(gw:
     for signer, clock, code in cases:
         response = _send(gw, deposit, {}, signer, clock=clock)
         assert envelope_error(response)[1] == code, (signer.api_key, clock, response.text)
+
+
+# The OpenAPI document declares the scheme the gate enforces (machine-readable, for client
+# generators): the three header schemes, all required together by exactly the operations the
+# gate signs, with the roles that may call them in x-roles.
+
+SIGNED_REQUIREMENT = [{"ApiKey": [], "Timestamp": [], "Signature": []}]
+
+
+def _spec_operations(gw: Gateway) -> dict[tuple[str, str], tuple[dict[str, Any], Any]]:
+    """(method, route template) -> (its operation in the served spec, the route)."""
+    spec = gw.client.get("/openapi.json").json()
+    found = {}
+    for route in iter_routes(gw.app.routes):
+        if not getattr(route, "include_in_schema", False):
+            continue
+        for method in route.methods:
+            if method != "HEAD":
+                operation = spec["paths"][route.path_format][method.lower()]
+                found[(method, route.path)] = (operation, route)
+    return found
+
+
+def test_spec_when_served_declares_the_three_signature_headers_as_api_key_schemes(
+    gw: Gateway,
+) -> None:
+    schemes = gw.client.get("/openapi.json").json()["components"]["securitySchemes"]
+    assert {name: (s["type"], s["in"], s["name"]) for name, s in schemes.items()} == {
+        "ApiKey": ("apiKey", "header", HEADER_KEY),
+        "Timestamp": ("apiKey", "header", HEADER_TIMESTAMP),
+        "Signature": ("apiKey", "header", HEADER_SIGNATURE),
+    }
+    assert "epoch milliseconds" in schemes["Timestamp"]["description"]
+    assert "Ed25519" in schemes["Signature"]["description"]
+    assert "timestamp + METHOD + request_target + body" in schemes["Signature"]["description"]
+    assert all(s["description"] for s in schemes.values())
+
+
+def test_spec_when_the_gate_signs_a_route_requires_all_three_schemes_and_public_ones_none(
+    gw: Gateway, ids: dict[str, int]
+) -> None:
+    # What the gate does, asked by sending each route an unsigned request: 401 UNAUTHENTICATED
+    # means signed. The spec must say exactly that, operation by operation.
+    operations = _spec_operations(gw)
+    rows = dict(_rows(gw))
+    assert set(operations) <= set(rows), set(operations) - set(rows)
+    failures = []
+    signed = public = 0
+    for key, (operation, _) in operations.items():
+        response = _send(gw, rows[key], ids, None)
+        refused = response.status_code == 401 and envelope_error(response)[1] == "UNAUTHENTICATED"
+        signed, public = signed + refused, public + (not refused)
+        expected = SIGNED_REQUIREMENT if refused else []
+        if operation.get("security", []) != expected:
+            failures.append((key, refused, operation.get("security")))
+    assert not failures
+    assert signed >= 13 and public >= 6  # 14 signed; health, ready and 4 market data routes
+
+
+def test_spec_when_an_operation_is_signed_lists_the_roles_the_gates_table_allows(
+    gw: Gateway,
+) -> None:
+    roles = {}
+    for (method, template), (operation, route) in _spec_operations(gw).items():
+        access = access_of(method, route.path)  # the gate's table, by the route's template
+        if access is Access.PUBLIC:
+            assert "x-roles" not in operation, (method, template)
+        else:
+            roles[(method, route.path_format)] = operation["x-roles"]
+            assert operation["x-roles"] == [r.value for r in Role if access.allows(r)]
+    # Spec paths drop the route's convertor ({order_id:digits}); the roles must not.
+    assert roles[("GET", "/api/v1/order/{order_id}")] == ["TRADER", "OPERATOR"]
+    assert roles[("POST", "/api/v1/order/create")] == ["TRADER"]
+    assert roles[("POST", "/api/v1/deposit")] == ["OPERATOR"]
+    assert roles[("DELETE", "/api/v1/admin/keys/{api_key}")] == ["OPERATOR"]
+
+
+def test_spec_when_served_validates_against_the_openapi_meta_schema(gw: Gateway) -> None:
+    spec = gw.client.get("/openapi.json").json()
+    schemathesis.openapi.from_dict(spec).validate()  # raises on an invalid document
+    broken = copy.deepcopy(spec)  # the validator does see the schemes: a wrong one fails
+    broken["components"]["securitySchemes"]["ApiKey"]["in"] = "body"
+    with pytest.raises(jsonschema_rs.ValidationError):
+        schemathesis.openapi.from_dict(broken).validate()
