@@ -164,8 +164,8 @@ def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
             for method, operation in path.items():
                 responses = operation.get("responses", {})
                 responses.pop("422", None)
-                # An operation the spec lists but no route serves cannot happen; fail closed
-                # like the gate's table does for an unlisted /api/ route.
+                # Every operation comes from a route (get_openapi reads app.routes); were one
+                # not to, its spec path still gets the table's answer (OPERATOR for /api/).
                 access = accesses.get((method, template)) or access_of(method.upper(), template)
                 if access is Access.PUBLIC:
                     continue
