@@ -140,8 +140,8 @@ def run_clients(
                     msg = json.loads(event.data)
                     data = msg.get("data")
                     stream = msg.get("stream", "")
-                    if stream.startswith("trades@"):
-                        records.append(("t", int(data["trade_id"]), now))
+                    if stream.startswith("trades@"):  # a batch's trades, in order
+                        records.extend(("t", int(t["trade_id"]), now) for t in data)
                     elif stream.startswith("depth@"):
                         records.append(("d", int(data["first_update_id"]), now))
                 elif event.opcode is Opcode.CLOSE:

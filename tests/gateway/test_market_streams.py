@@ -401,13 +401,41 @@ def test_trades_stream_when_orders_cross_sends_public_trade(gw: MarketGateway) -
         _order(gw, 501, "SELL", "2500.00", "0.5000", symbol="ETH_USDT", wait=True)
         _order(gw, 502, "BUY", "2500.00", "0.5000", symbol="ETH_USDT", wait=True)
         msg = r.wait_for(lambda m: m.get("stream") == "trades@ETH_USDT")
-        data = msg["data"]
+        [data] = msg["data"]
         assert set(data) == {
             "trade_id", "price", "quantity", "quote_quantity", "taker_side", "executed_at",
         }  # fmt: skip
         assert (data["price"], data["quantity"], data["taker_side"]) == (
             "2500.00", "0.5000", "BUY",
         )  # fmt: skip
+    finally:
+        r.close()
+
+
+def test_trades_stream_when_one_order_sweeps_levels_sends_its_trades_in_one_message_in_order(
+    gw: MarketGateway,
+) -> None:
+    for user in (503, 504, 505):
+        _fund(gw, user)
+    r = open_stream(gw.ws_url)
+    try:
+        _subscribe(r, ["trades@ETH_USDT"])
+        _order(gw, 503, "SELL", "2500.00", "0.1000", symbol="ETH_USDT", wait=True)
+        _order(gw, 504, "SELL", "2501.00", "0.2000", symbol="ETH_USDT", wait=True)
+        _order(gw, 505, "BUY", "2501.00", "0.3000", symbol="ETH_USDT", wait=True)
+
+        def message() -> list[dict[str, Any]]:
+            got = [m["data"] for m in r.snapshot() if m.get("stream") == "trades@ETH_USDT"]
+            assert got, "no trades message yet"
+            [trades] = got  # the sweep is one engine output: one message
+            return trades
+
+        trades = eventually(message)
+        assert [(t["price"], t["quantity"]) for t in trades] == [
+            ("2500.00", "0.1000"), ("2501.00", "0.2000"),
+        ]  # fmt: skip
+        ids = [int(t["trade_id"]) for t in trades]
+        assert ids == sorted(ids) and len(set(ids)) == 2
     finally:
         r.close()
 
