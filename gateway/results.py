@@ -138,6 +138,7 @@ class OutputFollower:
         # far it has read, from the records themselves.
         self._catch_up: dict[TopicPart, int] | None = None
         self._read_to: dict[TopicPart, int] = {}
+        self._starts: dict[int, int] = {}  # partition -> the offset (or sentinel) assigned
         # Counters written only by the follower thread (observability and tests).
         self.consumed = 0  # records fetched
         self.decoded = 0  # outputs decoded and handed to the loop
@@ -271,11 +272,18 @@ class OutputFollower:
                 for tp in consumer.assignment():
                     # The first fetch response's end where there was one (the embedded
                     # broker answers ListOffsets low, see exchange.kafka), else the broker's.
-                    end = consumer.get_watermark_offsets(tp, cached=True)[1]
+                    low, end = consumer.get_watermark_offsets(tp, cached=True)
                     with contextlib.suppress(KafkaException):
-                        end = max(end, consumer.get_watermark_offsets(tp, timeout=5.0)[1])
-                    if end > 0:
-                        ends[(tp.topic, tp.partition)] = end
+                        low, high = consumer.get_watermark_offsets(tp, timeout=5.0)
+                        end = max(end, high)
+                    key = (tp.topic, tp.partition)
+                    # Read up to where it starts already: a start at the end (a gateway
+                    # restarted in a quiet market) has nothing to read and nothing will come.
+                    start = max(self._starts.get(tp.partition, 0), low, 0)
+                    if start > self._read_to.get(key, 0):
+                        self._read_to[key] = start
+                    if end > start:
+                        ends[key] = end
                 self._catch_up = ends
             # Until a record arrives, a partition's position is where it started: the end
             # its first fetch response reported (so a follower that never receives a record
@@ -358,6 +366,7 @@ class OutputFollower:
                 starts = self._resume
                 if not starts and self._start_positions is not None:
                     starts = self._start_positions(self._topic, partitions)
+                self._starts = dict(starts)
                 consumer.assign(
                     [TopicPartition(self._topic, p, starts.get(p, OFFSET_END)) for p in partitions]
                 )

@@ -25,6 +25,7 @@ from stack_testkit import running_stack, stack_env, unique_prefix
 
 from ops.infra import InfraConfig, component_answers, read_state
 from settlement.cassandra_store import CassandraStore
+from tests.support.eventually import eventually
 from tests.support.kafka import read_all
 
 pytestmark = pytest.mark.e2e
@@ -175,7 +176,14 @@ def test_faults_when_every_process_is_killed_under_load_lose_and_duplicate_nothi
                 time.sleep(1.0)
             assert live.digest() == digest.group(1)
             assert live.max_sequence() == len(sequences)
-            assert api.get("/ready").status_code == 200
+
+            # Ready again, though not at once: the gateway's followers back off (up to 10 s)
+            # while the store was down, and then catch up with the log.
+            def ready() -> None:
+                resp = api.get("/ready")
+                assert resp.status_code == 200, resp.text
+
+            eventually(ready, timeout_s=60, what="the stack to be ready again")
     finally:
         live.drop_keyspace()
         live.close()

@@ -4,6 +4,7 @@ from the settlement group's committed offsets, so no key falls between the two."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from pathlib import Path
 
@@ -132,3 +133,35 @@ def test_ready_when_answered_the_keys_before_the_start_are_all_accepted(
         eventually(lambda: gw.app.state.follower.ready() is None, timeout_s=60)
         with gw.signed(last) as client:
             envelope_data(client.get("/api/v1/balances"), 200)
+
+
+def test_follower_with_start_positions_when_they_are_the_logs_end_is_ready_without_records(
+    kafka_bootstrap: str, fresh_topics: Topics, codec: Codec, markets: Markets
+) -> None:
+    # A gateway restarted in a quiet market: settlement committed everything, nothing new
+    # arrives, so there is nothing to read before being ready (and nothing will come).
+    s = Script(markets)
+    topic = fresh_topics.engine_output.name
+    producer = make_producer(kafka_bootstrap)
+    for output in [s.deposit(1, "USDT", 1) for _ in range(5)]:
+        producer.produce(topic, codec.encode_output(output), sequence_key(output.sequence), 0)
+    assert producer.flush(30) == 0
+    follower = OutputFollower(
+        lambda **extra: make_consumer(
+            kafka_bootstrap, "keyfeed-test", **CONSUMER_OVERRIDES, **extra
+        ),
+        topic, codec,
+        start_positions=lambda _topic, parts: {p: (5 if p == 0 else 0) for p in parts},
+    )  # fmt: skip
+
+    async def scenario() -> str | None:
+        follower.start(asyncio.get_running_loop())
+        await asyncio.to_thread(follower.assigned.wait, 30)
+        with contextlib.suppress(AssertionError):
+            await eventually_async(lambda: follower.ready() is None, timeout_s=10)
+        return follower.ready()
+
+    try:
+        assert asyncio.run(scenario()) is None
+    finally:
+        follower.stop()
