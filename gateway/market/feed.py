@@ -285,8 +285,6 @@ class MarketFeed:
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         at_end.add(msg.partition() or 0)
-                        if at_end >= partitions and not pending:
-                            self.caught_up.set()
                         continue
                     raise KafkaException(err)
                 seq = key_sequence(msg.key())
@@ -302,6 +300,11 @@ class MarketFeed:
                     continue  # a duplicate of one already taken
                 ready.append(Published(output, published))
                 next_seq += 1
+            # Judged after ordering this read's records: the last end-of-log event often
+            # comes in the same read as records that wait above until then, and a quiet log
+            # sends no other (the gateway would never be ready).
+            if not pending and at_end >= partitions and not self.caught_up.is_set():
+                self.caught_up.set()
             if len(pending) > self._max_pending:
                 raise FeedGapError(
                     f"sequence {next_seq} missing while {len(pending)} later outputs wait"
