@@ -103,22 +103,37 @@ class MarketData:
     async def _apply_forever(self, inbox: asyncio.Queue[Start | list[Published]]) -> None:
         """Feed items in order: a start installs the books; a batch is applied to them at
         once (a depth answer never sees half a batch), then fanned out, yielding to the
-        loop between slices of writes so REST requests are served meanwhile."""
+        loop between slices of writes so REST requests are served meanwhile. Batches that
+        queued up meanwhile are applied and fanned out together."""
         books = self.books
         hub = self.hub
         feed = self.feed
+        held: Start | None = None  # a start found while merging: it goes next, alone
         while True:
-            item = await inbox.get()
+            item = held if held is not None else await inbox.get()
+            held = None
             if isinstance(item, Start):
                 books.on_start(item)
                 hub.reset()
                 continue
+            # Batches that queued up while the loop was busy go out in one fan-out: its cost
+            # is one write per subscriber however much it carries, so a loop that falls
+            # behind catches up instead of falling further behind (BENCHMARKS.md, streams).
+            batches = [item]
+            while not inbox.empty():
+                more = inbox.get_nowait()
+                if isinstance(more, Start):
+                    held = more
+                    break
+                batches.append(more)
+            batch = item if len(batches) == 1 else [p for b in batches for p in b]
             try:
-                deltas = books.apply(item)
+                deltas = books.apply(batch)
                 if deltas is not None:
-                    await hub.publish(deltas, item)
+                    await hub.publish(deltas, batch)
             finally:
-                feed.done()
+                for _ in batches:
+                    feed.done()
 
     async def _heartbeat(self) -> None:
         hub = self.hub

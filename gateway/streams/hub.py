@@ -20,12 +20,13 @@ sees them in order with it. Two paths, one rule (a client's backlog is bounded):
 
 * with the server's frame extension (:mod:`gateway.streams.frames`, what our uvicorn
   config serves): each message's frame is encoded once; within a batch's fan-out
-  (:meth:`StreamHub.publish`) each subscriber's frames are gathered and written in one
-  transport write per slice of ``YIELD_EVERY`` frames, after which the loop is yielded to
-  (REST answers in between); a client whose transport then buffers more than
-  ``max_buffer_bytes`` unsent bytes cannot keep up;
-* otherwise each client has a queue of at most ``max_queue`` messages that its own sender
-  task drains with ``send_text``; a client whose queue is full cannot keep up.
+  (:meth:`StreamHub.publish`) each subscriber's frames are gathered, then written in one
+  transport write per subscriber, ``WRITES_PER_SLICE`` subscribers at a time, yielding to
+  the loop between slices (REST answers in between); a client whose transport then
+  buffers more than ``max_buffer_bytes`` unsent bytes cannot keep up;
+* otherwise each client has a queue that its own sender task drains with ``send_text``; a
+  client whose queue holds ``max_queue`` messages, or more than ``max_buffer_bytes``
+  characters (a trades message carries a whole batch), cannot keep up.
 
 A client that cannot keep up is dropped from every subscription at once and closed with
 1008 ``slow consumer``, so the gateway's memory stays bounded whatever the clients do.
@@ -62,9 +63,11 @@ log = logging.getLogger(__name__)
 SLOW_CONSUMER_CODE = 1008
 SLOW_CONSUMER_REASON = "slow consumer"
 DEFAULT_MAX_QUEUE = 4096
-# Frame writes between two yields of publish() to the event loop (a few ms of work), so a
-# batch fanned out to many clients never holds up REST answers for long.
+# Frames gathered, and transport writes made, between two yields of publish() to the event
+# loop (each slice a few ms of work), so a batch fanned out to many clients never holds up
+# REST answers for long.
 YIELD_EVERY = 2000
+WRITES_PER_SLICE = 250
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,7 +135,8 @@ class StreamClient:
     """One connection: its subscriptions, its user once logged in, and its queue."""
 
     __slots__ = (
-        "closed", "last_seen", "queue", "sender", "socket", "streams", "user_id", "write",
+        "closed", "last_seen", "queue", "queued_chars", "sender", "socket", "streams",
+        "user_id", "write",
     )  # fmt: skip
 
     def __init__(self, socket: Socket, max_queue: int, write: FrameWriter | None) -> None:
@@ -140,6 +144,7 @@ class StreamClient:
         # The frame writer of the server's extension, or None: the queue and sender task.
         self.write = write
         self.queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue(max_queue)
+        self.queued_chars = 0  # of the texts in the queue
         self.streams: set[str] = set()
         self.user_id: int | None = None
         self.closed = False
@@ -255,10 +260,15 @@ class StreamHub:
             if client.closed:
                 continue
             if client.write is None:
+                if client.queued_chars + len(text) > self.max_buffer_bytes:
+                    self._close_slow(client)
+                    continue
                 try:
                     client.queue.put_nowait((text, published_ms))
                 except asyncio.QueueFull:
                     self._close_slow(client)
+                    continue
+                client.queued_chars += len(text)
                 continue
             if frame is None:
                 frame = text_frame(text.encode())
@@ -291,20 +301,30 @@ class StreamHub:
         elif buffered > self.max_buffer_bytes:
             self._close_slow(client)
 
-    def _flush(self) -> None:
-        """Write each client's gathered frames in one write (one syscall, not one each)."""
+    def _flush(self, limit: int | None = None) -> bool:
+        """Write each client's gathered frames in one write (one syscall, not one each), at
+        most ``limit`` clients' worth; True when every gathered frame was written.
+
+        Each client's frames are taken out as they are written, so a message offered while
+        the caller yields between slices joins that client's list (or a new one) in order.
+        """
         pending = self._pending
         if not pending:
-            return
-        for client, frames in pending.items():
+            return True
+        n = 0
+        while pending:
+            if limit is not None and n >= limit:
+                return False
+            client, frames = pending.popitem()
+            n += 1
             if not client.closed:
                 self._write(client, frames[0] if len(frames) == 1 else b"".join(frames))
-        pending.clear()
         now = time.time_ns() // 1_000_000
         observe = self.metrics.delivery.observe_count
-        for published_ms, n in self._pending_latency:
-            observe(now - published_ms, n)
+        for published_ms, count in self._pending_latency:
+            observe(now - published_ms, count)
         self._pending_latency.clear()
+        return True
 
     def _close_slow(self, client: StreamClient) -> None:
         client.closed = True
@@ -315,6 +335,7 @@ class StreamHub:
             client.sender.cancel()
         # Drop what it never read: its memory goes now, not when the socket finally closes.
         client.queue = asyncio.Queue(1)
+        client.queued_chars = 0
         asyncio.get_running_loop().create_task(
             self.close(client, SLOW_CONSUMER_CODE, SLOW_CONSUMER_REASON)
         )
@@ -337,6 +358,7 @@ class StreamHub:
                 queue = client.queue
                 while not queue.empty() and len(items) < 256:
                     items.append(queue.get_nowait())
+                client.queued_chars -= sum(len(t) for t, _ in items)
                 latencies: list[int] = []
                 for text, published in items:
                     await socket.send_text(text)
@@ -366,6 +388,10 @@ class StreamHub:
         self._pending = {}
         try:
             await self._publish(deltas, batch)
+            # The writes are the costly part (a system call each): in slices, so a REST
+            # answer waits for one slice at most, never for the whole fan-out.
+            while not self._flush(WRITES_PER_SLICE):
+                await asyncio.sleep(0)
         finally:
             self._flush()
             self._pending = None
@@ -411,7 +437,6 @@ class StreamHub:
     async def _pause(self) -> None:
         if self._writes >= YIELD_EVERY:
             self._writes = 0
-            self._flush()
             await asyncio.sleep(0)
 
     def _publish_user(

@@ -7,6 +7,7 @@ import asyncio
 import json
 from decimal import Decimal
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 from engine.commands import CreateUser, Deposit, PlaceOrder
@@ -14,10 +15,14 @@ from engine.engine import Engine
 from engine.enums import OrderType, Side
 from engine.events import EngineOutput
 from engine.markets import Markets
-from gateway.market.feed import Published
+from exchange.codec import Codec
+from gateway.market.feed import MarketFeed, Published, Start, books_from_engine
+from gateway.market.service import MarketData
 from gateway.market.views import MarketViews
 from gateway.streams.hub import StreamHub
 from gateway.views import Views
+from settlement.sqlite_store import SqliteStore
+from tests.support.eventually import eventually_async
 
 
 class Transport:
@@ -52,7 +57,7 @@ class Socket:
         return None
 
 
-def _outputs(markets: Markets) -> list[EngineOutput]:
+def _outputs(markets: Markets) -> tuple[Start, list[EngineOutput]]:
     """Two sellers rest at two prices; one buy sweeps both; a second buy takes the rest."""
     engine = Engine(markets)
     ids = count(1)
@@ -75,16 +80,19 @@ def _outputs(markets: Markets) -> list[EngineOutput]:
         engine.apply(Deposit(command_id=n, timestamp_ms=n, user_id=user, asset=asset, amount=minor))
     engine.apply(place(1, Side.SELL, "30000.00", "0.01000"))
     engine.apply(place(2, Side.SELL, "30001.00", "0.03000"))
-    return [
+    books = books_from_engine(engine, markets)
+    start = Start(sequence=engine.sequence, books=books, offsets={}, source="test")
+    outputs = [
         engine.apply(place(3, Side.BUY, "30001.00", "0.02000")),
         engine.apply(place(3, Side.BUY, "30001.00", "0.02000")),
     ]
+    return start, outputs
 
 
 def test_publish_when_batch_holds_trades_of_two_outputs_sends_one_trades_message_in_order(
     markets: Markets,
 ) -> None:
-    outputs = _outputs(markets)
+    _, outputs = _outputs(markets)
     assert [len(o.trades) for o in outputs] == [2, 1]
     hub = StreamHub(Views(markets), MarketViews(markets))
     transports = [Transport() for _ in range(3)]
@@ -108,3 +116,35 @@ def test_publish_when_batch_holds_trades_of_two_outputs_sends_one_trades_message
         trade_ids = [int(t["trade_id"]) for t in message["data"]]
         assert trade_ids == sorted(trade_ids) and len(set(trade_ids)) == 3
     assert hub.metrics.sent == 3  # one message per client, not one per trade
+
+
+def test_apply_when_batches_queued_up_meanwhile_fans_them_out_together(
+    markets: Markets, tmp_path: Path
+) -> None:
+    # A loop that fell behind catches up: what queued while it was busy costs one write
+    # per subscriber, not one per batch.
+    start, outputs = _outputs(markets)
+    store = SqliteStore(tmp_path / "exchange.sqlite3")
+    store.init_schema()
+    feed = MarketFeed(lambda: None, "engine-output", Codec(), markets, None)  # type: ignore[arg-type,return-value]
+    market = MarketData(markets=markets, feed=feed, store=store)
+    transport = Transport()
+
+    async def scenario() -> None:
+        client = market.hub.connect(Socket(), transport.write)
+        market.hub.subscribe(client, ["trades@BTC_USDT"])
+        inbox: asyncio.Queue[Start | list[Published]] = asyncio.Queue()
+        inbox.put_nowait(start)
+        for i, output in enumerate(outputs):  # two batches, both queued before it runs
+            inbox.put_nowait([Published(output, 1_000 + i)])
+        task = asyncio.create_task(market._apply_forever(inbox))
+        await eventually_async(lambda: len(transport.writes) > 0, timeout_s=5)
+        task.cancel()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
+    assert len(transport.writes) == 1
+    [message] = transport.messages()
+    assert len(message["data"]) == 3  # both batches' trades
