@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -52,6 +53,7 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402  (after the sys.path fix above)
 from confluent_kafka import KafkaError, Message  # noqa: E402
 
+from bench.end_to_end import real_stack  # noqa: E402
 from bench.soak import Stack, cpu_ticks  # noqa: E402
 from exchange.codec import Codec  # noqa: E402
 from exchange.kafka import ReadToEnd, make_consumer, where  # noqa: E402
@@ -308,7 +310,20 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--port", type=int, default=18410)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--stack",
+        choices=("embedded", "real"),
+        default="embedded",
+        help="real: Apache Kafka (KAFKA_BOOTSTRAP_SERVERS, else our own `exchange infra`), "
+        "with the SQLite store (the streams never read the store)",
+    )
     args = parser.parse_args()
+    with contextlib.ExitStack() as infra:
+        real = None if args.stack == "embedded" else infra.enter_context(real_stack("sqlite"))
+        return run(args, real)
+
+
+def run(args: argparse.Namespace, real: dict[str, str] | None) -> int:
     out_path = args.out or ROOT / "data" / "bench" / time.strftime(
         "streams-%Y%m%dT%H%M%SZ.json", time.gmtime()
     )
@@ -319,6 +334,9 @@ def main() -> int:
         for k, v in os.environ.items()
         if not k.startswith(("EXCHANGE_", "KAFKA_", "CASSANDRA_"))
     }
+    env.update(real or {})
+    orders_topic = env.get("EXCHANGE_TOPIC_ORDERS", "orders")
+    output_topic = env.get("EXCHANGE_TOPIC_ENGINE_OUTPUT", "engine-output")
     with tempfile.TemporaryDirectory(prefix="bench-streams-") as tmp:
         data_dir = Path(tmp)
         env.update(
@@ -374,8 +392,8 @@ def main() -> int:
             report = LoadGenerator(
                 LoadConfig(rate=args.rate, duration_s=args.seconds, users=args.users, seed=15),
                 bootstrap=stack.bootstrap or "",
-                orders_topic="orders",
-                output_topic="engine-output",
+                orders_topic=orders_topic,
+                output_topic=output_topic,
                 codec=codec,
                 store=store,
             ).run()
@@ -390,7 +408,7 @@ def main() -> int:
             clients.join(30)
             for line in summary_lines(report):
                 print("   " + line, flush=True)
-            trade_ts, depth_ts = publish_times(stack.bootstrap or "", "engine-output", codec)
+            trade_ts, depth_ts = publish_times(stack.bootstrap or "", output_topic, codec)
             store.close()
         finally:
             stop.set()
@@ -411,6 +429,7 @@ def main() -> int:
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         "command": " ".join(sys.argv),
+        "stack": args.stack,
         "subscribers": args.subscribers,
         "measured_clients": args.measured,
         "rate": args.rate,
