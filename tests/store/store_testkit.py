@@ -10,8 +10,14 @@ revoked). Ids and timestamps are fixed, so failures reproduce.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 from engine.enums import (
     CommandKind,
@@ -446,3 +452,49 @@ def trade(
         maker_fee=1, maker_fee_asset="BTC", taker_fee=2, taker_fee_asset="USDT",
         executed_at=T0 + trade_id,
     )  # fmt: skip
+
+
+# ---- the stores under contract ----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sqlite_stores(directory: Path) -> Iterator[Callable[[], Any]]:
+    """A maker of fresh SQLite stores (schema created) in ``directory``; all closed at the end."""
+    from settlement.sqlite_store import SqliteStore
+
+    made: list[SqliteStore] = []
+
+    def make() -> SqliteStore:
+        s = SqliteStore(directory / f"store-{len(made)}-{time.time_ns()}.db")
+        s.init_schema()
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@contextlib.contextmanager
+def cassandra_keyspace(prefix: str) -> Iterator[Any]:
+    """A CassandraStore on a keyspace of its own at ``CASSANDRA_CONTACT_POINTS`` (schema
+    created), dropped at the end. The contract classes that use it are marked e2e: only
+    `make e2e` selects them, and it sets the variable."""
+    import pytest
+
+    hosts = os.environ.get("CASSANDRA_CONTACT_POINTS", "").strip()
+    if not hosts:
+        pytest.fail(
+            "CASSANDRA_CONTACT_POINTS is not set: run the Cassandra contract with `make e2e`"
+        )
+    from settlement.cassandra_store import CassandraStore
+
+    store = CassandraStore(
+        [h.strip() for h in hosts.split(",") if h.strip()],
+        port=int(os.environ.get("CASSANDRA_PORT", "9042")),
+        keyspace=f"{prefix}_{os.getpid()}_{time.time_ns() % 10**9}",
+    )
+    store.init_schema()
+    yield store
+    store.drop_keyspace()
+    store.close()

@@ -7,9 +7,7 @@ it uses a fresh keyspace per run, truncated between tests, and dropped at the en
 
 from __future__ import annotations
 
-import os
 import random
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,9 +18,11 @@ from store_testkit import (
     TERMINAL,
     Sim,
     batches,
+    cassandra_keyspace,
     order_update,
     output,
     random_stream,
+    sqlite_stores,
     trade,
 )
 
@@ -616,40 +616,15 @@ class StoreContract:
 class TestSqliteStore(StoreContract):
     @pytest.fixture
     def make_store(self, tmp_path: Path) -> Iterator[MakeStore]:
-        made: list[SqliteStore] = []
-
-        def make() -> SettlementStore:
-            s = SqliteStore(tmp_path / f"store-{len(made)}.db")
-            s.init_schema()
-            made.append(s)
-            return s
-
-        yield make
-        for s in made:
-            s.close()
-
-
-_CASSANDRA = os.environ.get("CASSANDRA_CONTACT_POINTS", "").strip()
+        with sqlite_stores(tmp_path) as make:
+            yield make
 
 
 @pytest.fixture(scope="module")
 def cassandra_store() -> Iterator[SettlementStore]:
     """One fresh keyspace per test run; dropped at the end."""
-    if not _CASSANDRA:  # the class is marked e2e: only `make e2e` selects it, and sets this
-        pytest.fail(
-            "CASSANDRA_CONTACT_POINTS is not set: run the Cassandra contract with `make e2e`"
-        )
-    from settlement.cassandra_store import CassandraStore
-
-    store = CassandraStore(
-        [h.strip() for h in _CASSANDRA.split(",") if h.strip()],
-        port=int(os.environ.get("CASSANDRA_PORT", "9042")),
-        keyspace=f"exchange_test_{os.getpid()}_{time.time_ns() % 10**9}",
-    )
-    store.init_schema()
-    yield store
-    store.drop_keyspace()
-    store.close()
+    with cassandra_keyspace("exchange_test") as store:
+        yield store
 
 
 @pytest.mark.cassandra

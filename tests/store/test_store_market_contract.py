@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from market_store_testkit import SYMBOLS, T0, engine_flow, engine_levels, naive_klines
-from store_testkit import batches
+from store_testkit import batches, cassandra_keyspace, sqlite_stores
 
 from engine import AmendOrder, OrderType, PlaceOrder
 from engine.enums import CommandKind, Side
 from engine.events import DepthUpdated, EngineOutput, LevelUpdated, TradeExecuted
 from settlement.market_data import INTERVAL_MS, MarketDataStore
 from settlement.sqlite_store import SqliteStore
-from settlement.store import InvalidQuery, SettlementStore
+from settlement.store import InvalidQuery
 
 MakeStore = Callable[[], Any]  # a store that is both a SettlementStore and a MarketDataStore
 BUY, SELL = Side.BUY, Side.SELL
@@ -354,40 +353,15 @@ class MarketContract:
 class TestSqliteMarketData(MarketContract):
     @pytest.fixture
     def make_store(self, tmp_path: Path) -> Iterator[MakeStore]:
-        made: list[SqliteStore] = []
-
-        def make() -> SettlementStore:
-            s = SqliteStore(tmp_path / f"store-{len(made)}-{time.time_ns()}.db")
-            s.init_schema()
-            made.append(s)
-            return s
-
-        yield make
-        for s in made:
-            s.close()
-
-
-_CASSANDRA = os.environ.get("CASSANDRA_CONTACT_POINTS", "").strip()
+        with sqlite_stores(tmp_path) as make:
+            yield make
 
 
 @pytest.fixture(scope="module")
 def cassandra_market_store() -> Iterator[Any]:
     """One fresh keyspace per test run; dropped at the end."""
-    if not _CASSANDRA:  # the class is marked e2e: only `make e2e` selects it, and sets this
-        pytest.fail(
-            "CASSANDRA_CONTACT_POINTS is not set: run the Cassandra contract with `make e2e`"
-        )
-    from settlement.cassandra_store import CassandraStore
-
-    store = CassandraStore(
-        [h.strip() for h in _CASSANDRA.split(",") if h.strip()],
-        port=int(os.environ.get("CASSANDRA_PORT", "9042")),
-        keyspace=f"exchange_mkt_{os.getpid()}_{time.time_ns() % 10**9}",
-    )
-    store.init_schema()
-    yield store
-    store.drop_keyspace()
-    store.close()
+    with cassandra_keyspace("exchange_mkt") as store:
+        yield store
 
 
 @pytest.mark.cassandra
